@@ -1,0 +1,1 @@
+"""Prefect deployments of the flows (`prefect deployment run rlt/full-pipeline`)."""

@@ -1,0 +1,124 @@
+"""Artifact directories: how stages hand their outputs to each other.
+
+A stage writes its files into `<store>/<stage>/<key>/` and then, LAST, `manifest.json` (resolved
+config, upstream digests, package versions, metrics, a digest of the files). A directory without
+a manifest is incomplete and never taken as a finished artifact. Stages pass `ArtifactRef`
+values (URI + digest), never models, tensors or DataFrames.
+
+Deliberate simplification for now: the store is a local directory. The orchestration layer
+extends it to `s3://` through fsspec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("rlt", "torch", "transformers", "trl", "datasets", "prefect", "lighteval")
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A finished artifact: where it is and the digest of its contents."""
+
+    uri: str
+    digest: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form (what the orchestration layer caches)."""
+        return {"uri": self.uri, "digest": self.digest}
+
+
+def digest_json(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_key(config: Any, upstream: dict[str, str], code: str = "") -> str:
+    """The cache key of a stage run: its config, its upstream digests and a code fingerprint."""
+    return digest_json({"config": config, "upstream": upstream, "code": code})[:16]
+
+
+def stage_dir(store: str | Path, stage: str, key: str) -> Path:
+    """`<store>/<stage>/<key>`: the directory a stage run writes into."""
+    return Path(store).expanduser() / stage / key
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when the artifact directory holds its manifest (it was finished)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def files_digest(path: str | Path) -> str:
+    """sha256 over the relative names and bytes of every file under `path` but the manifest."""
+    root = Path(path)
+    sha = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        sha.update(str(file.relative_to(root)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+    return sha.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape an artifact, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(
+    path: str | Path,
+    *,
+    stage: str,
+    config: Any,
+    upstream: dict[str, str],
+    metrics: dict[str, Any],
+) -> ArtifactRef:
+    """Write `manifest.json` last (atomically, via rename) and return the artifact's ref."""
+    root = Path(path)
+    digest = files_digest(root)
+    manifest = {
+        "stage": stage,
+        "digest": digest,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config,
+        "upstream": upstream,
+        "metrics": metrics,
+        "versions": package_versions(),
+    }
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, root / MANIFEST)
+    return ArtifactRef(uri=str(root.resolve()), digest=digest)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a finished artifact; a clear error for an unfinished one."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{path} has no {MANIFEST}: the stage that writes it did not finish. "
+            "Run the stage again; it resumes or starts over."
+        )
+    return json.loads(file.read_text())
+
+
+def load_ref(path: str | Path) -> ArtifactRef:
+    """The ref of a finished artifact directory."""
+    manifest = read_manifest(path)
+    return ArtifactRef(uri=str(Path(path).resolve()), digest=manifest["digest"])

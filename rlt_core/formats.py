@@ -1,0 +1,260 @@
+"""The two input formats of the paper and the conversion between them.
+
+Student format (Figure 6, from Li et al. / Bespoke-Stratos): the reasoning system prompt, the
+question as the user turn, and an assistant turn
+
+    <|begin_of_thought|>\\n\\n{thought}\\n\\n<|end_of_thought|>\\n\\n
+    <|begin_of_solution|>\\n\\n{solution}\\n\\n<|end_of_solution|>
+
+Teacher (RLT) format (Figure 7, section 3.2): the RLT system prompt, the question as the user
+turn, and an assistant turn PREFILLED with the solution; the teacher generates only what follows
+`<|begin_of_explanation|>\\n\\n`, that is the explanation and `<|end_of_explanation|>`.
+
+Teacher output -> student sample (section 3.2): the explanation body becomes the thought and the
+solution is appended back. Nothing else is done to the explanation, except that whitespace at
+its two ends is trimmed (the separators that the format itself puts around every body).
+
+Rendering goes through the tokenizer's own chat template, so the same code serves Qwen's and
+SmolLM2's ChatML and any other template: only the assistant-turn prefill is appended by hand,
+after the template's generation prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+BEGIN_THOUGHT = "<|begin_of_thought|>"
+END_THOUGHT = "<|end_of_thought|>"
+BEGIN_SOLUTION = "<|begin_of_solution|>"
+END_SOLUTION = "<|end_of_solution|>"
+BEGIN_EXPLANATION = "<|begin_of_explanation|>"
+END_EXPLANATION = "<|end_of_explanation|>"
+
+# Figure 6 verbatim (the system prompt of Li et al. [11]); `'\n\n'` is literal text in the prompt.
+STUDENT_SYSTEM_PROMPT = (
+    "Your role as an assistant involves thoroughly exploring questions through a systematic "
+    "long thinking process before providing the final precise and accurate solutions. This "
+    "requires engaging in a comprehensive cycle of analysis, summarizing, exploration, "
+    "reassessment, reflection, backtracing, and iteration to develop well-considered thinking "
+    "process. Please structure your response into two main sections: Thought and Solution. In "
+    "the Thought section, detail your reasoning process using the specified format: "
+    "<|begin_of_thought|> {thought with steps separated with '\\n\\n'} <|end_of_thought|> Each "
+    "step should include detailed considerations such as analysing questions, summarizing "
+    "relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, "
+    "refining any errors, and revisiting previous steps. In the Solution section, based on "
+    "various attempts, explorations, and reflections from the Thought section, systematically "
+    "present the final solution that you deem correct. The solution should remain a logical, "
+    "accurate, concise expression style and detail necessary step needed to reach the "
+    "conclusion, formatted as follows: <|begin_of_solution|> {final formatted, precise, and "
+    "clear solution} <|end_of_solution|> Now, try to solve the following question through the "
+    "above guidelines:"
+)
+
+# Figure 7 verbatim (the RLT system prompt). The figure shows one space before <|im_end|>.
+TEACHER_SYSTEM_PROMPT = (
+    "Your role as an assistant involves providing precise and accurate solutions before "
+    "providing detailed explanations with your full work showing your systematic thinking "
+    "process leading to each solution. Your explanations should show how you engaged in a "
+    "comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, "
+    "backtracing, and iteration to develop well-considered thinking process. Please structure "
+    "your response into two main sections: Solution and Explanation. In the Solution section, "
+    "present your well-thought solution that accurately answers the question. The solution "
+    "should remain a logical, accurate, concise expression style and detail necessary step "
+    "needed to reach the conclusion, formatted as follows: <|begin_of_solution|> {final "
+    "formatted, precise, and clear solution} <|end_of_solution|>. In the Explanation section, "
+    "comprehensively detail your reasoning process using the specified format: "
+    "<|begin_of_explanation|> {explanation with steps separated with '\\n\\n'} "
+    "<|end_of_explanation|> Each step should show detailed considerations leading to your "
+    "solutions such as analysing questions, summarizing relevant findings, brainstorming new "
+    "ideas, verifying the accuracy of the current steps, refining any errors, and revisiting "
+    "previous steps. "
+)
+
+Message = dict[str, str]
+
+
+class ChatTokenizer(Protocol):
+    """What rendering needs from a tokenizer: a chat template (any HF tokenizer has this)."""
+
+    chat_template: str | None
+
+    def apply_chat_template(self, conversation: list[Message], **kwargs: Any) -> Any: ...
+
+
+class FormatError(ValueError):
+    """A text or tokenizer that does not fit the paper's formats."""
+
+
+# --------------------------------------------------------------------------- assistant texts
+
+
+def student_assistant_text(thought: str, solution: str) -> str:
+    """The student-format assistant turn (Figure 6): thought section, then solution section."""
+    return (
+        f"{BEGIN_THOUGHT}\n\n{thought}\n\n{END_THOUGHT}\n\n"
+        f"{BEGIN_SOLUTION}\n\n{solution}\n\n{END_SOLUTION}"
+    )
+
+
+def teacher_prefill(solution: str) -> str:
+    """The prefilled start of the teacher's assistant turn (Figure 7).
+
+    Generation starts right after the returned text, which ends with
+    `<|begin_of_explanation|>\\n\\n`.
+    """
+    return f"{BEGIN_SOLUTION}\n\n{solution}\n\n{END_SOLUTION}\n\n{BEGIN_EXPLANATION}\n\n"
+
+
+def teacher_completion_text(explanation: str) -> str:
+    """What the teacher is trained to generate after the prefill: explanation + closing tag."""
+    return f"{explanation}\n\n{END_EXPLANATION}"
+
+
+def teacher_assistant_text(solution: str, explanation: str) -> str:
+    """The whole teacher assistant turn: prefill followed by the completion."""
+    return teacher_prefill(solution) + teacher_completion_text(explanation)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class StudentParse:
+    """A student-format text split on its tags; `missing` lists the tags not found."""
+
+    thought: str | None
+    solution: str | None
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """True when all four tags were found."""
+        return not self.missing
+
+
+@dataclass(frozen=True)
+class TeacherParse:
+    """A teacher completion (text generated after the prefill), split on the closing tag.
+
+    `complete` is False when `<|end_of_explanation|>` is missing (the reward's format penalty
+    fires, section 3.3); `explanation` then holds everything generated, for logging only.
+    """
+
+    explanation: str
+    complete: bool
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The closing tag when it is missing, else nothing."""
+        return () if self.complete else (END_EXPLANATION,)
+
+
+def _between(text: str, begin: str, end: str) -> str | None:
+    start = text.find(begin)
+    if start < 0:
+        return None
+    stop = text.find(end, start + len(begin))
+    if stop < 0:
+        return None
+    return text[start + len(begin) : stop].strip()
+
+
+def parse_student_text(text: str) -> StudentParse:
+    """Split a student-format assistant text into thought and solution (inverse of
+    `student_assistant_text` for bodies without surrounding whitespace)."""
+    tags = (BEGIN_THOUGHT, END_THOUGHT, BEGIN_SOLUTION, END_SOLUTION)
+    missing = tuple(tag for tag in tags if tag not in text)
+    return StudentParse(
+        thought=_between(text, BEGIN_THOUGHT, END_THOUGHT),
+        solution=_between(text, BEGIN_SOLUTION, END_SOLUTION),
+        missing=missing,
+    )
+
+
+def parse_teacher_completion(completion: str) -> TeacherParse:
+    """Split the text a teacher generated after the prefill (section 3.2).
+
+    Text after `<|end_of_explanation|>` (an end-of-turn token, say) is ignored.
+    """
+    stop = completion.find(END_EXPLANATION)
+    if stop < 0:
+        return TeacherParse(explanation=completion.strip(), complete=False)
+    return TeacherParse(explanation=completion[:stop].strip(), complete=True)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@dataclass(frozen=True)
+class StudentSample:
+    """One student distillation row: question, thought (from the teacher) and solution."""
+
+    question: str
+    thought: str
+    solution: str
+
+    @property
+    def assistant_text(self) -> str:
+        """The student-format assistant turn of this sample."""
+        return student_assistant_text(self.thought, self.solution)
+
+
+def teacher_output_to_student(question: str, solution: str, completion: str) -> StudentSample:
+    """Turn a teacher completion into a student sample (section 3.2, Appendix B.1).
+
+    The explanation body becomes the thought and the solution is appended back; no other
+    processing. A completion without `<|end_of_explanation|>` cannot be converted: it raises
+    `FormatError` (generation keeps such rows out of the dataset and counts them).
+    """
+    parsed = parse_teacher_completion(completion)
+    if not parsed.complete:
+        raise FormatError(
+            f"teacher completion has no closing {END_EXPLANATION} tag (truncated or unformatted); "
+            "it cannot become a student sample. Drop and count it, or raise the generation "
+            "length limit."
+        )
+    return StudentSample(question=question, thought=parsed.explanation, solution=solution)
+
+
+# --------------------------------------------------------------------------- chat messages
+
+
+def student_messages(question: str) -> list[Message]:
+    """System (Figure 6) and user turns of the student format."""
+    return [
+        {"role": "system", "content": STUDENT_SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+    ]
+
+
+def teacher_messages(question: str) -> list[Message]:
+    """System (Figure 7) and user turns of the RLT format."""
+    return [
+        {"role": "system", "content": TEACHER_SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+    ]
+
+
+def _generation_prompt(tokenizer: ChatTokenizer, messages: list[Message]) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise FormatError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template; "
+            "the RLT and student formats are chat conversations. Use an instruct model's "
+            "tokenizer (Qwen2.5-*-Instruct, SmolLM2-*-Instruct) or set tokenizer.chat_template."
+        )
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(text)
+
+
+def render_student_prompt(tokenizer: ChatTokenizer, question: str) -> str:
+    """The student prompt as text, ending where the assistant's answer starts."""
+    return _generation_prompt(tokenizer, student_messages(question))
+
+
+def render_teacher_prompt(tokenizer: ChatTokenizer, question: str, solution: str) -> str:
+    """The teacher prompt as text: system, user and the PREFILLED assistant start (Figure 7).
+
+    It ends with `<|begin_of_explanation|>\\n\\n`, where the teacher's generation starts.
+    """
+    return _generation_prompt(tokenizer, teacher_messages(question)) + teacher_prefill(solution)

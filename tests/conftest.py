@@ -1,0 +1,26 @@
+"""Test tiers: unit (default `pytest`), smoke (`-m smoke`: tiny real model, real files), gpu
+(needs CUDA; skipped without it). `make test` runs every tier that this machine can run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Keep tests off the network and off the user's caches.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests on a machine without CUDA (they still exist and are collected)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
