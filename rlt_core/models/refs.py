@@ -1,0 +1,52 @@
+"""Model references: one string names an offline model, a local checkpoint, or a hub id."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from rlt_core.models.smollm2 import SMOLLM2_NAME, materialize_smollm2
+
+OFFLINE_PREFIX = "offline:"
+
+# Offline model name -> function that materialises it (if needed) and returns its directory.
+OFFLINE_MODELS: dict[str, Callable[[], Path]] = {SMOLLM2_NAME: materialize_smollm2}
+
+# Hugging Face repo ids: `org/name`, letters, digits, '-', '_', '.'; no leading '.', '-' or '/'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def resolve_model(ref: str) -> str:
+    """Turn a model reference into something `from_pretrained` accepts.
+
+    Accepted forms, tried in this order:
+    - `offline:<name>` with a name of `OFFLINE_MODELS` (e.g. `offline:smollm2-135m-instruct`):
+      materialised on first use, returns the local checkpoint directory;
+    - an existing local path: returned as given (`~` expanded);
+    - a hub id `org/name` (e.g. `Qwen/Qwen2.5-7B-Instruct`): returned unchanged.
+    Anything else raises ValueError naming the reference and these forms.
+    """
+    if ref.startswith(OFFLINE_PREFIX):
+        name = ref.removeprefix(OFFLINE_PREFIX)
+        if name not in OFFLINE_MODELS:
+            raise ValueError(
+                f"Unknown offline model {ref!r}. Known offline models: {_offline_refs()}."
+            )
+        return str(OFFLINE_MODELS[name]())
+    local = os.path.expanduser(ref)
+    if ref and Path(local).exists():
+        return local
+    if _HUB_ID.fullmatch(ref) and "--" not in ref and ".." not in ref:
+        return ref
+    raise ValueError(
+        f"Model reference {ref!r} is neither an offline model ({_offline_refs()}), nor an "
+        "existing local path, nor a hub id of the form 'org/name'. Fix the spelling, create the "
+        "path, or use one of those forms."
+    )
+
+
+def _offline_refs() -> str:
+    """The accepted `offline:<name>` references, comma-separated, for error messages."""
+    return ", ".join(f"{OFFLINE_PREFIX}{name}" for name in OFFLINE_MODELS)

@@ -1,0 +1,90 @@
+"""A real S3 endpoint for tests: moto's server on 127.0.0.1, shared by the whole test session.
+
+Register as a plugin (`pytest_plugins = ["fixtures_s3"]` in tests/conftest.py). Fixtures:
+
+- `s3_server` (session): the running endpoint. For the session it sets dummy credentials and a
+  region in the environment (`AWS_ACCESS_KEY_ID=testing`, ...), so nothing can reach real AWS.
+- `s3_bucket` (function): a fresh, empty bucket per test (fresh names also keep s3fs's
+  listing cache from going stale between tests).
+- `s3_env` (function): also sets `AWS_ENDPOINT_URL`, for code that takes no storage options
+  and relies on the standard variables, as a user's cluster would.
+
+Code under test reaches the server either through `endpoint.storage_options` (fsspec/s3fs) or
+through `s3_env`.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where the moto server listens, and how to talk to it."""
+
+    url: str
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec/s3fs options that point at this endpoint."""
+        return {"client_kwargs": {"endpoint_url": self.url}}
+
+    def client(self) -> Any:
+        """A boto3 S3 client bound to this endpoint."""
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
+
+    def upload(self, bucket: str, key: str, path: str) -> str:
+        """Upload a local file and return its `s3://bucket/key` URI."""
+        self.client().upload_file(path, bucket, key)
+        return f"s3://{bucket}/{key}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """Start moto's S3 server once per session on a free local port."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CREDENTIALS.items():
+            patch.setenv(name, value)
+        server.start()
+        try:
+            yield S3Endpoint(url=f"http://127.0.0.1:{port}")
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint) -> str:
+    """A new empty bucket on the session's server; returns its name."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
+    """Point the standard `AWS_ENDPOINT_URL` variable at the server for one test."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
+    return s3_server
