@@ -1,0 +1,7 @@
+"""One entry function per stage: data, teacher_sft, teacher_rl, generate_traces, student_sft,
+student_rl, evaluate. Each takes its typed config and the refs of its inputs and writes a
+self-describing artifact directory (manifest last)."""
+
+from rlt_core.stages.data import DataOutputs, run_data
+
+__all__ = ["DataOutputs", "run_data"]
