@@ -21,3 +21,5 @@ lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 	  $$(for fl in $$(pip config get global.find-links 2>/dev/null); do echo --find-links $$fl; done) \
 	  -o requirements/cpu.lock
+	uv pip compile pyproject.toml --extra gpu --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements/gpu.lock

@@ -60,8 +60,7 @@ def test_student_assistant_text_is_the_exact_format():
 
 def test_teacher_prefill_ends_where_generation_starts():
     assert F.teacher_prefill("\\boxed{E}") == (
-        "<|begin_of_solution|>\n\n\\boxed{E}\n\n<|end_of_solution|>\n\n"
-        "<|begin_of_explanation|>\n\n"
+        "<|begin_of_solution|>\n\n\\boxed{E}\n\n<|end_of_solution|>\n\n<|begin_of_explanation|>\n\n"
     )
     assert F.teacher_completion_text("step") == "step\n\n<|end_of_explanation|>"
 
