@@ -51,7 +51,7 @@ def run_pipeline(cfg: PipelineConfig, store: Path) -> dict[str, float]:
     from rlt_core.stages import run_data
 
     times: dict[str, float] = {}
-    tokenizer = _timed(times, "models (teacher tokenizer)", lambda: _teacher_tokenizer(cfg))
+    tokenizer = _timed(times, "models (offline build / tokenizer)", lambda: _teacher_tokenizer(cfg))
     data = _timed(times, "data", lambda: run_data(cfg, store, tokenizer=tokenizer))
     corpus = data.report["corpus"]
     console.print(

@@ -79,7 +79,9 @@ class ChatTokenizer(Protocol):
 
     chat_template: str | None
 
-    def apply_chat_template(self, conversation: list[Message], **kwargs: Any) -> Any: ...
+    def apply_chat_template(self, conversation: list[Message], **kwargs: Any) -> Any:
+        """Render `conversation` with the tokenizer's chat template."""
+        ...
 
 
 class FormatError(ValueError):

@@ -76,12 +76,12 @@ def materialize_smollm2_tokenizer(cache_dir: Path | None = None, force: bool = F
     """
     root = Path(cache_dir) if cache_dir is not None else default_models_dir()
 
-    def build(out: Path) -> dict[str, Any]:
+    def _build(out: Path) -> dict[str, Any]:
         gguf = fetch_smollm2_gguf(root)
         tokenizer_from_gguf(gguf).save_pretrained(out)
         return {"name": f"{SMOLLM2_NAME}-tokenizer", "kind": "tokenizer", **_source(gguf)}
 
-    return build_once(root / f"{SMOLLM2_NAME}-tokenizer", build, force=force)
+    return build_once(root / f"{SMOLLM2_NAME}-tokenizer", _build, force=force)
 
 
 def materialize_smollm2(cache_dir: Path | None = None, force: bool = False) -> Path:
@@ -94,12 +94,12 @@ def materialize_smollm2(cache_dir: Path | None = None, force: bool = False) -> P
     """
     root = Path(cache_dir) if cache_dir is not None else default_models_dir()
 
-    def build(out: Path) -> dict[str, Any]:
+    def _build(out: Path) -> dict[str, Any]:
         gguf = fetch_smollm2_gguf(root)
         _build_checkpoint(gguf, out)
         return {"name": SMOLLM2_NAME, "kind": "checkpoint", "dtype": "float32", **_source(gguf)}
 
-    return build_once(root / SMOLLM2_NAME, build, force=force)
+    return build_once(root / SMOLLM2_NAME, _build, force=force)
 
 
 def tokenizer_from_gguf(gguf: Path) -> PreTrainedTokenizerBase:

@@ -175,7 +175,10 @@ def build_sample(
     return AlignedSample(
         sample_id=sample_id,
         teacher_ids=teacher_head + think_ids + encode(tokenizer, EXPLANATION_CLOSE),
-        student_ids=student_head + think_ids + middle + solution_ids
+        student_ids=student_head
+        + think_ids
+        + middle
+        + solution_ids
         + encode(tokenizer, SOLUTION_CLOSE),
         teacher_think=slice(len(teacher_head), len(teacher_head) + len(think_ids)),
         student_think=slice(len(student_head), len(student_head) + len(think_ids)),
@@ -267,10 +270,17 @@ def align_completion(
     text = decode(tokenizer, ids)
     clean_edges = decode(tokenizer, think) == decode(tokenizer, body).strip()
     if (tag_at < 0 and END_EXPLANATION in text) or not clean_edges:
-        parsed = parse_teacher_completion(decode(tokenizer, _strip_trailing_special(tokenizer, ids)))
+        parsed = parse_teacher_completion(
+            decode(tokenizer, _strip_trailing_special(tokenizer, ids))
+        )
         ok = parsed.complete and not truncated
         return align_text(
-            tokenizer, sample_id, question, solution, parsed.explanation, format_ok=ok,
+            tokenizer,
+            sample_id,
+            question,
+            solution,
+            parsed.explanation,
+            format_ok=ok,
             retokenized=True,
         )
     return build_sample(

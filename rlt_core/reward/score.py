@@ -1,0 +1,275 @@
+"""Score a dataset of reasoning traces with the RLT reward: `rlt score` and `score_dataset`.
+
+Each row holds a question, a solution and an explanation (column `explanation`, or `thought`
+so a corpus' own R1 traces can be ranked for distillation, section 4.5). The output is the
+input table plus the reward and its breakdown (`reward`, `r_ss`, `r_kl`, `penalty`,
+`think_len`, `solution_len`, `empty_think`, `empty_solution`).
+
+Resumable: every finished batch is written atomically to `<out>.parts/part-NNNNNN.parquet`
+(row ids and scores only); a rerun skips the rows found there and `out` is assembled once every
+row is scored. `<out>.parts/meta.json` records the models and the reward config: a rerun with
+other settings is refused rather than mixing scores. Rows are identified by an `id` column when
+the table has one, else by their row number (so the input file must not change between runs).
+Input is validated before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+from tqdm.auto import tqdm
+
+from rlt_core.config import ConfigError, RewardConfig, config_digest, load_config, to_dict
+from rlt_core.data import read_table
+from rlt_core.reward.scorer import RLTScorer
+from rlt_core.reward.spans import SpanError, align_text
+from rlt_core.reward.terms import RewardBreakdown
+
+logger = logging.getLogger(__name__)
+
+EXPLANATION_COLUMNS = ("explanation", "thought")
+ID_COLUMN = "id"
+SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """What one call did: rows scored now, rows found already scored, and the output (None
+    while rows remain, e.g. after `max_batches`)."""
+
+    scored: int
+    skipped: int
+    out: Path | None
+
+
+def prepare_table(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, str]:
+    """Validate a traces table; return it with string row ids in `id`, and the explanation
+    column's name (`explanation`, else `thought`). Raises ValueError naming the bad rows."""
+    missing = [c for c in ("question", "solution") if c not in table.columns]
+    explanation = next((c for c in EXPLANATION_COLUMNS if c in table.columns), None)
+    if missing or explanation is None:
+        needed = missing + ([] if explanation else ["explanation (or thought)"])
+        raise ValueError(
+            f"{source}: missing column(s) {needed}; the table has {list(table.columns)}. Rename "
+            "the columns to question / solution / explanation (a `thought` column is accepted "
+            "as the explanation)."
+        )
+    table = table.reset_index(drop=True)
+    ids = table[ID_COLUMN] if ID_COLUMN in table.columns else pd.Series(range(len(table)))
+    table = table.assign(**{ID_COLUMN: ids.astype(str)})
+    duplicated = table[ID_COLUMN][table[ID_COLUMN].duplicated()].tolist()
+    empty = [i for i, s in zip(table[ID_COLUMN], table["solution"], strict=True) if _blank(s)]
+    bad_text = [i for i, e in zip(table[ID_COLUMN], table[explanation], strict=True) if _bad(e)]
+    for problem, rows in (
+        ("duplicate ids", duplicated),
+        ("an empty solution (r_SS, Eq. 3, scores the solution tokens)", empty),
+        (f"a non-text {explanation}", bad_text),
+    ):
+        if rows:
+            raise ValueError(
+                f"{source}: {len(rows)} row(s) with {problem}, ids {rows[:10]}. Fix or drop "
+                "those rows before scoring."
+            )
+    if table.empty:
+        raise ValueError(f"{source}: the table has no rows; nothing to score.")
+    return table, explanation
+
+
+def _blank(value: object) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def _bad(value: object) -> bool:
+    return not isinstance(value, str)
+
+
+def parts_dir(out: Path) -> Path:
+    """Where the finished batches of `out` are kept until it is assembled."""
+    return out.with_name(out.name + ".parts")
+
+
+def _check_meta(parts: Path, meta: dict[str, object]) -> None:
+    """Write `meta.json` on the first run; refuse a rerun whose settings differ."""
+    path = parts / "meta.json"
+    if not path.exists():
+        parts.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        return
+    before = json.loads(path.read_text())
+    if before != meta:
+        changed = sorted(k for k in meta.keys() | before.keys() if before.get(k) != meta.get(k))
+        raise ValueError(
+            f"{parts} holds scores made with other settings (changed: {changed}); mixing them "
+            "would rank rows by different rewards. Rerun with the same settings, or delete "
+            f"{parts} to start over."
+        )
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)` then rename the temporary file onto `path` (atomic on POSIX)."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _part_files(parts: Path) -> list[Path]:
+    return sorted(parts.glob("part-*.parquet"))
+
+
+def read_parts(parts: Path) -> pd.DataFrame:
+    """All finished batches (id + score columns); empty when there are none."""
+    files = _part_files(parts)
+    if not files:
+        return pd.DataFrame(columns=[ID_COLUMN, *SCORE_COLUMNS])
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _score_batches(
+    scorer: RLTScorer,
+    rows: pd.DataFrame,
+    explanation: str,
+    parts: Path,
+    *,
+    batch_size: int,
+    max_batches: int | None,
+) -> int:
+    """Score `rows` batch by batch into new part files; returns how many rows were scored."""
+    files = _part_files(parts)
+    next_part = int(files[-1].stem.split("-")[1]) + 1 if files else 0
+    starts = list(range(0, len(rows), batch_size))[:max_batches]
+    scored = 0
+    for number, start in enumerate(tqdm(starts, desc="rlt score", unit="batch"), next_part):
+        batch = rows.iloc[start : start + batch_size]
+        samples = [
+            align_text(scorer.tokenizer, r[ID_COLUMN], r["question"], r["solution"], r[explanation])
+            for r in batch.to_dict("records")
+        ]
+        scores = pd.DataFrame(scorer.score(samples).to_rows())
+        scores.insert(0, ID_COLUMN, batch[ID_COLUMN].tolist())
+        _write_atomic(parts / f"part-{number:06d}.parquet", scores.to_parquet)
+        scored += len(batch)
+    return scored
+
+
+def _assemble(table: pd.DataFrame, scores: pd.DataFrame, out: Path) -> None:
+    """Write `table` joined with its scores (one per row, input order) to `out`."""
+    duplicated = scores[ID_COLUMN][scores[ID_COLUMN].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(
+            f"part files hold ids {duplicated[:10]} more than once; delete {parts_dir(out)} "
+            "and score again."
+        )
+    merged = table.merge(scores, on=ID_COLUMN, how="left", validate="one_to_one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".jsonl":
+        _write_atomic(out, lambda tmp: merged.to_json(tmp, orient="records", lines=True))
+    else:
+        _write_atomic(out, merged.to_parquet)
+
+
+def score_dataset(
+    teacher: str,
+    student: str | None,
+    data: str | Path,
+    out: Path,
+    *,
+    cfg: RewardConfig,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    device: str = "cpu",
+    max_batches: int | None = None,
+) -> ScoreRun:
+    """Score every row of `data` with r_RLT (Eq. 3 to 5) and write `out` (.parquet or .jsonl).
+
+    `teacher` and `student` are model references (`rlt_core.models.resolve_model`; student
+    default `cfg.student_model`). Rows already in `<out>.parts/` are skipped; `max_batches`
+    stops after that many new batches (the output is then not written yet).
+    """
+    if batch_size < 1 or dtype not in _DTYPES:
+        raise ValueError(
+            f"batch_size={batch_size}, dtype={dtype!r}: need batch_size >= 1 and a dtype of "
+            f"{sorted(_DTYPES)}."
+        )
+    table, explanation = prepare_table(read_table(str(data)), str(data))
+    out = Path(out)
+    parts = parts_dir(out)
+    student = student or cfg.student_model
+    _check_meta(parts, _meta(teacher, student, cfg, explanation))
+    done = set(read_parts(parts)[ID_COLUMN].astype(str))
+    todo = table[~table[ID_COLUMN].isin(done)]
+    scored = 0
+    if len(todo):
+        scorer = RLTScorer.from_refs(
+            teacher, student, cfg=cfg, dtype=_DTYPES[dtype], device=device, batch_size=batch_size
+        )
+        scored = _score_batches(
+            scorer, todo, explanation, parts, batch_size=batch_size, max_batches=max_batches
+        )
+    if scored < len(todo):
+        return ScoreRun(scored=scored, skipped=len(done), out=None)
+    _assemble(table, read_parts(parts), out)
+    logger.info("scored %d rows (%d already done) into %s", scored, len(done), out)
+    return ScoreRun(scored=scored, skipped=len(done), out=out)
+
+
+def _meta(teacher: str, student: str, cfg: RewardConfig, explanation: str) -> dict[str, object]:
+    return {
+        "teacher": teacher,
+        "student": student,
+        "explanation_column": explanation,
+        "reward_config": to_dict(cfg),
+        "reward_config_digest": config_digest(cfg),
+    }
+
+
+app = typer.Typer(add_completion=False, help="Score reasoning traces with the RLT reward.")
+
+
+@app.callback()
+def _group() -> None:
+    """Score reasoning traces with the RLT reward (section 3.3)."""
+
+
+@app.command()
+def score(
+    teacher: Annotated[str, typer.Option(help="teacher model reference (offline:, path, hub id)")],
+    data: Annotated[str, typer.Option(help="traces: question, solution, explanation/thought")],
+    out: Annotated[Path, typer.Option(help="output table (.parquet or .jsonl)")],
+    student: Annotated[
+        str | None, typer.Option(help="student model reference; default reward.student_model")
+    ] = None,
+    profile: Annotated[str, typer.Option(help="config profile for the reward settings")] = "tiny",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key.path=value, e.g. reward.lambda=0")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 8,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    device: Annotated[str, typer.Option(help="torch device of the models")] = "cpu",
+) -> None:
+    """Score every row with r_RLT and its breakdown; rerun the same command to resume."""
+    try:
+        cfg = load_config(profile, overrides or ()).reward
+        run = score_dataset(
+            teacher,
+            student,
+            data,
+            out,
+            cfg=cfg,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+        )
+    except (ConfigError, SpanError, ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"scored {run.scored} rows ({run.skipped} already scored) -> {run.out}")
