@@ -20,10 +20,12 @@ from rich.table import Table
 from rlt_core.config import ConfigError, PipelineConfig, load_config
 from rlt_core.config.__main__ import app as config_app
 from rlt_core.models.cli import app as models_app
+from rlt_core.reward.score import app as score_app
 
 app = typer.Typer(add_completion=False, help="Reinforcement-Learned Teachers: the RLT pipeline.")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(score_app)  # `rlt score ...`
 
 console = Console()
 DEFAULT_STORE = Path("artifacts")

@@ -25,3 +25,27 @@ __all__ = [
     "r_rlt",
     "r_ss",
 ]
+
+# Model-facing half (spans, scorer, TRL reward object, dataset scoring): see each module.
+from rlt_core.reward.score import ScoreRun, score_dataset  # noqa: E402
+from rlt_core.reward.scorer import RLTScorer  # noqa: E402
+from rlt_core.reward.spans import (  # noqa: E402
+    AlignedSample,
+    SpanError,
+    align_completion,
+    align_text,
+    check_same_vocabulary,
+)
+from rlt_core.reward.trl import RLTReward  # noqa: E402
+
+__all__ += [
+    "AlignedSample",
+    "RLTReward",
+    "RLTScorer",
+    "ScoreRun",
+    "SpanError",
+    "align_completion",
+    "align_text",
+    "check_same_vocabulary",
+    "score_dataset",
+]

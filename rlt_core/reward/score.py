@@ -232,12 +232,9 @@ def _meta(teacher: str, student: str, cfg: RewardConfig, explanation: str) -> di
     }
 
 
+# One command: `rlt_core.cli` mounts it with `app.add_typer(score_app)` (no name), which makes it
+# `rlt score`; invoked on its own (`CliRunner().invoke(app, [...])`) it runs `score` directly.
 app = typer.Typer(add_completion=False, help="Score reasoning traces with the RLT reward.")
-
-
-@app.callback()
-def _group() -> None:
-    """Score reasoning traces with the RLT reward (section 3.3)."""
 
 
 @app.command()

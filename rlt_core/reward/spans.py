@@ -267,22 +267,9 @@ def align_completion(
     body = ids[:tag_at] if tag_at >= 0 else _strip_trailing_special(tokenizer, ids)
     start, stop = _trim_whitespace_tokens(tokenizer, body)
     think = body[start:stop]
-    text = decode(tokenizer, ids)
     clean_edges = decode(tokenizer, think) == decode(tokenizer, body).strip()
-    if (tag_at < 0 and END_EXPLANATION in text) or not clean_edges:
-        parsed = parse_teacher_completion(
-            decode(tokenizer, _strip_trailing_special(tokenizer, ids))
-        )
-        ok = parsed.complete and not truncated
-        return align_text(
-            tokenizer,
-            sample_id,
-            question,
-            solution,
-            parsed.explanation,
-            format_ok=ok,
-            retokenized=True,
-        )
+    if (tag_at < 0 and END_EXPLANATION in decode(tokenizer, ids)) or not clean_edges:
+        return _align_decoded(tokenizer, sample_id, question, solution, ids, truncated)
     return build_sample(
         tokenizer,
         sample_id,
@@ -291,4 +278,20 @@ def align_completion(
         think,
         pre_think_ids=body[:start],
         format_ok=tag_at >= 0 and not truncated,
+    )
+
+
+def _align_decoded(
+    tokenizer: Any, sample_id: str, question: str, solution: str, ids: list[int], truncated: bool
+) -> AlignedSample:
+    """Fallback of `align_completion`: parse the decoded text and re-tokenise the explanation."""
+    parsed = parse_teacher_completion(decode(tokenizer, _strip_trailing_special(tokenizer, ids)))
+    return align_text(
+        tokenizer,
+        sample_id,
+        question,
+        solution,
+        parsed.explanation,
+        format_ok=parsed.complete and not truncated,
+        retokenized=True,
     )

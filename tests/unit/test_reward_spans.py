@@ -83,10 +83,10 @@ def test_sampled_ids_path_equals_retokenised_path(tok, name: str) -> None:
 
 
 def test_sampled_ids_are_kept_even_when_retokenising_differs(tok) -> None:
-    # "22" sampled as two tokens "2", "2": re-tokenising the text would merge them, but the
-    # think span keeps the ids the teacher actually sampled.
-    think = encode(tok, "The total is ") + encode(tok, "2") + encode(tok, "2")
-    assert encode(tok, "The total is 22") != think
+    # "hello" sampled as "hel" + "lo": re-tokenising the text would merge them, but the think
+    # span keeps the ids the teacher actually sampled.
+    think = encode(tok, "Say hel") + encode(tok, "lo")
+    assert encode(tok, "Say hello") != think
     completion = think + encode(tok, EXPLANATION_CLOSE) + [tok.eos_token_id]
     sample = align_completion(tok, "split", QUESTION, SOLUTION, completion)
     assert sample.think_ids == think
@@ -110,7 +110,9 @@ def test_missing_closing_tag_fails_the_format(tok) -> None:
 
 
 def test_truncated_completion_fails_the_format_even_with_the_tag(tok) -> None:
-    sample = align_completion(tok, "cut", QUESTION, SOLUTION, _sampled_ids(tok, "Short."), True)
+    sample = align_completion(
+        tok, "cut", QUESTION, SOLUTION, _sampled_ids(tok, "Short."), truncated=True
+    )
     assert not sample.format_ok
 
 

@@ -1,0 +1,70 @@
+"""The RLT reward on the real SmolLM2-135M-Instruct (teacher = student), and `rlt score`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rlt_core.config import RewardConfig
+from rlt_core.reward.score import SCORE_COLUMNS, app
+from rlt_core.reward.scorer import RLTScorer
+from rlt_core.reward.spans import align_text
+
+pytestmark = pytest.mark.smoke
+
+QUESTION = "Using the numbers [4, 6, 9], create an equation that equals 33."
+SOLUTION = "4 * 6 + 9 = 33. The answer is <answer>4 * 6 + 9</answer>."
+STEPS = (
+    "We need 33 from 4, 6 and 9. Multiply 4 by 6 to get 24. Then add 9: 24 + 9 = 33. "
+    "So the equation is 4 * 6 + 9 = 33."
+)
+UNRELATED = (
+    "The Eiffel Tower is in Paris. It was finished in 1889 and is made of wrought iron. "
+    "Many tourists visit it every summer."
+)
+
+
+@pytest.fixture(scope="module")
+def scorer(smollm2_model_path: Path) -> RLTScorer:
+    ref = str(smollm2_model_path)
+    return RLTScorer.from_refs(ref, ref, cfg=RewardConfig(student_model=ref))
+
+
+def test_explanation_with_the_steps_gets_a_higher_r_ss(scorer: RLTScorer) -> None:
+    samples = [
+        align_text(scorer.tokenizer, name, QUESTION, SOLUTION, text)
+        for name, text in (("steps", STEPS), ("unrelated", UNRELATED))
+    ]
+    got = scorer.score(samples)
+    # Eq. 3: the student finds the solution likelier after an explanation that states it.
+    assert got.r_ss[0] > got.r_ss[1]
+    # Teacher and student are the same model here, yet their contexts differ (the teacher sees
+    # the solution), so the sampled-token KL is finite and not exactly 0.
+    assert got.r_kl.isfinite().all() and (got.r_kl != 0).all()
+
+
+def test_rlt_score_command_end_to_end(tmp_path: Path, smollm2_model_path: Path) -> None:
+    rows = [
+        {"id": f"r{i}", "question": QUESTION, "solution": SOLUTION, "thought": text}
+        for i, text in enumerate([STEPS, UNRELATED, STEPS[:40], ""])
+    ]
+    data, out = tmp_path / "traces.jsonl", tmp_path / "scored.parquet"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ref = str(smollm2_model_path)
+    # `app` has the one `score` command, so it runs without the subcommand name; mounted in
+    # rlt_core.cli with `add_typer(app)` it is `rlt score ...`.
+    args = ["--teacher", ref, "--student", ref, "--data", str(data), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "2", "--set", "reward.lambda=0"])
+    assert result.exit_code == 0, result.output
+    assert "scored 4 rows (0 already scored)" in result.output
+    scored = pd.read_parquet(out)
+    assert scored["id"].tolist() == ["r0", "r1", "r2", "r3"]
+    assert scored[list(SCORE_COLUMNS)].notna().all().all()
+    assert scored["reward"].tolist() == pytest.approx(scored["r_ss"].tolist())  # lambda = 0
+    assert scored["r_ss"][0] > scored["r_ss"][1]
+    rerun = CliRunner().invoke(app, [*args, "--batch-size", "2", "--set", "reward.lambda=0"])
+    assert "scored 0 rows (4 already scored)" in rerun.output
