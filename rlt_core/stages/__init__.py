@@ -3,5 +3,6 @@ student_rl, evaluate. Each takes its typed config and the refs of its inputs and
 self-describing artifact directory (manifest last)."""
 
 from rlt_core.stages.data import DataOutputs, run_data
+from rlt_core.stages.sft import run_student_sft, run_teacher_sft
 
-__all__ = ["DataOutputs", "run_data"]
+__all__ = ["DataOutputs", "run_data", "run_student_sft", "run_teacher_sft"]

@@ -1,0 +1,180 @@
+"""The two SFT stages: the teacher's warm-up (teacher_sft) and student distillation (student_sft).
+
+- teacher_sft (Appendix A.1): the teacher learns the RLT format (Figure 7) on the corpus'
+  reasoning traces before RL, with the loss on the explanation and its closing tag only; the
+  recipe is Table 5's 1K recipe at double the epochs (`TeacherSFTConfig`).
+- student_sft (section 4.1, Table 5): a student learns from the teacher's traces in the student
+  format (Figure 6), loss on the assistant turn only.
+
+Each entry function reads top to bottom: setup (artifact dir, tokenizer), data, trainer, train,
+save. Batches are the paper's global batches, split by `rlt_core.training.plan_batch`; a killed
+run resumes from its last checkpoint when called again with the same config and input
+(`rlt_core.training.run`). The training arguments are built before the model is loaded, as
+DeepSpeed ZeRO-3 needs them to shard the weights while loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from rlt_core import artifacts, sft_data
+from rlt_core.config import StudentSFTConfig, TeacherSFTConfig, to_dict
+from rlt_core.config.sft import SFTRecipe
+from rlt_core.training import run
+from rlt_core.training.batching import BatchPlan, count_devices, plan_batch
+
+TEACHER_STAGE = "teacher_sft"
+STUDENT_STAGE = "student_sft"
+CODE = ("sft_data", "formats", "stages/sft", "training/run", "training/batching")
+
+
+def run_teacher_sft(
+    cfg: TeacherSFTConfig,
+    corpus: str | Path,
+    store: str | Path,
+    *,
+    subset_seed: int = 42,
+    max_per_device_batch: int = 1,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> artifacts.ArtifactRef:
+    """Warm the teacher up in the RLT format (Appendix A.1) into `<store>/teacher_sft/<key>/`.
+
+    `corpus`: a table with the corpus contract's columns (the data stage's corpus.parquet);
+    rows without a thought are dropped and counted. `subset_seed` picks `num_train_samples`
+    rows (data.subset_seed); `max_per_device_batch` bounds the micro-batch (memory).
+    """
+    # setup: the artifact dir of this recipe and input; a finished run is returned as it is
+    upstream = {"corpus": run.input_digest(corpus)}
+    out = run.run_dir(store, TEACHER_STAGE, config=to_dict(cfg), upstream=upstream, code=CODE)
+    if artifacts.is_complete(out):
+        return artifacts.load_ref(out)
+    tokenizer = run.load_tokenizer(cfg.model)
+    # data: prompt = Figure 7 system + question + prefilled solution; completion = explanation
+    rows, row_stats = sft_data.read_sft_rows(
+        corpus, num_rows=cfg.num_train_samples, seed=subset_seed
+    )
+    prompts, completions = sft_data.teacher_pairs(tokenizer, rows)
+    dataset, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
+    # trainer: global batch split over this machine's devices
+    plan = plan_batch(cfg.batch_size, count_devices(), max_per_device_batch)
+    trainer = build_sft_trainer(cfg, tokenizer, dataset, out, plan, callbacks)
+    # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
+    figures = run.train_resuming(trainer, out)
+    metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
+    config = {"recipe": to_dict(cfg), "sft_config": sft_arguments(cfg, out, plan)}
+    return run.finish_run(
+        trainer,
+        tokenizer,
+        out,
+        stage=TEACHER_STAGE,
+        config=config,
+        upstream=upstream,
+        metrics=metrics,
+    )
+
+
+def run_student_sft(
+    cfg: StudentSFTConfig,
+    dataset: str | Path,
+    store: str | Path,
+    *,
+    subset_seed: int = 42,
+    max_per_device_batch: int = 1,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> artifacts.ArtifactRef:
+    """Distil a student on reasoning traces (Table 5) into `<store>/student_sft/<key>/`.
+
+    `dataset`: rows with id, question, solution and thought (generate_traces' output, or the
+    corpus itself for the baseline traces of Table 1); the recipe's `num_train_samples` rows
+    are kept (seeded by `subset_seed`), samples longer than `max_length` are cut and counted.
+    """
+    # setup: the artifact dir of this recipe and input; a finished run is returned as it is
+    upstream = {"dataset": run.input_digest(dataset)}
+    out = run.run_dir(store, STUDENT_STAGE, config=to_dict(cfg), upstream=upstream, code=CODE)
+    if artifacts.is_complete(out):
+        return artifacts.load_ref(out)
+    tokenizer = run.load_tokenizer(cfg.model)
+    # data: prompt = Figure 6 system + question; completion = thought and solution sections
+    rows, row_stats = sft_data.read_sft_rows(
+        dataset, num_rows=cfg.num_train_samples, seed=subset_seed
+    )
+    prompts, completions = sft_data.student_pairs(tokenizer, rows)
+    examples, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
+    # trainer: global batch split over this machine's devices
+    plan = plan_batch(cfg.batch_size, count_devices(), max_per_device_batch)
+    trainer = build_sft_trainer(cfg, tokenizer, examples, out, plan, callbacks)
+    # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
+    figures = run.train_resuming(trainer, out)
+    metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
+    config = {"recipe": to_dict(cfg), "sft_config": sft_arguments(cfg, out, plan)}
+    return run.finish_run(
+        trainer,
+        tokenizer,
+        out,
+        stage=STUDENT_STAGE,
+        config=config,
+        upstream=upstream,
+        metrics=metrics,
+    )
+
+
+def sft_arguments(cfg: SFTRecipe, out: Path, plan: BatchPlan) -> dict[str, Any]:
+    """Every paper value of the recipe as TRL `SFTConfig` keyword arguments (Table 5).
+
+    Set explicitly, never left to TRL's defaults (which differ: lr 2e-5, linear decay, bf16 on).
+    The cosine decay ends at `final_learning_rate` (1e-5 -> 1e-6) through transformers'
+    `cosine_with_min_lr` schedule; the warmup ratio goes in `warmup_steps` (a float below 1 is
+    a ratio of the total steps in transformers 5).
+    """
+    cosine = cfg.lr_scheduler == "cosine"
+    return {
+        "output_dir": str(out / run.CHECKPOINTS),
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": "cosine_with_min_lr" if cosine else "constant_with_warmup",
+        "lr_scheduler_kwargs": {"min_lr": cfg.final_learning_rate} if cosine else {},
+        "warmup_steps": cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "adam_beta1": cfg.adam_beta1,
+        "adam_beta2": cfg.adam_beta2,
+        "adam_epsilon": cfg.adam_epsilon,
+        "optim": "adamw_torch",
+        "max_grad_norm": cfg.max_grad_norm,
+        "num_train_epochs": cfg.num_epochs,
+        "per_device_train_batch_size": plan.per_device,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "max_length": cfg.max_length,
+        "completion_only_loss": True,
+        "packing": False,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        **run.precision_flags(cfg.dtype),
+        "seed": cfg.seed,
+        "save_strategy": "steps",
+        "save_steps": cfg.save_steps,
+        "save_total_limit": 2,
+        "logging_steps": 1,
+        "report_to": "none",
+    }
+
+
+def build_sft_trainer(
+    cfg: SFTRecipe,
+    tokenizer: Any,
+    dataset: Any,
+    out: Path,
+    plan: BatchPlan,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> SFTTrainer:
+    """An SFTTrainer on `cfg.model` with `sft_arguments` and a tokenized prompt/completion set."""
+    args = SFTConfig(**sft_arguments(cfg, out, plan))
+    return SFTTrainer(
+        model=run.load_model(cfg.model),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )

@@ -1,0 +1,174 @@
+"""What every training stage shares: its directory, resume, precision, saving, the manifest.
+
+Layout of one run, `<store>/<stage>/<key>/`:
+
+    checkpoints/checkpoint-<step>/   trainer checkpoints while training (removed at the end)
+    model/                           the final model and its tokenizer
+    log_history.json                 the trainer's log (loss, lr, grad norm per logged step)
+    manifest.json                    resolved config, upstream digests, metrics; written LAST
+
+The key hashes the recipe, the inputs' digests and the code, so running a stage again with
+the same config and inputs lands in the same directory: finished (manifest present) -> reused;
+unfinished (a killed process) -> training resumes from the last complete checkpoint.
+
+Precision rules: on CPU always fp32 (bf16 autocast on CPU was ~10x slower here, and fp16 is
+not supported); on GPU the recipe's dtype as mixed precision (`bf16` / `fp16` autocast over
+fp32 master weights, which the model is loaded in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
+
+from rlt_core import artifacts
+from rlt_core.models import resolve_model
+from rlt_core.sft_data import end_of_turn
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+LOG_HISTORY = "log_history.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def input_digest(path: str | Path) -> str:
+    """sha256 of an input file's bytes, or of a directory's files (`artifacts.files_digest`)."""
+    path = Path(path)
+    if path.is_dir():
+        return artifacts.files_digest(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"input {path} does not exist; pass the file the upstream stage wrote (e.g. the "
+            "data stage's corpus.parquet or subsets/<recipe>.parquet)."
+        )
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def run_dir(
+    store: str | Path,
+    stage: str,
+    *,
+    config: dict[str, Any],
+    upstream: dict[str, str],
+    code: tuple[str, ...],
+) -> Path:
+    """`<store>/<stage>/<key>/`, the key hashing the resolved config, the inputs' digests and
+    the source of the rlt_core modules named in `code` (`artifacts.code_fingerprint`)."""
+    key = artifacts.stage_key(config, upstream, artifacts.code_fingerprint(*code))
+    return artifacts.stage_dir(store, stage, key)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint under `out/checkpoints`, or None.
+
+    The HF Trainer writes `trainer_state.json` last into a checkpoint, so a checkpoint whose
+    state file is missing or unreadable was cut by a kill and is skipped.
+    """
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name))]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning("skipping incomplete checkpoint %s", path)
+            continue
+        return path
+    return None
+
+
+def precision_flags(dtype: str, *, cuda: bool | None = None) -> dict[str, bool]:
+    """`bf16` / `fp16` trainer flags for the recipe's dtype on this hardware (module docstring).
+
+    `cuda` defaults to whether a CUDA GPU is visible.
+    """
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        if dtype != "float32":
+            logger.info("no GPU: training in float32 instead of the recipe's %s", dtype)
+        return {"bf16": False, "fp16": False}
+    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            "dtype 'bfloat16' (the paper's, Tables 3 and 5) is not supported by this GPU; "
+            "use an Ampere or newer GPU, or set the recipe's dtype to float16 or float32."
+        )
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
+
+
+def load_tokenizer(model_ref: str) -> Any:
+    """The tokenizer of `model_ref` (offline name, local path or hub id); it must chat.
+
+    Raises ValueError for a reference that names nothing (`resolve_model`) and
+    `formats.FormatError` for a tokenizer without a chat template: both before any training.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_ref))
+    end_of_turn(tokenizer)  # raises a FormatError without a chat template
+    return tokenizer
+
+
+def load_model(model_ref: str) -> PreTrainedModel:
+    """The causal LM of `model_ref` in float32: the master weights of mixed precision."""
+    return AutoModelForCausalLM.from_pretrained(resolve_model(model_ref), dtype=torch.float32)
+
+
+def train_resuming(trainer: Trainer, out: Path) -> dict[str, Any]:
+    """Train, resuming from the last complete checkpoint of `out`; return the run's figures."""
+    checkpoint = last_checkpoint(out)
+    resumed = int(_CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0
+    if checkpoint:
+        logger.info("resuming from %s (step %d)", checkpoint, resumed)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - start
+    steps = result.global_step - resumed
+    return {
+        "global_step": result.global_step,
+        "resumed_from_step": resumed,
+        "steps_this_run": steps,
+        "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / steps, 3) if steps else None,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def finish_run(
+    trainer: Trainer,
+    tokenizer: Any,
+    out: Path,
+    *,
+    stage: str,
+    config: dict[str, Any],
+    upstream: dict[str, str],
+    metrics: dict[str, Any],
+) -> artifacts.ArtifactRef:
+    """Save the model and tokenizer to `model/`, drop the checkpoints, write the manifest last.
+
+    Every process calls it (the Trainer gathers sharded weights); only the main one writes.
+    """
+    trainer.save_model(str(out / MODEL))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out / MODEL)
+        (out / LOG_HISTORY).write_text(json.dumps(trainer.state.log_history, indent=1))
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        artifacts.write_manifest(
+            out, stage=stage, config=config, upstream=upstream, metrics=metrics
+        )
+    trainer.accelerator.wait_for_everyone()
+    return artifacts.load_ref(out)
