@@ -49,19 +49,41 @@ def _teacher_tokenizer(cfg: PipelineConfig) -> Any:
 
 
 def run_pipeline(cfg: PipelineConfig, store: Path) -> dict[str, float]:
-    """Run the stages that exist so far, in order; returns seconds per step."""
-    from rlt_core.stages import run_data
+    """Run the stages that exist so far, in order; returns seconds per step.
+
+    Today: data, teacher_sft (Appendix A.1) and the baseline students of Table 1, distilled
+    from the corpus' own traces (the RLT students join once teacher_rl and generate_traces
+    land). Every stage is cached in `store`: a second run reuses finished artifacts.
+    """
+    from rlt_core.stages import run_data, run_student_sft, run_teacher_sft
 
     times: dict[str, float] = {}
     tokenizer = _timed(times, "models (offline build / tokenizer)", lambda: _teacher_tokenizer(cfg))
     data = _timed(times, "data", lambda: run_data(cfg, store, tokenizer=tokenizer))
+    corpus = data.path / "corpus.parquet"
+    _report_data(data)
+    teacher = _timed(times, "teacher_sft", lambda: run_teacher_sft(cfg.teacher_sft, corpus, store))
+    console.print(f"teacher_sft artifact: {teacher.uri}")
+    for name in cfg.student_sft_runs:
+        recipe = cfg.student_sft[name]
+        if recipe.dataset != "corpus":
+            console.print(
+                f"student_sft[{name}]: needs generated countdown traces (issue 6); skipped"
+            )
+            continue
+        stage = f"student_sft[{name}] (baseline: corpus traces)"
+        student = _timed(times, stage, lambda r=recipe: run_student_sft(r, corpus, store))
+        console.print(f"{stage} artifact: {student.uri}")
+    return times
+
+
+def _report_data(data: Any) -> None:
     corpus = data.report["corpus"]
     console.print(
         f"data artifact: {data.path}\n  corpus rows kept {corpus['kept']} of {corpus['total']}"
         f" (dropped: {corpus['dropped'] or 'none'}); eval sets {data.report['eval']};"
         f" think tokens {data.report.get('think_tokens')}"
     )
-    return times
 
 
 @app.command()
@@ -76,7 +98,7 @@ def run(
         Path, typer.Option(help="artifact store root (a local directory)")
     ] = DEFAULT_STORE,
 ) -> None:
-    """Run the pipeline's stages on a profile (today: the data stage; more as they land)."""
+    """Run the pipeline's stages on a profile (data, teacher_sft, baseline student_sft so far)."""
     logging.basicConfig(level=logging.WARNING)
     try:
         cfg = load_config(profile, overrides or ())  # validated before any model loads

@@ -68,6 +68,13 @@ class DataConfig:
         default=4, metadata={"help": "most numbers per countdown question (section 4.4)"}
     )
     countdown_seed: int = field(default=0, metadata={"help": "seed of the countdown generator"})
+    countdown_max_dead_ends: int = field(
+        default=12,
+        metadata={
+            "help": "failed branches written out in a countdown search trace (the baseline "
+            "thought); fewer = shorter traces (project choice, not from the paper)"
+        },
+    )
     limr_source: str = field(
         default="GAIR/LIMR", metadata={"help": "LIMR questions of student RL (section 4.3)"}
     )
@@ -81,7 +88,7 @@ class DataConfig:
 
     def _issues(self) -> list[ConfigIssue]:
         issues = positive(self, "countdown_train_size", "countdown_test_size")
-        issues += positive(self, "countdown_min_numbers")
+        issues += positive(self, "countdown_min_numbers", "countdown_max_dead_ends")
         if self.countdown_max_numbers < self.countdown_min_numbers:
             rule = f"is below countdown_min_numbers={self.countdown_min_numbers}"
             issues.append(bad(self, "countdown_max_numbers", rule, "set it >= the minimum"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from rlt_core.data.countdown_expr import Term, leaf, moves
-from rlt_core.data.countdown_search import CountdownSearch, search_countdown
+from rlt_core.data.countdown_search import MAX_DEAD_ENDS, CountdownSearch, search_countdown
 from rlt_core.data.countdown_verify import score_countdown_completion
 
 SOURCE = "countdown"
@@ -161,22 +161,29 @@ def countdown_solution(expr: str, target: int) -> str:
     return f"{expr} = {target}\n\nThe answer is \\boxed{{{expr}}}."
 
 
-def _search(problem: CountdownProblem, seed: int) -> CountdownSearch:
+def _search(
+    problem: CountdownProblem, seed: int, max_dead_ends: int = MAX_DEAD_ENDS
+) -> CountdownSearch:
     """The written search for one problem, seeded by the corpus seed and the problem's id."""
-    return search_countdown(problem.numbers, problem.target, seed=f"{seed}/{problem.id}")
+    return search_countdown(
+        problem.numbers, problem.target, seed=f"{seed}/{problem.id}", max_dead_ends=max_dead_ends
+    )
 
 
-def search_trace(problem: CountdownProblem, *, seed: int) -> str:
+def search_trace(
+    problem: CountdownProblem, *, seed: int, max_dead_ends: int = MAX_DEAD_ENDS
+) -> str:
     """The written depth-first search for ``problem``; steps separated by blank lines.
 
-    It is the ``thought`` that `countdown_rows` writes for the same problem and seed.
+    It is the ``thought`` that `countdown_rows` writes for the same problem, seed and cap on
+    written dead ends (fewer dead ends, shorter traces).
     """
-    return "\n\n".join(_search(problem, seed).paragraphs)
+    return "\n\n".join(_search(problem, seed, max_dead_ends).paragraphs)
 
 
-def _row(problem: CountdownProblem, seed: int) -> dict[str, object]:
+def _row(problem: CountdownProblem, seed: int, max_dead_ends: int) -> dict[str, object]:
     """One corpus row: question, the searched solution, its written search and the problem."""
-    found = _search(problem, seed)
+    found = _search(problem, seed, max_dead_ends)
     solution = countdown_solution(found.expression, problem.target)
     if not score_countdown_completion(solution, problem.numbers, problem.target):
         raise RuntimeError(f"row {problem.id}: solution {solution!r} does not verify")
@@ -191,7 +198,9 @@ def _row(problem: CountdownProblem, seed: int) -> dict[str, object]:
     }
 
 
-def countdown_rows(problems: Sequence[CountdownProblem], *, seed: int) -> pd.DataFrame:
+def countdown_rows(
+    problems: Sequence[CountdownProblem], *, seed: int, max_dead_ends: int = MAX_DEAD_ENDS
+) -> pd.DataFrame:
     """Corpus rows with the columns of the other corpora plus the problem's numbers and target.
 
     Columns: ``id``, ``question``, ``solution`` (ends with ``\\boxed{expr}``), ``thought`` (the
@@ -199,4 +208,4 @@ def countdown_rows(problems: Sequence[CountdownProblem], *, seed: int) -> pd.Dat
     ``source`` (``"countdown"``). Same problems and seed, same rows.
     """
     columns = ["id", "question", "solution", "thought", "numbers", "target", "source"]
-    return pd.DataFrame([_row(p, seed) for p in problems], columns=columns)
+    return pd.DataFrame([_row(p, seed, max_dead_ends) for p in problems], columns=columns)

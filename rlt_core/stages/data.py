@@ -130,9 +130,13 @@ def _corpus(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict[str, Any], pd.DataF
             seed=data.countdown_seed,
             num_numbers=sizes,
         )
-        test = countdown_rows(test_problems, seed=data.countdown_seed)
+        test = countdown_rows(
+            test_problems, seed=data.countdown_seed, max_dead_ends=data.countdown_max_dead_ends
+        )
     if data.corpus_schema == "countdown":
-        rows = countdown_rows(train, seed=data.countdown_seed)
+        rows = countdown_rows(
+            train, seed=data.countdown_seed, max_dead_ends=data.countdown_max_dead_ends
+        )
         kept, report = validate_rows(rows, mode=data.validation)
         kept = kept.merge(rows[["id", *COUNTDOWN_KEEP]], on="id", how="left")
         return kept, report.to_dict(), test

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.smoke
 
 def test_tiny_profile_student_trains_on_traces(tiny_model_path: Path, tmp_path: Path) -> None:
     recipe = load_config("tiny").student_sft["countdown"]
-    cfg = dataclasses.replace(recipe, model=str(tiny_model_path))  # the recipe, a tiny model
+    # The recipe with a tiny model and a short max_length, so that every row is cut.
+    cfg = dataclasses.replace(recipe, model=str(tiny_model_path), max_length=512)
     train, _ = countdown_splits(16, 1, seed=0, num_numbers=(3,))
     countdown_rows(train, seed=0).to_parquet(tmp_path / "traces.parquet", index=False)
     ref = run_student_sft(
@@ -31,7 +32,7 @@ def test_tiny_profile_student_trains_on_traces(tiny_model_path: Path, tmp_path: 
     )
     manifest = artifacts.read_manifest(ref.uri)
     data, train_figures = manifest["metrics"]["data"], manifest["metrics"]["train"]
-    # The tiny recipe asks 64 rows, 16 exist -> all 16; global batch 8 -> 16 / 8 = 2 steps.
+    # The tiny recipe asks 32 rows, 16 exist -> all 16; global batch 8 -> 16 / 8 = 2 steps.
     assert (data["rows_used"], train_figures["global_step"]) == (16, 2)
     # Prompt ~330 tokens + a search trace + solution > 512: every row is cut to max_length.
     assert data["truncated"] == 16 and data["longest_tokens"] > 512

@@ -293,3 +293,13 @@ def test_rows():
         assert row.thought == search_trace(problem, seed=0)
         assert f"equals {problem.target}." in row.question
     assert rows.equals(countdown_rows(train, seed=0))
+
+
+def test_fewer_written_dead_ends_give_shorter_traces_with_the_same_answers():
+    problems = generate_countdown(40, seed=3)
+    long_rows = countdown_rows(problems, seed=0)
+    short_rows = countdown_rows(problems, seed=0, max_dead_ends=0)
+    # Same search, same answers: only how many failed branches are written out changes.
+    assert list(short_rows.solution) == list(long_rows.solution)
+    assert sum(map(len, short_rows.thought)) < sum(map(len, long_rows.thought))
+    assert short_rows.thought[0] == search_trace(problems[0], seed=0, max_dead_ends=0)
