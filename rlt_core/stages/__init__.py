@@ -5,5 +5,13 @@ self-describing artifact directory (manifest last)."""
 from rlt_core.stages.data import DataOutputs, run_data
 from rlt_core.stages.sft import run_student_sft, run_teacher_sft
 from rlt_core.stages.student_rl import run_student_rl
+from rlt_core.stages.teacher_rl import run_teacher_rl
 
-__all__ = ["DataOutputs", "run_data", "run_student_rl", "run_student_sft", "run_teacher_sft"]
+__all__ = [
+    "DataOutputs",
+    "run_data",
+    "run_student_rl",
+    "run_student_sft",
+    "run_teacher_rl",
+    "run_teacher_sft",
+]
