@@ -1,0 +1,114 @@
+"""Command line that runs ONE training stage: what `rlt_core.training.launch` starts per process.
+
+    python -m rlt_core.stages student_sft --profile tiny --store ./store \\
+        --input dataset=traces.parquet --recipe countdown [--set k=v ...] [--ref-out ref.json]
+
+Loads the profile with its overrides, calls the stage's entry function with the given input
+paths and writes the resulting ArtifactRef as JSON to `--ref-out`, or as the last line of
+stdout. Under `accelerate launch` every process runs the stage (the Trainer shards the work);
+only the main process (RANK 0) writes the ref.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from rlt_core.artifacts import ArtifactRef
+from rlt_core.config import ConfigError, PipelineConfig, load_config
+from rlt_core.stages import run_student_rl, run_student_sft, run_teacher_rl, run_teacher_sft
+from rlt_core.training.launch import check_stage_request
+
+T = TypeVar("T")
+
+app = typer.Typer(add_completion=False, help="Run one RLT training stage in this process.")
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, str]:
+    """`["corpus=a.parquet", ...]` -> `{"corpus": "a.parquet"}`; ValueError on a bad pair."""
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--input {pair!r} is not NAME=PATH (e.g. --input corpus=c.parquet)")
+        if name in inputs:
+            raise ValueError(f"--input {name} given twice ({inputs[name]!r}, {path!r}): keep one")
+        inputs[name] = path
+    return inputs
+
+
+def recipe_of(recipes: Mapping[str, T], section: str, recipe: str) -> T:
+    """The recipe `recipe` of config section `section`, with a clear error when it is absent."""
+    if recipe not in recipes:
+        raise ValueError(
+            f"{section} has no recipe {recipe!r}; this profile's recipes are {sorted(recipes)}"
+        )
+    return recipes[recipe]
+
+
+def run_stage(
+    stage: str, cfg: PipelineConfig, store: Path, inputs: Mapping[str, str], recipe: str | None
+) -> ArtifactRef:
+    """Call the entry function of `stage` with its config section and `inputs` (checked first)."""
+    check_stage_request(stage, inputs, recipe)
+    seed = cfg.data.subset_seed
+    if stage == "teacher_sft":
+        return run_teacher_sft(cfg.teacher_sft, inputs["corpus"], store, subset_seed=seed)
+    if stage == "teacher_rl":
+        teacher_sft = inputs.get("teacher_sft")
+        return run_teacher_rl(cfg.teacher_rl, cfg.reward, teacher_sft, inputs["corpus"], store)
+    assert recipe is not None  # check_stage_request: the recipe stages have one
+    if stage == "student_sft":
+        sft = recipe_of(cfg.student_sft, "student_sft", recipe)
+        return run_student_sft(sft, inputs["dataset"], store, subset_seed=seed)
+    rl = recipe_of(cfg.student_rl, "student_rl", recipe)
+    return run_student_rl(rl, inputs["start_model"], inputs["dataset"], store, subset_seed=seed)
+
+
+def write_ref(ref: ArtifactRef, ref_out: Path | None) -> None:
+    """Write `ref` as JSON to `ref_out`, or as stdout's last line; only on the main process."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    text = json.dumps(ref.to_dict())
+    if ref_out is None:
+        sys.stdout.write(f"\n{text}\n")
+        sys.stdout.flush()
+        return
+    ref_out.parent.mkdir(parents=True, exist_ok=True)
+    ref_out.write_text(text)
+
+
+@app.command()
+def main(
+    stage: Annotated[str, typer.Argument(help="teacher_sft, teacher_rl, student_sft, student_rl")],
+    profile: Annotated[str, typer.Option(help="profile name (tiny, paper-7b, ...) or YAML path")],
+    store: Annotated[Path, typer.Option(help="artifact store root (a local directory)")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+    ] = None,
+    input_pairs: Annotated[
+        list[str] | None, typer.Option("--input", help="NAME=PATH; repeatable")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="student_sft/student_rl recipe name")] = None,
+    ref_out: Annotated[Path | None, typer.Option(help="write the ArtifactRef JSON here")] = None,
+) -> None:
+    """Run one stage with the profile's config and write its ArtifactRef (see module docstring)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(profile, overrides or [])
+        ref = run_stage(stage, cfg, store, parse_inputs(input_pairs or []), recipe)
+    except (ConfigError, ValueError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        raise typer.Exit(2) from None
+    write_ref(ref, ref_out)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,226 @@
+"""Run one training stage in its own process, through `accelerate launch` on a multi-GPU node.
+
+Each stage runs as a child process (`python -m rlt_core.stages STAGE ...`), so every byte of GPU
+memory a stage holds (policy, reference model, reward student, optimizer shards) is returned to
+the driver when the process exits, before the next stage loads its models. On a node with more
+than one GPU the child is started by `accelerate launch` with DeepSpeed ZeRO-3
+(`configs/accelerate/zero3.yaml`: bf16, 8 processes on one node), which the 7B and 32B profiles
+need to fit full fine-tuning; on CPU or one GPU it is a plain Python process.
+
+Which accelerate config runs is a launch argument, not a profile key: the same profile trains
+on a laptop, one GPU or eight, and only the hardware changes. `default_accelerate_config()`
+picks ZeRO-3 when CUDA sees more than one GPU, else None (plain process). The stage itself
+splits the paper's global batch over the processes (`count_devices` reads WORLD_SIZE), and the
+ZeRO-3 file leaves gradient accumulation and clipping to the Trainer ("auto").
+
+The child hands back its `ArtifactRef` as JSON in the file given by `--ref-out`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from rlt_core.artifacts import ArtifactRef
+from rlt_core.config import config_dir
+
+logger = logging.getLogger(__name__)
+
+# Inputs of each stage entry function (rlt_core.stages), by the name `--input NAME=PATH` uses.
+REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
+    "teacher_sft": ("corpus",),
+    "teacher_rl": ("corpus",),
+    "student_sft": ("dataset",),
+    "student_rl": ("start_model", "dataset"),
+}
+OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"teacher_rl": ("teacher_sft",)}
+RECIPE_STAGES = ("student_sft", "student_rl")
+# An input that may be a model reference (offline name, hub id) rather than a local path.
+MODEL_INPUTS = ("start_model",)
+STDERR_TAIL_LINES = 40
+
+
+class StageLaunchError(RuntimeError):
+    """A stage subprocess exited with an error; the message holds the command and stderr tail."""
+
+
+def zero3_config() -> Path:
+    """`configs/accelerate/zero3.yaml`: DeepSpeed ZeRO-3, bf16, 8 processes on one node."""
+    return config_dir() / "accelerate" / "zero3.yaml"
+
+
+def default_accelerate_config() -> Path | None:
+    """ZeRO-3 when CUDA sees more than one GPU; None (a plain process) on CPU or one GPU."""
+    return zero3_config() if torch.cuda.device_count() > 1 else None
+
+
+def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: str | None) -> None:
+    """Raise ValueError when `stage`, its `inputs` or `recipe` cannot make a stage run.
+
+    Checked in the driver before a process starts, and again in the child: an unknown stage,
+    a missing or unknown input name, an input path that does not exist (model inputs may be
+    references), and a recipe missing for student_sft/student_rl or given to another stage.
+    """
+    if stage not in REQUIRED_INPUTS:
+        raise ValueError(
+            f"unknown stage {stage!r}: this launcher runs {sorted(REQUIRED_INPUTS)}; "
+            "the data, generate_traces and evaluate stages run in the driver process"
+        )
+    required, optional = REQUIRED_INPUTS[stage], OPTIONAL_INPUTS.get(stage, ())
+    missing = [name for name in required if name not in inputs]
+    if missing:
+        given = ", ".join(f"{name}=PATH" for name in missing)
+        raise ValueError(f"stage {stage!r} needs input(s) {missing}: pass --input {given}")
+    unknown = sorted(set(inputs) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(
+            f"stage {stage!r} takes no input(s) {unknown}; its inputs are {[*required, *optional]}"
+        )
+    for name, path in inputs.items():
+        if name not in MODEL_INPUTS and not Path(path).exists():
+            raise ValueError(f"input {name}={path} of stage {stage!r} does not exist: fix the path")
+    if (stage in RECIPE_STAGES) != (recipe is not None):
+        need = (
+            "needs --recipe NAME (a key of its config section)"
+            if recipe is None
+            else (f"takes no recipe (got {recipe!r})")
+        )
+        raise ValueError(f"stage {stage!r} {need}")
+
+
+def stage_arguments(
+    stage: str,
+    *,
+    profile: str | Path,
+    overrides: Sequence[str] = (),
+    store: str | Path,
+    inputs: Mapping[str, str | Path],
+    recipe: str | None = None,
+    ref_out: Path | None = None,
+) -> list[str]:
+    """The arguments of `python -m rlt_core.stages` for one stage run (after the module name)."""
+    args = [stage, "--profile", str(profile), "--store", str(store)]
+    for override in overrides:
+        args += ["--set", override]
+    for name, path in inputs.items():
+        args += ["--input", f"{name}={path}"]
+    if recipe is not None:
+        args += ["--recipe", recipe]
+    if ref_out is not None:
+        args += ["--ref-out", str(ref_out)]
+    return args
+
+
+def accelerate_command(
+    stage: str,
+    *,
+    profile: str | Path,
+    overrides: Sequence[str] = (),
+    store: str | Path,
+    inputs: Mapping[str, str | Path],
+    recipe: str | None = None,
+    accelerate_config: Path | None = None,
+    num_processes: int | None = None,
+    ref_out: Path | None = None,
+) -> list[str]:
+    """The command line that runs `stage`: plain Python, or `accelerate launch` with a config.
+
+    With `accelerate_config`, `num_processes` (default: the GPUs CUDA sees, else the config's
+    own value) is passed on the command line so it wins over the file's 8.
+    """
+    module = [
+        "-m",
+        "rlt_core.stages",
+        *stage_arguments(
+            stage,
+            profile=profile,
+            overrides=overrides,
+            store=store,
+            inputs=inputs,
+            recipe=recipe,
+            ref_out=ref_out,
+        ),
+    ]
+    if accelerate_config is None:
+        return [sys.executable, *module]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    launcher += ["--config_file", str(accelerate_config)]
+    processes = num_processes or torch.cuda.device_count()
+    if processes:
+        launcher += ["--num_processes", str(processes)]
+    return [*launcher, *module]
+
+
+def run_streaming(command: Sequence[str], env: Mapping[str, str], *, what: str) -> None:
+    """Run `command`; its stdout passes through, its stderr is echoed and its tail kept.
+
+    Raises StageLaunchError naming `what`, the command and the last stderr lines on failure.
+    """
+    tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    with subprocess.Popen(
+        list(command), env=dict(env), stderr=subprocess.PIPE, text=True, errors="replace"
+    ) as child:
+        assert child.stderr is not None  # stderr=PIPE
+        for line in child.stderr:
+            sys.stderr.write(line)
+            tail.append(line)
+    if child.returncode != 0:
+        raise StageLaunchError(
+            f"{what} failed with exit code {child.returncode}.\n"
+            f"command: {' '.join(command)}\n"
+            f"last {len(tail)} line(s) of its stderr:\n{''.join(tail)}"
+        )
+
+
+def launch_stage(
+    stage: str,
+    *,
+    profile: str | Path,
+    overrides: Sequence[str] = (),
+    store: str | Path,
+    inputs: Mapping[str, str | Path],
+    recipe: str | None = None,
+    accelerate_config: Path | None = None,
+    num_processes: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ArtifactRef:
+    """Run one stage in a child process and return the ArtifactRef it wrote.
+
+    `accelerate_config` None means `default_accelerate_config()` (ZeRO-3 on a multi-GPU node),
+    unless `num_processes` is 1, which forces a plain process. `env` (default: this process'
+    environment) is the child's environment. Bad requests raise ValueError before anything
+    starts; a failed child raises StageLaunchError (stage, command, stderr tail).
+    """
+    check_stage_request(stage, inputs, recipe)
+    if accelerate_config is None and num_processes != 1:
+        accelerate_config = default_accelerate_config()
+    with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:
+        ref_out = Path(tmp) / "ref.json"
+        command = accelerate_command(
+            stage,
+            profile=profile,
+            overrides=overrides,
+            store=store,
+            inputs=inputs,
+            recipe=recipe,
+            accelerate_config=accelerate_config,
+            num_processes=num_processes,
+            ref_out=ref_out,
+        )
+        logger.info("stage %s: %s", stage, " ".join(command))
+        run_streaming(command, os.environ if env is None else env, what=f"stage {stage!r}")
+        if not ref_out.is_file():
+            raise StageLaunchError(
+                f"stage {stage!r} exited 0 but wrote no artifact ref to {ref_out}.\n"
+                f"command: {' '.join(command)}"
+            )
+        return ArtifactRef(**json.loads(ref_out.read_text()))

@@ -1,0 +1,203 @@
+"""Launching a stage as a subprocess: the command lines (CPU and 8-GPU ZeRO-3), the shipped
+ZeRO-3 accelerate config, one real `python -m rlt_core.stages student_sft` run on a tiny random
+model, and the errors for bad requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlt_core import artifacts
+from rlt_core.data import countdown_rows, countdown_splits
+from rlt_core.training.launch import (
+    StageLaunchError,
+    accelerate_command,
+    check_stage_request,
+    launch_stage,
+    zero3_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _traces(path: Path, n: int) -> Path:
+    """n countdown rows (question, solution, thought) as a parquet file."""
+    train, _ = countdown_splits(n, 1, seed=0, num_numbers=(3,))
+    countdown_rows(train, seed=0).to_parquet(path, index=False)
+    return path
+
+
+def _tiny_overrides(model: Path) -> list[str]:
+    # tiny's countdown recipe cut to 4 rows, global batch 2 -> 2 optimizer steps of 2 rows.
+    recipe = "student_sft.countdown"
+    return [
+        f"{recipe}.model={model}",
+        f"{recipe}.num_train_samples=4",
+        f"{recipe}.batch_size=2",
+        f"{recipe}.max_length=384",
+        f"{recipe}.save_steps=1",
+    ]
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def test_cpu_command_is_a_plain_python_module_run(tmp_path: Path) -> None:
+    command = accelerate_command(
+        "student_sft",
+        profile="tiny",
+        overrides=["student_sft.countdown.batch_size=2"],
+        store=tmp_path / "store",
+        inputs={"dataset": tmp_path / "traces.parquet"},
+        recipe="countdown",
+        ref_out=tmp_path / "ref.json",
+    )
+    assert command == [
+        sys.executable, "-m", "rlt_core.stages", "student_sft",
+        "--profile", "tiny", "--store", str(tmp_path / "store"),
+        "--set", "student_sft.countdown.batch_size=2",
+        "--input", f"dataset={tmp_path / 'traces.parquet'}",
+        "--recipe", "countdown",
+        "--ref-out", str(tmp_path / "ref.json"),
+    ]  # fmt: skip
+
+
+def test_eight_gpu_command_goes_through_accelerate_with_zero3() -> None:
+    command = accelerate_command(
+        "teacher_rl",
+        profile="paper-7b",
+        store="/data/store",
+        inputs={"corpus": "/data/corpus.parquet", "teacher_sft": "/data/store/teacher_sft/k"},
+        accelerate_config=zero3_config(),
+        num_processes=8,
+    )
+    text = " ".join(command)
+    assert text.startswith(
+        f"{sys.executable} -m accelerate.commands.launch --config_file {zero3_config()} "
+        "--num_processes 8 -m rlt_core.stages teacher_rl --profile paper-7b"
+    )
+    assert (
+        "--input corpus=/data/corpus.parquet --input teacher_sft=/data/store/teacher_sft/k" in text
+    )
+    assert "--recipe" not in text and "--ref-out" not in text
+
+
+def test_zero3_config_has_the_keys_accelerate_reads() -> None:
+    cfg = yaml.safe_load(zero3_config().read_text())
+    assert zero3_config() == ROOT / "configs" / "accelerate" / "zero3.yaml"
+    assert cfg["distributed_type"] == "DEEPSPEED"
+    assert cfg["mixed_precision"] == "bf16"
+    assert (cfg["num_machines"], cfg["num_processes"], cfg["use_cpu"]) == (1, 8, False)
+    ds = cfg["deepspeed_config"]
+    assert ds["zero_stage"] == 3
+    assert ds["zero3_init_flag"] is True and ds["zero3_save_16bit_model"] is True
+    # Left to the Trainer ("auto") so the recipe's global batch and clipping hold.
+    assert "gradient_accumulation_steps" not in ds and "gradient_clipping" not in ds
+
+
+def test_zero3_config_loads_in_accelerate() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(zero3_config()))
+    assert cfg.distributed_type == "DEEPSPEED" and cfg.num_processes == 8
+    assert cfg.deepspeed_config["zero_stage"] == 3
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+def test_launch_student_sft_runs_a_subprocess_and_returns_its_artifact(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    traces = _traces(tmp_path / "traces.parquet", 4)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    ref = launch_stage(
+        "student_sft",
+        profile="tiny",
+        overrides=_tiny_overrides(tiny_model_path),
+        store=tmp_path / "store",
+        inputs={"dataset": traces},
+        recipe="countdown",
+        env=env,
+    )
+    out = Path(ref.uri)
+    assert out.parent == tmp_path / "store" / "student_sft"
+    assert artifacts.is_complete(out) and ref == artifacts.load_ref(out)
+    assert sorted(p.name for p in out.iterdir()) == ["log_history.json", "manifest.json", "model"]
+    manifest = artifacts.read_manifest(out)
+    # 4 rows / global batch 2 = 2 steps; one process, 1 row per device -> 2 accumulation steps.
+    assert manifest["metrics"]["train"]["global_step"] == 2
+    assert manifest["metrics"]["batch"]["grad_accum"] == 2
+    assert manifest["config"]["recipe"]["model"] == str(tiny_model_path)
+    # Run directly, the CLI prints the ref as stdout's last line (the finished artifact is reused).
+    args = ["--profile", "tiny", "--store", str(tmp_path / "store"), "--recipe", "countdown"]
+    args += ["--input", f"dataset={traces}"]
+    for override in _tiny_overrides(tiny_model_path):
+        args += ["--set", override]
+    done = subprocess.run(
+        [sys.executable, "-m", "rlt_core.stages", "student_sft", *args],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ref.to_dict()
+
+
+# --------------------------------------------------------------------------- bad requests
+
+
+def test_unknown_stage_fails_before_any_process_starts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown stage 'student_dpo'.*'student_sft'"):
+        launch_stage("student_dpo", profile="tiny", store=tmp_path, inputs={})
+
+
+def test_missing_input_names_the_flag_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"needs input\(s\) \['start_model'\].*start_model=PATH"):
+        check_stage_request("student_rl", {"dataset": tmp_path}, "countdown")
+    with pytest.raises(ValueError, match=r"input dataset=.*gone.parquet.*does not exist"):
+        check_stage_request("student_sft", {"dataset": tmp_path / "gone.parquet"}, "countdown")
+    with pytest.raises(ValueError, match=r"takes no input\(s\) \['dataset'\]"):
+        check_stage_request("teacher_sft", {"corpus": tmp_path, "dataset": tmp_path}, None)
+    with pytest.raises(ValueError, match="needs --recipe NAME"):
+        check_stage_request("student_sft", {"dataset": tmp_path}, None)
+
+
+# One process on CPU, no distribution: exercises the real `accelerate launch -m ...` path here.
+_CPU_ACCELERATE = """
+compute_environment: LOCAL_MACHINE
+distributed_type: 'NO'
+mixed_precision: 'no'
+num_machines: 1
+num_processes: 1
+use_cpu: true
+"""
+
+
+def test_a_failing_child_raises_with_stage_command_and_stderr_tail(tmp_path: Path) -> None:
+    # The child gets past the driver's checks but the recipe is not in the tiny profile; it is
+    # started through `accelerate launch` (one CPU process), so the accelerate path runs for real.
+    traces = _traces(tmp_path / "traces.parquet", 2)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    accelerate_config = tmp_path / "cpu.yaml"
+    accelerate_config.write_text(_CPU_ACCELERATE)
+    with pytest.raises(StageLaunchError) as caught:
+        launch_stage(
+            "student_sft",
+            profile="tiny",
+            store=tmp_path / "store",
+            inputs={"dataset": traces},
+            recipe="17k",
+            accelerate_config=accelerate_config,
+            num_processes=1,
+            env=env,
+        )
+    message = str(caught.value)
+    # accelerate exits 1 when its child fails (the child itself exits 2: a bad request).
+    assert "stage 'student_sft' failed with exit code 1" in message
+    assert f"-m accelerate.commands.launch --config_file {accelerate_config}" in message
+    assert "-m rlt_core.stages student_sft --profile tiny" in message
+    assert "student_sft has no recipe '17k'; this profile's recipes are" in message
