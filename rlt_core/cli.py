@@ -51,30 +51,82 @@ def _teacher_tokenizer(cfg: PipelineConfig) -> Any:
 def run_pipeline(cfg: PipelineConfig, store: Path) -> dict[str, float]:
     """Run the stages that exist so far, in order; returns seconds per step.
 
-    Today: data, teacher_sft (Appendix A.1) and the baseline students of Table 1, distilled
-    from the corpus' own traces (the RLT students join once teacher_rl and generate_traces
-    land). Every stage is cached in `store`: a second run reuses finished artifacts.
+    Today: data, teacher_sft (Appendix A.1), teacher_rl (section 3, Table 3), the baseline
+    students of Table 1 distilled from the corpus' own traces, and their cold-start RL
+    (Table 6). The RLT students join once generate_traces lands (issue 6). Every stage is
+    cached in `store`: a second run reuses finished artifacts.
     """
-    from rlt_core.stages import run_data, run_student_sft, run_teacher_sft
+    from rlt_core.stages import run_data, run_teacher_rl, run_teacher_sft
 
     times: dict[str, float] = {}
     tokenizer = _timed(times, "models (offline build / tokenizer)", lambda: _teacher_tokenizer(cfg))
     data = _timed(times, "data", lambda: run_data(cfg, store, tokenizer=tokenizer))
-    corpus = data.path / "corpus.parquet"
+    corpus, seed = data.path / "corpus.parquet", cfg.data.subset_seed
     _report_data(data)
-    teacher = _timed(times, "teacher_sft", lambda: run_teacher_sft(cfg.teacher_sft, corpus, store))
-    console.print(f"teacher_sft artifact: {teacher.uri}")
+    warm = _timed(
+        times,
+        "teacher_sft",
+        lambda: run_teacher_sft(cfg.teacher_sft, corpus, store, subset_seed=seed),
+    )
+    console.print(f"teacher_sft artifact: {warm.uri}")
+    teacher = _timed(
+        times,
+        "teacher_rl",
+        lambda: run_teacher_rl(cfg.teacher_rl, cfg.reward, Path(warm.uri), corpus, store),
+    )
+    console.print(f"teacher_rl artifact: {teacher.uri}")
+    students = _baseline_students(cfg, corpus, store, times)
+    _cold_start_rl(cfg, data.path, students, store, times)
+    return times
+
+
+def _baseline_students(
+    cfg: PipelineConfig, corpus: Path, store: Path, times: dict[str, float]
+) -> dict[str, Path]:
+    """Table 1 baselines: students distilled from the corpus' own traces, by recipe name."""
+    from rlt_core.stages import run_student_sft
+
+    students: dict[str, Path] = {}
+    seed = cfg.data.subset_seed
     for name in cfg.student_sft_runs:
         recipe = cfg.student_sft[name]
         if recipe.dataset != "corpus":
-            console.print(
-                f"student_sft[{name}]: needs generated countdown traces (issue 6); skipped"
-            )
+            console.print(f"student_sft[{name}]: needs countdown traces (issue 6); skipped")
             continue
-        stage = f"student_sft[{name}] (baseline: corpus traces)"
-        student = _timed(times, stage, lambda r=recipe: run_student_sft(r, corpus, store))
-        console.print(f"{stage} artifact: {student.uri}")
-    return times
+        step = f"student_sft[{name}] (baseline: corpus traces)"
+        ref = _timed(
+            times, step, lambda r=recipe: run_student_sft(r, corpus, store, subset_seed=seed)
+        )
+        console.print(f"{step} artifact: {ref.uri}")
+        students[name] = Path(ref.uri) / "model"
+    return students
+
+
+def _cold_start_rl(
+    cfg: PipelineConfig,
+    data_dir: Path,
+    students: dict[str, Path],
+    store: Path,
+    times: dict[str, float],
+) -> None:
+    """Table 2: cold-start RL from each baseline student (or from the base model)."""
+    from rlt_core.stages import run_student_rl
+
+    seed = cfg.data.subset_seed
+    for name in cfg.student_rl_runs:
+        recipe = cfg.student_rl[name]
+        start = students.get(recipe.cold_start) if recipe.cold_start else recipe.model
+        rows = data_dir / ("limr.parquet" if recipe.dataset == "limr" else "corpus.parquet")
+        if start is None or not rows.is_file():
+            console.print(f"student_rl[{name}]: its start model or data is not built yet; skipped")
+            continue
+        step = f"student_rl[{name}] (cold start: {recipe.cold_start})"
+        ref = _timed(
+            times,
+            step,
+            lambda r=recipe, s=start, d=rows: run_student_rl(r, s, d, store, subset_seed=seed),
+        )
+        console.print(f"{step} artifact: {ref.uri}")
 
 
 def _report_data(data: Any) -> None:
@@ -98,7 +150,7 @@ def run(
         Path, typer.Option(help="artifact store root (a local directory)")
     ] = DEFAULT_STORE,
 ) -> None:
-    """Run the pipeline's stages on a profile (data, teacher_sft, baseline student_sft so far)."""
+    """Run the pipeline's stages on a profile (every stage that exists so far)."""
     logging.basicConfig(level=logging.WARNING)
     try:
         cfg = load_config(profile, overrides or ())  # validated before any model loads
