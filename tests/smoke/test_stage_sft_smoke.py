@@ -50,7 +50,8 @@ def test_smollm2_student_answers_in_the_student_format(
     cfg = load_config("tiny")
     data = run_data(cfg, tmp_path / "store")  # countdown corpus: its search traces as thoughts
     # 4 rows, batch 1 -> 4 steps. The paper's 1e-5 is meant for hundreds of steps; 1e-4
-    # (cosine to 1e-5) was enough here to teach the format's first tokens, all this test asks.
+    # (cosine to 1e-5) teaches the format's first tokens, all this test asks. No warmup: with
+    # the recipe's 0.1 the first of the 4 steps runs at lr 0, and 3 steps were not always enough.
     recipe = dataclasses.replace(
         cfg.student_sft["countdown"],
         model=str(smollm2_model_path),
@@ -58,6 +59,7 @@ def test_smollm2_student_answers_in_the_student_format(
         batch_size=1,
         learning_rate=1e-4,
         final_learning_rate=1e-5,
+        warmup_ratio=0.0,
         save_steps=100,
     )
     ref = run_student_sft(recipe, data.path / "corpus.parquet", tmp_path / "store")
@@ -66,11 +68,12 @@ def test_smollm2_student_answers_in_the_student_format(
     model_dir = Path(ref.uri) / "model"
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    # A held-out countdown test question written by the data stage.
-    question = str(pd.read_parquet(data.path / "eval" / "countdown.parquet")["question"].iloc[0])
-    prompt = formats.render_student_prompt(tokenizer, question)
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
-    # Before training SmolLM2 answers "To solve this problem, ..." (no tag).
-    assert answer.startswith(formats.BEGIN_THOUGHT), answer
+    # Held-out countdown test questions written by the data stage.
+    questions = pd.read_parquet(data.path / "eval" / "countdown.parquet")["question"].iloc[:4]
+    for question in questions:
+        prompt = formats.render_student_prompt(tokenizer, str(question))
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
+        # Before training SmolLM2 answers "To solve this problem, ..." (no tag).
+        assert answer.startswith(formats.BEGIN_THOUGHT), answer
