@@ -7,8 +7,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rlt_core.logprobs import (
+    TILE_ELEMENTS,
     chunked_full_kl,
     full_kl_from_hidden,
+    logprobs_from_hidden,
     pack_left,
     position_ids_from_mask,
     token_logprobs,
@@ -106,6 +108,43 @@ def test_gradients_match_the_unchunked_reference(model):
         assert chunked[name].abs().sum() > 0, f"no gradient reached {name}"
         torch.testing.assert_close(chunked[name], param.grad, atol=1e-5, rtol=1e-4)
     model.zero_grad()
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_vocabulary_tiled_path_equals_the_plain_path(temperature):
+    # 2,100 rows in chunks of 2,048 (a full chunk, then 52 rows) over a vocabulary of 5,000:
+    # the tile holds TILE_ELEMENTS // 2048 = 2^22 / 2^11 = 2,048 columns, so 3 tiles per chunk
+    # (2 of 2,048 and a last one of 5,000 - 4,096 = 904). Logits / tau pass fp32 exp's range.
+    assert TILE_ELEMENTS // 2048 == 2048
+    gen = torch.Generator().manual_seed(5)
+    head = torch.nn.Linear(8, 5000, bias=False)
+    torch.nn.init.normal_(head.weight, generator=gen)
+    hidden = 10 * torch.randn(2100, 8, generator=gen)
+    targets = torch.randint(0, 5000, (2100,), generator=gen)
+    with torch.no_grad():  # no gradients, CPU, fp32 bias-free Linear: the tiled path
+        tiled = logprobs_from_hidden(
+            hidden, targets, head, temperature=temperature, chunk_size=2048
+        )
+    with torch.enable_grad():  # gradients on (hidden needs none): the plain chunked path
+        plain = logprobs_from_hidden(
+            hidden, targets, head, temperature=temperature, chunk_size=2048
+        )
+    assert plain.requires_grad and not tiled.requires_grad  # two different code paths ran
+    logits = (hidden.double() @ head.weight.detach().double().t()) / temperature  # fp64 reference
+    want = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+    assert logits.abs().max() > 89  # exp(89) overflows fp32: the running max must shift it
+    # log p = logit - logsumexp cancels two fp32 numbers as large as max|logit| (~300 here),
+    # so both fp32 paths are only good to a few ulps of it: 4 x 1.2e-7 x 300 = 1.4e-4.
+    atol = 4 * torch.finfo(torch.float32).eps * float(logits.abs().max())
+    torch.testing.assert_close(tiled.double(), want, atol=atol, rtol=0)
+    torch.testing.assert_close(tiled, plain.detach(), atol=atol, rtol=0)
+
+
+def test_tiled_path_handles_an_empty_selection():
+    head = torch.nn.Linear(4, 300, bias=False)
+    with torch.no_grad():
+        got = logprobs_from_hidden(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), head)
+    assert got.shape == (0,) and got.dtype == torch.float32
 
 
 def _think_batches() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
