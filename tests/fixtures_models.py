@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rlt_core import formats
+from rlt_core.data import countdown_rows, countdown_splits
 from rlt_core.models import (
     fetch_smollm2_gguf,
     make_tiny_model,
     materialize_smollm2,
     materialize_smollm2_tokenizer,
 )
+from rlt_core.reward.spans import encode
+from rlt_core.sft_data import end_of_turn
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +48,61 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_
 def smollm2_model_path() -> Path:
     """The fp32 SmolLM2-135M-Instruct checkpoint (cached; about 30 s the first time). Smoke only."""
     return materialize_smollm2()
+
+
+SCRIPTED_EXPLANATION = "Check the sum."
+
+
+def scripted_rows() -> pd.DataFrame:
+    """The 8 countdown corpus rows (3 and 4 numbers, seed 1) the scripted teacher learned."""
+    train, _ = countdown_splits(8, 1, seed=1, num_numbers=(3, 4))
+    return countdown_rows(train, seed=1)
+
+
+@pytest.fixture(scope="session")
+def scripted_teacher_path(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_path: Path
+) -> Path:
+    """A tiny Llama trained to answer the RLT prompt of every `scripted_rows()` row with
+    `SCRIPTED_EXPLANATION`, the closing tag and the end of turn: a real model whose sampled
+    output is known (its loss ends below 0.01, so sampling at 0.7 follows the script).
+
+    80 full-batch Adam steps (lr 1e-2) on the completion tokens only, about 10 s on 2 cores.
+    Prompt and completion are tokenised apart and concatenated, as in training and generation.
+    """
+    path = make_tiny_model(tmp_path_factory.mktemp("scripted-teacher"), smollm2_tokenizer_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    rows = scripted_rows()
+    completion = encode(tokenizer, formats.teacher_completion_text(SCRIPTED_EXPLANATION))
+    completion += encode(tokenizer, end_of_turn(tokenizer))
+    prompts = [
+        encode(tokenizer, formats.render_teacher_prompt(tokenizer, q, s))
+        for q, s in zip(rows["question"], rows["solution"], strict=True)
+    ]
+    ids, mask = pad_left([p + completion for p in prompts])  # (8, T): completions end-aligned
+    target = ids[:, -len(completion) :]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(80):
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            logits_to_keep=len(completion) + 1,
+        ).logits[:, :-1]  # (8, len(completion), V): the predictions of the completion tokens
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.01, f"the scripted teacher did not learn its script (loss {loss})"
+    model.save_pretrained(path)
+    return path
+
+
+def pad_left(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids (pad 0) and attention mask, both (B, T)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.tensor([[0] * (width - len(seq)) + seq for seq in sequences])
+    mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq in sequences])
+    return ids, mask

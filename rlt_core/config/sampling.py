@@ -68,10 +68,23 @@ class GenerateTracesConfig(SamplingRecipe):
     shard_size: int = field(
         default=512, metadata={"help": "pairs per output shard; a resumed run skips done shards"}
     )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "prompts per generate call of the transformers engine (vLLM batches on its own)"
+        },
+    )
+    score_traces: bool = field(
+        default=False,
+        metadata={
+            "help": "also score every kept trace with the RLT reward (Eq. 3-5) and record "
+            "the breakdown (one teacher and one student forward per trace)"
+        },
+    )
 
     def _issues(self) -> list[ConfigIssue]:
         return super()._issues() + positive(
-            self, "num_candidates", "max_student_tokens", "shard_size"
+            self, "num_candidates", "max_student_tokens", "shard_size", "batch_size"
         )
 
 
@@ -89,9 +102,16 @@ class EvaluateConfig(SamplingRecipe):
     max_samples: int | None = field(
         default=None, metadata={"help": "questions per task; null = all (the paper)"}
     )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "prompts per generate call of the transformers engine (CPU memory); vLLM "
+            "schedules its own batches"
+        },
+    )
 
     def _issues(self) -> list[ConfigIssue]:
-        issues = super()._issues() + positive(self, "max_samples")
+        issues = super()._issues() + positive(self, "max_samples", "batch_size")
         if not self.tasks:
             issues.append(bad(self, "tasks", "is empty", "list at least one task, e.g. [aime24]"))
         if len(set(self.tasks)) != len(self.tasks):

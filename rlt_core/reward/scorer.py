@@ -25,7 +25,7 @@ from torch import nn
 from rlt_core.config import RewardConfig
 from rlt_core.logprobs import chunked_full_kl, pack_left, token_logprobs
 from rlt_core.reward.spans import AlignedSample, check_same_vocabulary
-from rlt_core.reward.terms import RewardBreakdown, compute_reward
+from rlt_core.reward.terms import RewardBreakdown, compute_reward, r_ss
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +182,26 @@ class RLTScorer:
             for start in range(0, len(samples), self.batch_size)
         ]
         return concat_breakdowns(parts)
+
+    @torch.no_grad()
+    def solution_scores(self, samples: Sequence[AlignedSample]) -> torch.Tensor:
+        """r_SS alone (Eq. 3), shape (B,): the student's forward only, no teacher needed.
+
+        What the 32B rule of Appendix B.1 ranks candidate traces by.
+        """
+        if not samples:
+            raise ValueError("no samples to score: pass at least one AlignedSample.")
+        device = _device_of(self.student)
+        opts = {"temperature": self.cfg.temperature, "chunk_size": self.cfg.logprob_chunk_size}
+        parts = []
+        for start in range(0, len(samples), self.batch_size):
+            batch = self._side(samples[start : start + self.batch_size], "student", device)
+            solution = batch.pop("solution")
+            batch.pop("think")
+            logprobs = token_logprobs(self.student, **batch, positions=solution, **opts)
+            values, mask = _at_least_one_column(*pack_left(logprobs, solution))
+            parts.append(r_ss(values, mask, alpha=self.cfg.alpha).cpu())
+        return torch.cat(parts)
 
     @torch.no_grad()
     def _score_batch(self, teacher: nn.Module, samples: Sequence[AlignedSample]) -> RewardBreakdown:

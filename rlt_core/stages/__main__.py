@@ -1,4 +1,4 @@
-"""Command line that runs ONE training stage: what `rlt_core.training.launch` starts per process.
+"""Command line that runs ONE model stage: what `rlt_core.training.launch` starts per process.
 
     python -m rlt_core.stages student_sft --profile tiny --store ./store \\
         --input dataset=traces.parquet --recipe countdown [--set k=v ...] [--ref-out ref.json]
@@ -23,7 +23,13 @@ import typer
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, PipelineConfig, load_config
-from rlt_core.stages import run_student_rl, run_student_sft, run_teacher_rl, run_teacher_sft
+from rlt_core.stages import (
+    run_generate_traces,
+    run_student_rl,
+    run_student_sft,
+    run_teacher_rl,
+    run_teacher_sft,
+)
 from rlt_core.training.launch import check_stage_request
 
 T = TypeVar("T")
@@ -64,6 +70,10 @@ def run_stage(
     if stage == "teacher_rl":
         teacher_sft = inputs.get("teacher_sft")
         return run_teacher_rl(cfg.teacher_rl, cfg.reward, teacher_sft, inputs["corpus"], store)
+    if stage == "generate_traces":
+        return run_generate_traces(
+            cfg.generate_traces, cfg.reward, inputs["teacher"], inputs["corpus"], store
+        )
     assert recipe is not None  # check_stage_request: the recipe stages have one
     if stage == "student_sft":
         sft = recipe_of(cfg.student_sft, "student_sft", recipe)
@@ -87,7 +97,10 @@ def write_ref(ref: ArtifactRef, ref_out: Path | None) -> None:
 
 @app.command()
 def main(
-    stage: Annotated[str, typer.Argument(help="teacher_sft, teacher_rl, student_sft, student_rl")],
+    stage: Annotated[
+        str,
+        typer.Argument(help="teacher_sft, teacher_rl, generate_traces, student_sft, student_rl"),
+    ],
     profile: Annotated[str, typer.Option(help="profile name (tiny, paper-7b, ...) or YAML path")],
     store: Annotated[Path, typer.Option(help="artifact store root (a local directory)")],
     overrides: Annotated[

@@ -40,7 +40,7 @@ from rlt_core import artifacts, formats
 from rlt_core.config import StudentRLConfig, to_dict
 from rlt_core.data import read_table, seeded_subset
 from rlt_core.data.sources import require_columns
-from rlt_core.models import resolve_model
+from rlt_core.models import model_input, resolve_model
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.training import run
 from rlt_core.training.grpo import DEFAULT_MAX_PER_DEVICE_BATCH, grpo_training_args
@@ -156,17 +156,12 @@ def require_grading_thread(task: Task) -> None:
 
 
 def model_digest(start_model: str | Path) -> str:
-    """What identifies the starting weights in the cache key.
+    """What identifies the starting weights in the cache key (`rlt_core.models.model_input`).
 
     A model inside a finished artifact: that artifact's digest (cheap, location-free); another
     local directory: the digest of its files; an offline name or hub id: the reference itself.
     """
-    path = Path(start_model).expanduser()
-    if not path.exists():
-        return str(start_model)
-    if artifacts.is_complete(path.parent):
-        return artifacts.read_manifest(path.parent)["digest"]
-    return run.input_digest(path)
+    return model_input(start_model).digest
 
 
 def read_rl_rows(

@@ -39,13 +39,14 @@ logger = logging.getLogger(__name__)
 REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "teacher_sft": ("corpus",),
     "teacher_rl": ("corpus",),
+    "generate_traces": ("teacher", "corpus"),
     "student_sft": ("dataset",),
     "student_rl": ("start_model", "dataset"),
 }
 OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"teacher_rl": ("teacher_sft",)}
 RECIPE_STAGES = ("student_sft", "student_rl")
-# An input that may be a model reference (offline name, hub id) rather than a local path.
-MODEL_INPUTS = ("start_model",)
+# Inputs that may be a model reference (offline name, hub id) rather than a local path.
+MODEL_INPUTS = ("start_model", "teacher")
 STDERR_TAIL_LINES = 40
 
 
@@ -73,7 +74,7 @@ def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: st
     if stage not in REQUIRED_INPUTS:
         raise ValueError(
             f"unknown stage {stage!r}: this launcher runs {sorted(REQUIRED_INPUTS)}; "
-            "the data, generate_traces and evaluate stages run in the driver process"
+            "the data stage runs in the driver process"
         )
     required, optional = REQUIRED_INPUTS[stage], OPTIONAL_INPUTS.get(stage, ())
     missing = [name for name in required if name not in inputs]
