@@ -9,8 +9,8 @@ corpus' own traces (the baseline of Figure 8) in the teacher's tokens, and a pre
 rendered in the teacher (Figure 7) and student (Figure 6) formats with the real tokenizer.
 
 Output (`<store>/data/<key>/`): `corpus.parquet`, `subsets/<recipe>.parquet`,
-`eval/<task>.parquet`, `limr.parquet` (when a run uses it), `report.json`, `preview.md`, and
-`manifest.json` last.
+`eval/<task>.parquet`, `limr.parquet` (when a run uses it), `think_tokens.parquet` (per-row
+corpus think lengths), `report.json`, `preview.md`, and `manifest.json` last.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from rlt_core.data.benchmarks import EVAL_SETS
 logger = logging.getLogger(__name__)
 
 STAGE = "data"
+THINK_TOKENS = "think_tokens.parquet"
 COUNTDOWN_KEEP = ("numbers", "target")
 
 
@@ -83,12 +84,11 @@ def run_data(
     (out / "eval").mkdir(parents=True)
     report = _write_datasets(cfg, out)
     if tokenizer is not None:
-        report["think_tokens"] = think_length_stats(
-            pd.read_parquet(out / "corpus.parquet"), tokenizer
-        )
-        (out / "preview.md").write_text(
-            format_preview(pd.read_parquet(out / "corpus.parquet"), tokenizer)
-        )
+        corpus = pd.read_parquet(out / "corpus.parquet")
+        lengths = corpus_think_lengths(corpus, tokenizer)
+        lengths.to_parquet(out / THINK_TOKENS, index=False)
+        report["think_tokens"] = think_length_stats(lengths["think_tokens"].to_numpy())
+        (out / "preview.md").write_text(format_preview(corpus, tokenizer))
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     ref = artifacts.write_manifest(out, stage=STAGE, config=view, upstream={}, metrics=report)
     logger.info("data: wrote %s (%d corpus rows)", out, report["corpus"]["kept"])
@@ -164,14 +164,21 @@ def _needs_limr(cfg: PipelineConfig) -> bool:
     return any(cfg.student_rl[name].dataset == "limr" for name in cfg.student_rl_runs)
 
 
-def think_length_stats(corpus: pd.DataFrame, tokenizer: Any) -> dict[str, Any]:
-    """Think-token lengths of the corpus' own traces (the baseline column of Figure 8)."""
-    thoughts = [t for t in corpus["thought"].tolist() if isinstance(t, str)]
-    if not thoughts:
-        return {"count": 0}
-    lengths = np.array(
-        [len(ids) for ids in tokenizer(thoughts, add_special_tokens=False)["input_ids"]]
+def corpus_think_lengths(corpus: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
+    """Think-token length of each corpus trace (id, think_tokens): the baseline of Figure 8."""
+    rows = corpus[corpus["thought"].map(lambda t: isinstance(t, str))]
+    ids = (
+        tokenizer(rows["thought"].tolist(), add_special_tokens=False)["input_ids"]
+        if len(rows)
+        else []
     )
+    return pd.DataFrame({"id": rows["id"].tolist(), "think_tokens": [len(i) for i in ids]})
+
+
+def think_length_stats(lengths: np.ndarray) -> dict[str, Any]:
+    """Count, mean, p10/p50/p90 and max of think-token lengths (Figure 8)."""
+    if not lengths.size:
+        return {"count": 0}
     quantiles = np.percentile(lengths, [10, 50, 90]).round(1).tolist()
     return {
         "count": int(lengths.size),

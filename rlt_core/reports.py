@@ -1,0 +1,316 @@
+"""The paper's experiment reports, assembled from evaluation and trace artifacts.
+
+- Table 1 (section 4.2): students distilled from each trace source (RLT vs the corpus' own R1
+  traces), by student size and data size, on AIME24 / MATH500 / GPQA Diamond and their average.
+- Table 2 (section 4.3): cold-start RL from each trace set vs RL with no cold start.
+- Table 9 (Appendix D): reward ablations (lambda = 0, alpha = 0) next to the full reward, with
+  the think lengths of their traces.
+- Section 4.5: the Pearson correlation between a dataset's reward rank and its student's score.
+- Figure 8: the distribution of think-token lengths per trace source, as a PNG.
+
+Every function takes plain values (rows of labelled evaluations, arrays of lengths) and returns
+markdown or writes a file, so the orchestration layer decides what runs and publishes the text.
+Scores are fractions in [0, 1] in the artifacts and percentages (one decimal) in the tables, as
+in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from rlt_core import artifacts
+
+REPORT_STAGE = "report"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+FIGURE_8 = "think_lengths.png"
+
+# Column titles of the benchmarks, in the paper's order (section 4.1, Appendix C).
+TASK_TITLES = {
+    "aime24": "AIME24",
+    "math500": "MATH500",
+    "gpqa_diamond": "GPQA Diamond",
+    "livecodebench": "LiveCodeBench",
+    "olympiadbench": "OlympiadBench",
+    "countdown": "Countdown",
+}
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One evaluated model of a table: its label columns and its per-task scores (fractions)."""
+
+    labels: Mapping[str, str]
+    scores: Mapping[str, float]
+    extra: Mapping[str, float | int | str] = field(default_factory=dict)
+
+
+def read_scores(evaluation: str | Path) -> dict[str, float]:
+    """The per-task pass@1 (fractions) of a finished evaluate artifact (its manifest metrics).
+
+    Raises FileNotFoundError for an unfinished artifact (no manifest).
+    """
+    metrics = artifacts.read_manifest(evaluation)["metrics"]
+    scores = metrics.get("scores", metrics)
+    return {task: float(value) for task, value in scores.items() if task in TASK_TITLES}
+
+
+def overall(scores: Mapping[str, float], tasks: Sequence[str]) -> float:
+    """The unweighted mean over `tasks` (the paper's "Overall" column); NaN if one is missing."""
+    values = [scores.get(task, math.nan) for task in tasks]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _percent(value: float) -> str:
+    return "—" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def score_table(
+    rows: Sequence[ReportRow],
+    *,
+    label_columns: Sequence[str],
+    tasks: Sequence[str],
+    extra_columns: Sequence[str] = (),
+) -> str:
+    """A markdown table: the label columns, one column per task, Overall, then the extras.
+
+    Scores print as percentages with one decimal; a missing score prints as "—".
+    """
+    header = [*label_columns, *(TASK_TITLES.get(t, t) for t in tasks), "Overall", *extra_columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.labels.get(column, "") for column in label_columns]
+        cells += [_percent(row.scores.get(task, math.nan)) for task in tasks]
+        cells.append(_percent(overall(row.scores, tasks)))
+        cells += [str(row.extra.get(column, "")) for column in extra_columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_1(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
+    """Table 1: students by trace source, student size and data size (labels `Model`,
+    `Traces`, `Student`, `Data`)."""
+    title = "**Table 1.** Students distilled from each trace source (pass@1, %).\n\n"
+    return title + score_table(
+        rows, label_columns=("Model", "Traces", "Student", "Data"), tasks=tasks
+    )
+
+
+def table_2(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
+    """Table 2: RL with a cold start from each trace set vs RL from the base model (labels
+    `Model` and `Cold start`)."""
+    title = (
+        "**Table 2.** Traditional RL with and without a distillation cold start (pass@1, %).\n\n"
+    )
+    return title + score_table(rows, label_columns=("Model", "Cold start"), tasks=tasks)
+
+
+def table_9(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
+    """Table 9: reward ablations next to the full reward (label `Reward`; extra
+    `Think tokens (mean)` from the traces, Appendix D)."""
+    title = "**Table 9.** Ablations of the RLT reward (pass@1, %).\n\n"
+    return title + score_table(
+        rows, label_columns=("Reward",), tasks=tasks, extra_columns=("Think tokens (mean)",)
+    )
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Pearson correlation of section 4.5 between reward rank and student score."""
+
+    r: float
+    p_value: float
+    n: int
+
+    def to_markdown(self) -> str:
+        """One line in the paper's style: r and its p-value."""
+        return f"Pearson r = {self.r:.3f} (p = {self.p_value:.3g}, n = {self.n} datasets)\n"
+
+
+def rank_correlation(ranks: Sequence[int], scores: Sequence[float]) -> Correlation:
+    """Section 4.5: Pearson r (and two-sided p-value) between each dataset's reward rank and
+    its student's score. Needs at least 3 datasets and scores that are not all equal."""
+    if len(ranks) != len(scores) or len(ranks) < 3:
+        raise ValueError(
+            f"need one score per rank and at least 3 of them, got {len(ranks)} ranks and "
+            f"{len(scores)} scores."
+        )
+    if len(set(scores)) == 1:
+        raise ValueError(
+            f"every student scored {scores[0]}: a correlation is undefined for a constant "
+            "score. Evaluate on more questions (evaluate.max_samples) or train longer."
+        )
+    result = stats.pearsonr(np.asarray(ranks, dtype=float), np.asarray(scores, dtype=float))
+    return Correlation(r=float(result.statistic), p_value=float(result.pvalue), n=len(ranks))
+
+
+def trace_think_lengths(generate_traces: str | Path) -> np.ndarray:
+    """The think-token length of every kept trace of a finished generate_traces artifact."""
+    artifacts.read_manifest(generate_traces)  # refuses an unfinished artifact
+    table = pd.read_parquet(Path(generate_traces) / "traces.parquet", columns=["think_tokens"])
+    return table["think_tokens"].to_numpy()
+
+
+def corpus_think_lengths(data: str | Path) -> np.ndarray:
+    """The think-token length of every corpus trace, from a finished data artifact (the
+    baseline traces of Figure 8; written when the data stage had a tokenizer)."""
+    artifacts.read_manifest(data)
+    path = Path(data) / "think_tokens.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the data stage measures think lengths only when it is given the "
+            "teacher's tokenizer (run_data(..., tokenizer=...)), as the pipeline does."
+        )
+    return pd.read_parquet(path, columns=["think_tokens"])["think_tokens"].to_numpy()
+
+
+def think_length_figure(lengths: Mapping[str, Sequence[int]], out: str | Path) -> Path:
+    """Figure 8: the think-token length distribution of each trace source, saved as a PNG.
+
+    One step histogram per source on shared bins, each with a dashed line at its mean.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {name: np.asarray(values) for name, values in lengths.items() if len(values)}
+    if not series:
+        raise ValueError("no think lengths to plot: every trace source is empty.")
+    top = max(float(values.max()) for values in series.values())
+    bins = np.linspace(0, max(top, 1.0), 31)
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=120)
+    for index, (name, values) in enumerate(series.items()):
+        color = f"C{index}"
+        axes.hist(values, bins=bins, histtype="step", linewidth=1.8, color=color, label=name)
+        axes.axvline(values.mean(), color=color, linestyle="--", linewidth=1)
+    axes.set_xlabel("think tokens per trace")
+    axes.set_ylabel("traces")
+    axes.set_title("Think-token lengths by trace source (dashed: mean)")
+    axes.legend()
+    figure.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def length_summary(lengths: Mapping[str, Sequence[int]]) -> str:
+    """A markdown table of count, mean and median think tokens per trace source (Figure 8)."""
+    lines = ["| Traces | Count | Mean | Median |", "|---|---|---|---|"]
+    for name, values in lengths.items():
+        array = np.asarray(values)
+        if array.size:
+            lines.append(f"| {name} | {array.size} | {array.mean():.1f} | {np.median(array):.1f} |")
+        else:
+            lines.append(f"| {name} | 0 | — | — |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A labelled evaluation for a report: the table's label columns, the evaluate artifact
+    directory and, for Table 9, the generate_traces artifact whose think lengths it shows."""
+
+    labels: Mapping[str, str]
+    evaluation: str
+    traces: str | None = None
+
+
+def report_rows(entries: Sequence[Evaluated]) -> list[ReportRow]:
+    """Read the scores (and the traces' mean think length, when given) of each entry."""
+    rows = []
+    for entry in entries:
+        extra: dict[str, float | int | str] = {}
+        if entry.traces is not None:
+            lengths = trace_think_lengths(entry.traces)
+            extra["Think tokens (mean)"] = f"{lengths.mean():.1f}" if lengths.size else "—"
+        rows.append(ReportRow(entry.labels, read_scores(entry.evaluation), extra))
+    return rows
+
+
+def run_report(
+    store: str | Path,
+    *,
+    title: str,
+    tasks: Sequence[str],
+    table1: Sequence[Evaluated] = (),
+    table2: Sequence[Evaluated] = (),
+    table9: Sequence[Evaluated] = (),
+    lengths: Mapping[str, Sequence[int]] | None = None,
+    ranked: Sequence[tuple[int, Evaluated]] = (),
+) -> artifacts.ArtifactRef:
+    """Assemble the requested tables into `<store>/report/<key>/`: report.md, report.json,
+    think_lengths.png (Figure 8, when `lengths` are given) and the manifest last.
+
+    `ranked` holds (reward rank, evaluation) pairs for the section 4.5 correlation. The key
+    hashes the labels, ranks, lengths and the evaluations' digests: a finished report of the
+    same inputs is returned as it is.
+    """
+    lengths = {name: [int(v) for v in values] for name, values in (lengths or {}).items()}
+    entries = [*table1, *table2, *table9, *(entry for _, entry in ranked)]
+    upstream = {str(i): artifacts.load_ref(e.evaluation).digest for i, e in enumerate(entries)}
+    config = {
+        "title": title,
+        "tasks": list(tasks),
+        "tables": [[dict(e.labels) for e in t] for t in (table1, table2, table9)],
+        "ranks": [rank for rank, _ in ranked],
+        "lengths": artifacts.digest_json(lengths),
+    }
+    key = artifacts.stage_key(config, upstream, artifacts.code_fingerprint("reports"))
+    out = artifacts.stage_dir(store, REPORT_STAGE, key)
+    if artifacts.is_complete(out):
+        return artifacts.load_ref(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, summary = _tables(tasks, table1, table2, table9)
+    if ranked:
+        sections.append(_correlation(ranked, tasks, summary))
+    if lengths:
+        think_length_figure(lengths, out / FIGURE_8)
+        sections.append(_figure_8(lengths))
+    (out / REPORT_MD).write_text(f"# {title}\n\n" + "\n".join(sections))
+    (out / REPORT_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return artifacts.write_manifest(
+        out, stage=REPORT_STAGE, config=config, upstream=upstream, metrics=summary
+    )
+
+
+def _tables(
+    tasks: Sequence[str], *tables: Sequence[Evaluated]
+) -> tuple[list[str], dict[str, object]]:
+    """The markdown of Tables 1, 2 and 9 (those with rows) and their scores as JSON."""
+    sections: list[str] = []
+    summary: dict[str, object] = {}
+    for name, build, entries in zip(
+        ("table_1", "table_2", "table_9"), (table_1, table_2, table_9), tables, strict=True
+    ):
+        if entries:
+            rows = report_rows(entries)
+            sections.append(build(rows, tasks))
+            summary[name] = [{"labels": dict(r.labels), "scores": dict(r.scores)} for r in rows]
+    return sections, summary
+
+
+def _correlation(
+    ranked: Sequence[tuple[int, Evaluated]], tasks: Sequence[str], summary: dict[str, object]
+) -> str:
+    scores = [overall(read_scores(entry.evaluation), tasks) for _, entry in ranked]
+    result = rank_correlation([rank for rank, _ in ranked], scores)
+    summary["rank_correlation"] = {"r": result.r, "p_value": result.p_value, "n": result.n}
+    return "**Section 4.5.** Reward rank vs student score: " + result.to_markdown()
+
+
+def _figure_8(lengths: Mapping[str, Sequence[int]]) -> str:
+    return (
+        f"**Figure 8.** Think-token lengths per trace source\n\n{length_summary(lengths)}\n"
+        f"![Figure 8]({FIGURE_8})\n"
+    )

@@ -1,0 +1,138 @@
+"""Experiment reports (Tables 1, 2, 9, section 4.5, Figure 8) from real artifact directories."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from rlt_core import artifacts
+from rlt_core.reports import (
+    FIGURE_8,
+    REPORT_JSON,
+    REPORT_MD,
+    Evaluated,
+    ReportRow,
+    overall,
+    rank_correlation,
+    read_scores,
+    run_report,
+    score_table,
+    think_length_figure,
+)
+
+TASKS = ("aime24", "math500", "gpqa_diamond")
+
+
+def _evaluation(root: Path, name: str, scores: dict[str, float]) -> str:
+    """A finished evaluate artifact whose manifest metrics hold `scores`."""
+    out = root / "evaluate" / name
+    out.mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps(scores))
+    artifacts.write_manifest(out, stage="evaluate", config={}, upstream={}, metrics=scores)
+    return str(out)
+
+
+def _traces(root: Path, name: str, lengths: list[int]) -> str:
+    out = root / "generate_traces" / name
+    out.mkdir(parents=True)
+    pd.DataFrame({"think_tokens": lengths}).to_parquet(out / "traces.parquet")
+    artifacts.write_manifest(out, stage="generate_traces", config={}, upstream={}, metrics={})
+    return str(out)
+
+
+def test_overall_is_the_unweighted_mean_and_missing_is_nan() -> None:
+    # (0.2 + 0.5 + 0.8) / 3 = 0.5
+    assert overall({"aime24": 0.2, "math500": 0.5, "gpqa_diamond": 0.8}, TASKS) == pytest.approx(
+        0.5
+    )
+    assert math.isnan(overall({"aime24": 0.2}, TASKS))
+
+
+def test_score_table_prints_percentages_in_the_paper_layout() -> None:
+    rows = [
+        ReportRow(
+            {"Model": "RLT-7B", "Data": "1K"},
+            {"aime24": 0.2, "math500": 0.845, "gpqa_diamond": 0.4},
+        ),
+        ReportRow({"Model": "Bespoke-7B", "Data": "1K"}, {"aime24": 0.1, "math500": 0.7}),
+    ]
+    table = score_table(rows, label_columns=("Model", "Data"), tasks=TASKS)
+    assert table.splitlines() == [
+        "| Model | Data | AIME24 | MATH500 | GPQA Diamond | Overall |",
+        "|---|---|---|---|---|---|",
+        # Overall: (20 + 84.5 + 40) / 3 = 48.17 -> 48.2
+        "| RLT-7B | 1K | 20.0 | 84.5 | 40.0 | 48.2 |",
+        "| Bespoke-7B | 1K | 10.0 | 70.0 | — | — |",  # GPQA missing: no average either
+    ]
+
+
+def test_rank_correlation_by_hand() -> None:
+    # Scores fall exactly linearly with the rank: r = -1. With 4 points the p-value is 0.
+    exact = rank_correlation([1, 2, 3, 4], [0.8, 0.6, 0.4, 0.2])
+    assert exact.r == pytest.approx(-1.0) and exact.p_value == pytest.approx(0.0, abs=1e-9)
+    # ranks 1..3 vs scores 0.5, 0.1, 0.3: mean rank 2, mean score 0.3;
+    # cov = (-1)(0.2) + 0(-0.2) + 1(0) = -0.2; sd_rank = sqrt(2), sd_score = sqrt(0.08)
+    # r = -0.2 / sqrt(2 * 0.08) = -0.5
+    assert rank_correlation([1, 2, 3], [0.5, 0.1, 0.3]).r == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="constant score"):
+        rank_correlation([1, 2, 3], [0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_correlation([1, 2], [0.5, 0.1])
+
+
+def test_figure_8_is_a_png_with_one_curve_per_source(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    lengths = {"RLT": rng.integers(100, 400, 50), "Bespoke (R1)": rng.integers(300, 900, 50)}
+    path = think_length_figure(lengths, tmp_path / "fig" / FIGURE_8)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (840, 480)  # 7 x 4 in at 120 dpi
+    with pytest.raises(ValueError, match="every trace source is empty"):
+        think_length_figure({"RLT": []}, tmp_path / "empty.png")
+
+
+def test_report_assembles_tables_correlation_and_figure(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    rlt = _evaluation(tmp_path, "rlt", {"aime24": 0.2, "math500": 0.8, "gpqa_diamond": 0.5})
+    base = _evaluation(tmp_path, "base", {"aime24": 0.1, "math500": 0.6, "gpqa_diamond": 0.4})
+    lam0 = _evaluation(tmp_path, "lam0", {"aime24": 0.0, "math500": 0.5, "gpqa_diamond": 0.3})
+    ref = run_report(
+        store,
+        title="tiny",
+        tasks=TASKS,
+        table1=[
+            Evaluated({"Model": "RLT", "Traces": "RLT", "Student": "7B", "Data": "1K"}, rlt),
+            Evaluated({"Model": "Bespoke", "Traces": "R1", "Student": "7B", "Data": "1K"}, base),
+        ],
+        table9=[
+            Evaluated({"Reward": "full"}, rlt, _traces(tmp_path, "t1", [10, 20, 30])),
+            Evaluated({"Reward": "lambda = 0"}, lam0, _traces(tmp_path, "t0", [40, 50])),
+        ],
+        lengths={"RLT": [10, 20, 30], "R1": [40, 50]},
+        ranked=[(1, Evaluated({}, rlt)), (2, Evaluated({}, base)), (3, Evaluated({}, lam0))],
+    )
+    out = Path(ref.uri)
+    text = (out / REPORT_MD).read_text()
+    assert "| RLT | RLT | 7B | 1K | 20.0 | 80.0 | 50.0 | 50.0 |" in text
+    assert "| lambda = 0 | 0.0 | 50.0 | 30.0 | 26.7 | 45.0 |" in text  # mean of 40, 50
+    assert "Pearson r = " in text and f"![Figure 8]({FIGURE_8})" in text
+    assert (out / FIGURE_8).is_file()
+    summary = json.loads((out / REPORT_JSON).read_text())
+    # Overall 0.5, 0.3667, 0.2667 fall with the rank.
+    assert summary["rank_correlation"]["r"] < -0.9
+    assert artifacts.read_manifest(out)["metrics"] == summary
+    assert (
+        run_report(store, title="tiny", tasks=TASKS, table1=[Evaluated({"Model": "RLT"}, rlt)])
+        != ref
+    )
+
+
+def test_unfinished_evaluation_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        read_scores(tmp_path / "half")
