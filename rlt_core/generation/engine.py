@@ -58,8 +58,8 @@ class Engine(Protocol):
 def check_backend(recipe: SamplingRecipe) -> None:
     """Raise ValueError when the recipe's backend cannot run on this machine.
 
-    'vllm' needs a CUDA GPU and the `vllm` package (the `gpu` extra); 'transformers' runs
-    anywhere. Called before any model is loaded.
+    'vllm' needs a CUDA GPU, the `vllm` package (the `gpu` extra) and as many GPUs as the
+    tensor parallelism; 'transformers' runs anywhere. Called before any model is loaded.
     """
     if recipe.backend != "vllm":
         return
@@ -73,6 +73,11 @@ def check_backend(recipe: SamplingRecipe) -> None:
         raise ValueError(
             "backend 'vllm' needs the vllm package, which is not installed. Install the GPU "
             "set (`uv pip install -r requirements/gpu.lock`) or set `backend: transformers`."
+        )
+    if torch.cuda.device_count() < recipe.tensor_parallel_size:
+        raise ValueError(
+            f"tensor_parallel_size={recipe.tensor_parallel_size} but only "
+            f"{torch.cuda.device_count()} GPU(s) are visible; lower it or use more GPUs."
         )
 
 

@@ -3,6 +3,7 @@ student_rl, evaluate. Each takes its typed config and the refs of its inputs and
 self-describing artifact directory (manifest last)."""
 
 from rlt_core.stages.data import DataOutputs, run_data
+from rlt_core.stages.evaluate import run_evaluate
 from rlt_core.stages.generate_traces import run_generate_traces
 from rlt_core.stages.sft import run_student_sft, run_teacher_sft
 from rlt_core.stages.student_rl import run_student_rl
@@ -11,6 +12,7 @@ from rlt_core.stages.teacher_rl import run_teacher_rl
 __all__ = [
     "DataOutputs",
     "run_data",
+    "run_evaluate",
     "run_generate_traces",
     "run_student_rl",
     "run_student_sft",

@@ -24,6 +24,7 @@ import typer
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, PipelineConfig, load_config
 from rlt_core.stages import (
+    run_evaluate,
     run_generate_traces,
     run_student_rl,
     run_student_sft,
@@ -70,6 +71,8 @@ def run_stage(
     if stage == "teacher_rl":
         teacher_sft = inputs.get("teacher_sft")
         return run_teacher_rl(cfg.teacher_rl, cfg.reward, teacher_sft, inputs["corpus"], store)
+    if stage == "evaluate":
+        return run_evaluate(cfg.evaluate, inputs["model"], inputs["eval_dir"], store)
     if stage == "generate_traces":
         return run_generate_traces(
             cfg.generate_traces, cfg.reward, inputs["teacher"], inputs["corpus"], store
@@ -99,7 +102,9 @@ def write_ref(ref: ArtifactRef, ref_out: Path | None) -> None:
 def main(
     stage: Annotated[
         str,
-        typer.Argument(help="teacher_sft, teacher_rl, generate_traces, student_sft, student_rl"),
+        typer.Argument(
+            help="teacher_sft, teacher_rl, generate_traces, student_sft, student_rl, evaluate"
+        ),
     ],
     profile: Annotated[str, typer.Option(help="profile name (tiny, paper-7b, ...) or YAML path")],
     store: Annotated[Path, typer.Option(help="artifact store root (a local directory)")],
@@ -117,7 +122,7 @@ def main(
     try:
         cfg = load_config(profile, overrides or [])
         ref = run_stage(stage, cfg, store, parse_inputs(input_pairs or []), recipe)
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
         sys.stderr.write(f"error: {error}\n")
         raise typer.Exit(2) from None
     write_ref(ref, ref_out)

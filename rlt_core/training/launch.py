@@ -42,11 +42,14 @@ REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "generate_traces": ("teacher", "corpus"),
     "student_sft": ("dataset",),
     "student_rl": ("start_model", "dataset"),
+    "evaluate": ("model", "eval_dir"),
 }
 OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"teacher_rl": ("teacher_sft",)}
 RECIPE_STAGES = ("student_sft", "student_rl")
+# Generation stages run as one process: vLLM starts its own tensor-parallel workers.
+SINGLE_PROCESS_STAGES = ("generate_traces", "evaluate")
 # Inputs that may be a model reference (offline name, hub id) rather than a local path.
-MODEL_INPUTS = ("start_model", "teacher")
+MODEL_INPUTS = ("start_model", "teacher", "model")
 STDERR_TAIL_LINES = 40
 
 
@@ -197,12 +200,14 @@ def launch_stage(
     """Run one stage in a child process and return the ArtifactRef it wrote.
 
     `accelerate_config` None means `default_accelerate_config()` (ZeRO-3 on a multi-GPU node),
-    unless `num_processes` is 1, which forces a plain process. `env` (default: this process'
+    unless `num_processes` is 1 or the stage generates (`SINGLE_PROCESS_STAGES`): then a plain
+    process. `env` (default: this process'
     environment) is the child's environment. Bad requests raise ValueError before anything
     starts; a failed child raises StageLaunchError (stage, command, stderr tail).
     """
     check_stage_request(stage, inputs, recipe)
-    if accelerate_config is None and num_processes != 1:
+    single = num_processes == 1 or stage in SINGLE_PROCESS_STAGES
+    if accelerate_config is None and not single:
         accelerate_config = default_accelerate_config()
     with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:
         ref_out = Path(tmp) / "ref.json"
