@@ -63,24 +63,31 @@ def scripted_rows() -> pd.DataFrame:
 def scripted_teacher_path(
     tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_path: Path
 ) -> Path:
-    """A tiny Llama trained to answer the RLT prompt of every `scripted_rows()` row with
-    `SCRIPTED_EXPLANATION`, the closing tag and the end of turn: a real model whose sampled
-    output is known (its loss ends below 0.01, so sampling at 0.7 follows the script).
+    """A tiny Llama that answers the RLT prompt of every `scripted_rows()` row with
+    `SCRIPTED_EXPLANATION` (see `train_scripted_teacher`)."""
+    out = tmp_path_factory.mktemp("scripted-teacher")
+    return train_scripted_teacher(out, smollm2_tokenizer_path, scripted_rows())
 
-    80 full-batch Adam steps (lr 1e-2) on the completion tokens only, about 10 s on 2 cores.
-    Prompt and completion are tokenised apart and concatenated, as in training and generation.
+
+def train_scripted_teacher(out: Path, tokenizer_dir: Path, rows: pd.DataFrame) -> Path:
+    """A tiny Llama trained to answer the RLT prompt of each row with `SCRIPTED_EXPLANATION`,
+    the closing tag and the end of turn: a real model whose sampled output is known (its loss
+    ends below 0.01, so sampling at 0.7 follows the script on these prompts).
+
+    80 full-batch Adam steps (lr 1e-2) on the completion tokens only, about 10 s on 2 cores for
+    8 rows. Prompt and completion are tokenised apart and concatenated, as in training and
+    generation.
     """
-    path = make_tiny_model(tmp_path_factory.mktemp("scripted-teacher"), smollm2_tokenizer_path)
+    path = make_tiny_model(out, tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
-    rows = scripted_rows()
     completion = encode(tokenizer, formats.teacher_completion_text(SCRIPTED_EXPLANATION))
     completion += encode(tokenizer, end_of_turn(tokenizer))
     prompts = [
         encode(tokenizer, formats.render_teacher_prompt(tokenizer, q, s))
         for q, s in zip(rows["question"], rows["solution"], strict=True)
     ]
-    ids, mask = pad_left([p + completion for p in prompts])  # (8, T): completions end-aligned
+    ids, mask = pad_left([p + completion for p in prompts])  # (B, T): completions end-aligned
     target = ids[:, -len(completion) :]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
@@ -90,7 +97,7 @@ def scripted_teacher_path(
             attention_mask=mask,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             logits_to_keep=len(completion) + 1,
-        ).logits[:, :-1]  # (8, len(completion), V): the predictions of the completion tokens
+        ).logits[:, :-1]  # (B, len(completion), V): the predictions of the completion tokens
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
         loss.backward()
         optimizer.step()

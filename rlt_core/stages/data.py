@@ -9,7 +9,8 @@ corpus' own traces (the baseline of Figure 8) in the teacher's tokens, and a pre
 rendered in the teacher (Figure 7) and student (Figure 6) formats with the real tokenizer.
 
 Output (`<store>/data/<key>/`): `corpus.parquet`, `subsets/<recipe>.parquet`,
-`eval/<task>.parquet`, `limr.parquet` (when a run uses it), `think_tokens.parquet` (per-row
+`eval/<task>.parquet`, `limr.parquet` and `countdown.parquet` (countdown training rows; each
+when a run uses it), `think_tokens.parquet` (per-row
 corpus think lengths), `report.json`, `preview.md`, and `manifest.json` last.
 """
 
@@ -41,6 +42,13 @@ from rlt_core.data.benchmarks import EVAL_SETS
 logger = logging.getLogger(__name__)
 
 STAGE = "data"
+# The table of each recipe `dataset` value inside the data artifact.
+DATASET_FILES = {
+    "corpus": "corpus.parquet",
+    "limr": "limr.parquet",
+    "countdown": "countdown.parquet",
+}
+CODE = ("data", "formats", "stages/data")
 THINK_TOKENS = "think_tokens.parquet"
 COUNTDOWN_KEEP = ("numbers", "target")
 
@@ -62,6 +70,7 @@ def data_config_view(cfg: PipelineConfig) -> dict[str, Any]:
         "subsets": {name: _recipe_rows(cfg, name) for name in cfg.student_sft_runs},
         "eval_tasks": list(cfg.evaluate.tasks),
         "limr": _needs_limr(cfg),
+        "countdown_train": _needs_countdown_train(cfg),
     }
 
 
@@ -74,7 +83,7 @@ def run_data(
     skipped and the report says so.
     """
     view = data_config_view(cfg)
-    key = artifacts.stage_key(view, {}, artifacts.code_fingerprint("data", "formats"))
+    key = artifacts.stage_key(view, {}, artifacts.code_fingerprint(*CODE))
     out = artifacts.stage_dir(store, STAGE, key)
     if artifacts.is_complete(out):
         logger.info("data: cached at %s", out)
@@ -96,9 +105,13 @@ def run_data(
 
 
 def _write_datasets(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
-    corpus, report, countdown_test = _corpus(cfg)
+    corpus, report, (countdown_train, countdown_test) = _corpus(cfg)
     corpus.to_parquet(out / "corpus.parquet", index=False)
     result: dict[str, Any] = {"corpus": report, "subsets": {}, "eval": {}}
+    if _needs_countdown_train(cfg):  # the countdown corpus itself when it is the corpus
+        train = corpus if cfg.data.corpus_schema == "countdown" else countdown_train
+        train.to_parquet(out / DATASET_FILES["countdown"], index=False)
+        result["countdown_train"] = len(train)
     for name in cfg.student_sft_runs:
         rows = _recipe_rows(cfg, name)
         if rows is not None and rows < len(corpus):
@@ -118,30 +131,40 @@ def _write_datasets(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
     return result
 
 
-def _corpus(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+def _corpus(
+    cfg: PipelineConfig,
+) -> tuple[pd.DataFrame, dict[str, Any], tuple[pd.DataFrame | None, pd.DataFrame | None]]:
+    """The corpus rows and their validation report, and the countdown (train, test) rows when
+    the runs need them (None otherwise)."""
+    train, test = _countdown(cfg)
+    if cfg.data.corpus_schema == "countdown":
+        kept, report = validate_rows(train, mode=cfg.data.validation)
+        kept = kept.merge(train[["id", *COUNTDOWN_KEEP]], on="id", how="left")
+        return kept, report.to_dict(), (train, test)
     data = cfg.data
-    needs_countdown = data.corpus_schema == "countdown" or "countdown" in cfg.evaluate.tasks
-    test = None
-    if needs_countdown:
-        sizes = tuple(range(data.countdown_min_numbers, data.countdown_max_numbers + 1))
-        train, test_problems = countdown_splits(
-            data.countdown_train_size,
-            data.countdown_test_size,
-            seed=data.countdown_seed,
-            num_numbers=sizes,
-        )
-        test = countdown_rows(
-            test_problems, seed=data.countdown_seed, max_dead_ends=data.countdown_max_dead_ends
-        )
-    if data.corpus_schema == "countdown":
-        rows = countdown_rows(
-            train, seed=data.countdown_seed, max_dead_ends=data.countdown_max_dead_ends
-        )
-        kept, report = validate_rows(rows, mode=data.validation)
-        kept = kept.merge(rows[["id", *COUNTDOWN_KEEP]], on="id", how="left")
-        return kept, report.to_dict(), test
     load = load_corpus(data.corpus_source, schema=data.corpus_schema, mode=data.validation)
-    return load.rows, load.report.to_dict(), test
+    return load.rows, load.report.to_dict(), (train, test)
+
+
+def _countdown(cfg: PipelineConfig) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Countdown train and test rows (section 4.4) with their search traces, when needed."""
+    data = cfg.data
+    needed = (
+        data.corpus_schema == "countdown"
+        or "countdown" in cfg.evaluate.tasks
+        or _needs_countdown_train(cfg)
+    )
+    if not needed:
+        return None, None
+    sizes = tuple(range(data.countdown_min_numbers, data.countdown_max_numbers + 1))
+    train, test = countdown_splits(
+        data.countdown_train_size,
+        data.countdown_test_size,
+        seed=data.countdown_seed,
+        num_numbers=sizes,
+    )
+    opts = {"seed": data.countdown_seed, "max_dead_ends": data.countdown_max_dead_ends}
+    return countdown_rows(train, **opts), countdown_rows(test, **opts)
 
 
 def _eval_table(
@@ -158,6 +181,12 @@ def _eval_table(
 def _recipe_rows(cfg: PipelineConfig, name: str) -> int | None:
     recipe = cfg.student_sft[name]
     return recipe.num_train_samples if recipe.dataset == "corpus" else None
+
+
+def _needs_countdown_train(cfg: PipelineConfig) -> bool:
+    sft = any(cfg.student_sft[name].dataset == "countdown" for name in cfg.student_sft_runs)
+    rl = any(cfg.student_rl[name].dataset == "countdown" for name in cfg.student_rl_runs)
+    return sft or rl
 
 
 def _needs_limr(cfg: PipelineConfig) -> bool:

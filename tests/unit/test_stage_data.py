@@ -8,10 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from transformers import AutoTokenizer
-from typer.testing import CliRunner
 
 from rlt_core import artifacts
-from rlt_core.cli import app
 from rlt_core.config import load_config
 from rlt_core.data import DataValidationError, score_countdown_completion
 from rlt_core.stages import run_data
@@ -84,11 +82,3 @@ def test_finished_run_is_reused_and_unfinished_one_is_redone(tmp_path):
     assert again.ref.digest == first.ref.digest  # rebuilt, same bytes
     other = run_data(load_config("tiny", ["data.countdown_seed=1"]), tmp_path)
     assert other.path != first.path
-
-
-def test_cli_rejects_bad_config_before_any_model_loads(tmp_path):
-    result = CliRunner().invoke(
-        app, ["run", "--profile", "tiny", "--store", str(tmp_path), "--set", "reward.lambda=-1"]
-    )
-    assert result.exit_code == 2
-    assert "reward.lambda" in result.output and not (tmp_path / "data").exists()

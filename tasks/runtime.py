@@ -1,0 +1,143 @@
+"""What every stage task shares: the run it belongs to, its cache key, retries, how it runs.
+
+A *run* is the JSON-ready dict every task receives: the profile, the `key.path=value`
+overrides and the artifact store root (`flows.common.start_run` builds it). Tasks return
+artifact refs (`{"uri", "digest"}`), never models or tables, and Prefect persists them as JSON.
+
+Cache key (`StageCache`): `rlt_core.stages.plan.stage_cache_key` over the stage's config
+section, its inputs' digests and a fingerprint of the rlt_core code it runs, prefixed with the
+stage name (Prefect's cache records share one namespace). Prefect's own TASK_SOURCE would only
+hash the task's few lines. A cached ref is served without running anything; a stage that is
+not cached still returns at once when its artifact is finished (the stage functions check
+their manifest), and a killed one resumes from its checkpoints.
+
+Where a stage runs (`RLT_STAGE_PROCESS`): `subprocess` starts `python -m rlt_core.stages`
+(through `accelerate launch` with ZeRO-3 on a multi-GPU node), so GPU memory is returned between
+stages; `inline` calls the entry function in the flow's process (fast on CPU, where a new
+interpreter costs ~15 s of imports); `auto` (default) is subprocess when CUDA is visible.
+
+Retries are for transient failures only (`is_transient`: the store or the network), never for
+bad input, which fails at once with the stage's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+
+from rlt_core.artifacts import ArtifactRef
+from rlt_core.config import PipelineConfig, load_config
+from rlt_core.stages.dispatch import run_stage
+from rlt_core.stages.plan import stage_cache_key
+from rlt_core.store import ArtifactStore, StoreUnavailableError
+from rlt_core.training.launch import launch_stage
+
+logger = logging.getLogger("rlt_core.tasks")
+
+Run = Mapping[str, Any]
+# A task input: an upstream artifact ref, a {"ref", "file"} pair (a file inside an artifact),
+# or a model reference string (an offline name or a hub id).
+Input = Mapping[str, Any] | str
+TRANSIENT = (StoreUnavailableError, ConnectionError, TimeoutError)
+
+
+def run_config(run: Run) -> PipelineConfig:
+    """The run's validated pipeline config (profile + overrides)."""
+    return load_config(run["profile"], run.get("overrides") or ())
+
+
+def open_store(run: Run) -> ArtifactStore:
+    """The run's artifact store (its local working store, and the remote root if any)."""
+    return ArtifactStore.open(
+        run["store"], cache_dir=run.get("cache_dir"), storage_options=run.get("storage_options")
+    )
+
+
+def input_digest(value: Input) -> str:
+    """What identifies a task input in the cache key (module docstring, `Input`)."""
+    if isinstance(value, str):
+        return value
+    if "ref" in value:
+        return f"{value['ref']['digest']}:{value['file']}"
+    return str(value["digest"])
+
+
+def local_input(store: ArtifactStore, value: Input) -> str:
+    """A task input as the local path (or model reference) a stage function takes."""
+    if isinstance(value, str):
+        return value
+    if "ref" in value:
+        return str(store.fetch(value["ref"]) / value["file"])
+    return str(store.fetch(value))
+
+
+class StageCache(CachePolicy):
+    """Prefect cache policy keyed like the stage's own artifacts (module docstring)."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        """`<stage>-<key>` from the run's config, the inputs' digests and the stage's code."""
+        run, recipe = inputs["run"], inputs.get("recipe")
+        upstream = {
+            name: input_digest(value)
+            for name, value in inputs.items()
+            if name not in ("run", "recipe") and value is not None
+        }
+        return stage_cache_key(task_ctx.task.name, run_config(run), upstream, recipe)
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry store and network failures, nothing else."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, TRANSIENT)
+
+
+def in_subprocess() -> bool:
+    """Whether stages run as `python -m rlt_core.stages` children (module docstring)."""
+    mode = os.environ.get("RLT_STAGE_PROCESS", "auto")
+    if mode not in ("auto", "inline", "subprocess"):
+        raise ValueError(f"RLT_STAGE_PROCESS={mode!r}: use auto, inline or subprocess")
+    return mode == "subprocess" or (mode == "auto" and torch.cuda.is_available())
+
+
+def execute(
+    stage: str, run: Run, inputs: Mapping[str, Input | None], recipe: str | None = None
+) -> dict[str, str]:
+    """Run one stage on the run's store (inline or as a subprocess) and publish its artifact.
+
+    Upstream artifacts are fetched into the local working store first; the returned ref points
+    into the store root (a local path, or `s3://...` for a remote store).
+    """
+    store = open_store(run)
+    paths = {name: local_input(store, v) for name, v in inputs.items() if v is not None}
+    if in_subprocess():
+        local = launch_stage(
+            stage,
+            profile=run["profile"],
+            overrides=run.get("overrides") or (),
+            store=store.working,
+            inputs=paths,
+            recipe=recipe,
+        )
+    else:
+        local = run_stage(stage, run_config(run), store.working, paths, recipe)
+    ref = store.publish(Path(local.uri))
+    logger.info("%s: %s", stage, ref.uri)
+    return ref.to_dict()
+
+
+def as_ref(value: Mapping[str, str]) -> ArtifactRef:
+    """A task result (JSON dict) as an ArtifactRef."""
+    return ArtifactRef(uri=value["uri"], digest=value["digest"])

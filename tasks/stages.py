@@ -1,0 +1,117 @@
+"""One Prefect task per stage: resolve the run, call ONE rlt_core entry point, return its ref.
+
+Every task is cached by `StageCache` (config section + input digests + rlt_core code), persists
+its result as JSON, and retries only transient failures (`is_transient`). Inputs are upstream
+refs, `{"ref": ..., "file": ...}` for one table inside an artifact, or model references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rlt_core.reports import Evaluated, corpus_think_lengths, run_report, trace_think_lengths
+from rlt_core.stages.data import run_data
+from tasks.runtime import Input, Run, StageCache, execute, is_transient, open_store, run_config
+
+STAGE_TASK: dict[str, Any] = {
+    "cache_policy": StageCache(),
+    "persist_result": True,
+    "result_serializer": "json",
+    "retries": 2,
+    "retry_delay_seconds": 5,
+    "retry_condition_fn": is_transient,
+}
+
+
+def _teacher_tokenizer(run: Run) -> Any:
+    from transformers import AutoTokenizer
+
+    from rlt_core.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(run_config(run).teacher_sft.model))
+
+
+@task(name="data", **STAGE_TASK)
+def data(run: Run) -> dict[str, str]:
+    """The data stage (corpus, subsets, eval sets, countdown, think lengths)."""
+    store = open_store(run)
+    out = run_data(run_config(run), store.working, tokenizer=_teacher_tokenizer(run))
+    return store.publish(out.path).to_dict()
+
+
+@task(name="teacher_sft", **STAGE_TASK)
+def teacher_sft(run: Run, corpus: Input) -> dict[str, str]:
+    """Teacher warm-up in the RLT format (Appendix A.1)."""
+    return execute("teacher_sft", run, {"corpus": corpus})
+
+
+@task(name="teacher_rl", **STAGE_TASK)
+def teacher_rl(run: Run, teacher_sft: Input | None, corpus: Input) -> dict[str, str]:
+    """GRPO with the RLT reward (section 3, Table 3)."""
+    return execute("teacher_rl", run, {"teacher_sft": teacher_sft, "corpus": corpus})
+
+
+@task(name="generate_traces", **STAGE_TASK)
+def generate_traces(run: Run, teacher: Input, corpus: Input) -> dict[str, str]:
+    """The teacher explains every pair; the student dataset (section 4.1, Appendix B.1)."""
+    return execute("generate_traces", run, {"teacher": teacher, "corpus": corpus})
+
+
+@task(name="student_sft", **STAGE_TASK)
+def student_sft(run: Run, recipe: str, dataset: Input) -> dict[str, str]:
+    """Student distillation with a Table 5 recipe."""
+    return execute("student_sft", run, {"dataset": dataset}, recipe)
+
+
+@task(name="student_rl", **STAGE_TASK)
+def student_rl(run: Run, recipe: str, start_model: Input, dataset: Input) -> dict[str, str]:
+    """Traditional RL with correctness rewards, cold start or not (Table 6)."""
+    return execute("student_rl", run, {"start_model": start_model, "dataset": dataset}, recipe)
+
+
+@task(name="evaluate", **STAGE_TASK)
+def evaluate(run: Run, model: Input, eval_dir: Input) -> dict[str, str]:
+    """Lighteval pass@1 of one model (Table 7)."""
+    return execute("evaluate", run, {"model": model, "eval_dir": eval_dir})
+
+
+@task(name="report", cache_policy=NO_CACHE, retries=2, retry_condition_fn=is_transient)
+def report(
+    run: Run,
+    title: str,
+    tables: Mapping[str, Sequence[Mapping[str, Any]]],
+    lengths: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The experiment tables (Tables 1, 2, 9, section 4.5) and Figure 8 as a report artifact.
+
+    `tables` maps table_1 / table_2 / table_9 to rows `{"labels", "evaluation"[, "traces"]}`
+    (refs) and `ranked` to rows with a `rank` too; `lengths` maps a trace source to
+    `{"traces": ref}` (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own
+    traces). Not cached by Prefect: the report artifact caches itself on its inputs' digests.
+    """
+    store = open_store(run)
+
+    def entry(row: Mapping[str, Any]) -> Evaluated:
+        traces = str(store.fetch(row["traces"])) if row.get("traces") else None
+        return Evaluated(row["labels"], str(store.fetch(row["evaluation"])), traces)
+
+    def think_lengths(source: Mapping[str, Any]) -> list[int]:
+        if "traces" in source:
+            return trace_think_lengths(store.fetch(source["traces"])).tolist()
+        return corpus_think_lengths(store.fetch(source["corpus"])).tolist()
+
+    out = run_report(
+        store.working,
+        title=title,
+        tasks=run_config(run).evaluate.tasks,
+        table1=[entry(r) for r in tables.get("table_1", ())],
+        table2=[entry(r) for r in tables.get("table_2", ())],
+        table9=[entry(r) for r in tables.get("table_9", ())],
+        lengths={name: think_lengths(source) for name, source in (lengths or {}).items()},
+        ranked=[(int(r["rank"]), entry(r)) for r in tables.get("ranked", ())],
+    )
+    return store.publish(out.uri).to_dict()
