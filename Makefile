@@ -2,13 +2,16 @@
 # Both first install .venv from requirements/cpu.lock (idempotent, seconds when up to date).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint lock
+.PHONY: setup demo stop test lint lock
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m rlt_core.cli run --profile tiny
+	@bash scripts/demo.sh
+
+stop:
+	@bash scripts/stop.sh
 
 test: setup
 	$(PY) -m pytest -m "not gpu or gpu" -p no:cacheprovider

@@ -27,14 +27,19 @@ from tasks import stages
 TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own R1 traces
 
 
-def train_teacher(runner: Runner, data: dict[str, str]) -> dict[str, dict[str, str]]:
-    """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1)."""
+def train_teacher(
+    runner: Runner, data: dict[str, str], *, suffix: str = ""
+) -> dict[str, dict[str, str]]:
+    """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1).
+
+    `suffix` tells the task runs of several variants apart in the UI (e.g. " [lambda = 0]").
+    """
     corpus = file_in(data, "corpus.parquet")
-    warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
-    teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
+    warm = runner(stages.teacher_sft, f"teacher_sft{suffix}", corpus=corpus)
+    teacher = runner(stages.teacher_rl, f"teacher_rl{suffix}", teacher_sft=warm, corpus=corpus)
     traces = runner(
         stages.generate_traces,
-        "generate_traces",
+        f"generate_traces{suffix}",
         teacher=file_in(teacher, "model"),
         corpus=corpus,
     )

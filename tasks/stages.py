@@ -61,6 +61,12 @@ def generate_traces(run: Run, teacher: Input, corpus: Input) -> dict[str, str]:
     return execute("generate_traces", run, {"teacher": teacher, "corpus": corpus})
 
 
+@task(name="rank_traces", **STAGE_TASK)
+def rank_traces(run: Run, teacher: Input, corpus: Input) -> dict[str, str]:
+    """Completions per pair ranked by the RLT reward into datasets (section 4.5)."""
+    return execute("rank_traces", run, {"teacher": teacher, "corpus": corpus})
+
+
 @task(name="student_sft", **STAGE_TASK)
 def student_sft(run: Run, recipe: str, dataset: Input) -> dict[str, str]:
     """Student distillation with a Table 5 recipe."""

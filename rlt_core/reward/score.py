@@ -1,7 +1,9 @@
 """Score a dataset of reasoning traces with the RLT reward: `rlt score` and `score_dataset`.
 
 Each row holds a question, a solution and an explanation (column `explanation`, or `thought`
-so a corpus' own R1 traces can be ranked for distillation, section 4.5). The output is the
+so a corpus' own R1 traces can be ranked for distillation, section 4.5). An optional boolean
+`format_ok` column marks explanations whose closing tag was missing: those get the format
+penalty of Eq. 5. The output is the
 input table plus the reward and its breakdown (`reward`, `r_ss`, `r_kl`, `penalty`,
 `think_len`, `solution_len`, `empty_think`, `empty_solution`).
 
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 EXPLANATION_COLUMNS = ("explanation", "thought")
 ID_COLUMN = "id"
+FORMAT_COLUMN = "format_ok"  # optional: False where the closing tag was missing (penalty)
 SCORE_COLUMNS = tuple(f.name for f in fields(RewardBreakdown))
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -151,7 +154,14 @@ def _score_batches(
     for number, start in enumerate(tqdm(starts, desc="rlt score", unit="batch"), next_part):
         batch = rows.iloc[start : start + batch_size]
         samples = [
-            align_text(scorer.tokenizer, r[ID_COLUMN], r["question"], r["solution"], r[explanation])
+            align_text(
+                scorer.tokenizer,
+                r[ID_COLUMN],
+                r["question"],
+                r["solution"],
+                r[explanation],
+                format_ok=bool(r.get(FORMAT_COLUMN, True)),
+            )
             for r in batch.to_dict("records")
         ]
         scores = pd.DataFrame(scorer.score(samples).to_rows())

@@ -5,6 +5,7 @@ self-describing artifact directory (manifest last)."""
 from rlt_core.stages.data import DataOutputs, run_data
 from rlt_core.stages.evaluate import run_evaluate
 from rlt_core.stages.generate_traces import run_generate_traces
+from rlt_core.stages.rank_traces import run_rank_traces
 from rlt_core.stages.sft import run_student_sft, run_teacher_sft
 from rlt_core.stages.student_rl import run_student_rl
 from rlt_core.stages.teacher_rl import run_teacher_rl
@@ -14,6 +15,7 @@ __all__ = [
     "run_data",
     "run_evaluate",
     "run_generate_traces",
+    "run_rank_traces",
     "run_student_rl",
     "run_student_sft",
     "run_teacher_rl",

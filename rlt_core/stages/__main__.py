@@ -58,7 +58,8 @@ def main(
     stage: Annotated[
         str,
         typer.Argument(
-            help="teacher_sft, teacher_rl, generate_traces, student_sft, student_rl, evaluate"
+            help="teacher_sft, teacher_rl, generate_traces, rank_traces, student_sft, "
+            "student_rl, evaluate"
         ),
     ],
     profile: Annotated[str, typer.Option(help="profile name (tiny, paper-7b, ...) or YAML path")],

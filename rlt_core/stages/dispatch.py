@@ -16,6 +16,7 @@ from rlt_core.config import PipelineConfig
 from rlt_core.stages import (
     run_evaluate,
     run_generate_traces,
+    run_rank_traces,
     run_student_rl,
     run_student_sft,
     run_teacher_rl,
@@ -48,6 +49,10 @@ def run_stage(
         return run_teacher_rl(cfg.teacher_rl, cfg.reward, teacher_sft, inputs["corpus"], store)
     if stage == "evaluate":
         return run_evaluate(cfg.evaluate, inputs["model"], inputs["eval_dir"], store)
+    if stage == "rank_traces":
+        return run_rank_traces(
+            cfg.generate_traces, cfg.reward, inputs["teacher"], inputs["corpus"], store
+        )
     if stage == "generate_traces":
         return run_generate_traces(
             cfg.generate_traces, cfg.reward, inputs["teacher"], inputs["corpus"], store

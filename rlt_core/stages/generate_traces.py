@@ -199,7 +199,7 @@ def generate_shards(
         with tqdm(total=len(rows), initial=done, unit="pair", desc=STAGE) as bar:
             for number in todo:
                 shard = explain_shard(engine, scorer, _shard_rows(rows, cfg, number), cfg, number)
-                _write_atomic(shard, shard_path(out, number))
+                write_atomic(shard, shard_path(out, number))
                 bar.update(len(shard))
     finally:
         engine.close()
@@ -209,7 +209,8 @@ def _shard_rows(rows: pd.DataFrame, cfg: GenerateTracesConfig, number: int) -> p
     return rows.iloc[number * cfg.shard_size : (number + 1) * cfg.shard_size]
 
 
-def _write_atomic(table: pd.DataFrame, path: Path) -> None:
+def write_atomic(table: pd.DataFrame, path: Path) -> None:
+    """Write `table` to `path` through a temporary file and a rename (never half-written)."""
     tmp = path.with_name(f".{path.name}.tmp")
     table.to_parquet(tmp, index=False)
     os.replace(tmp, path)

@@ -15,13 +15,22 @@ from typing import Any
 
 from rlt_core import artifacts
 from rlt_core.config import PipelineConfig, to_dict
-from rlt_core.stages import data, evaluate, generate_traces, sft, student_rl, teacher_rl
+from rlt_core.stages import (
+    data,
+    evaluate,
+    generate_traces,
+    rank_traces,
+    sft,
+    student_rl,
+    teacher_rl,
+)
 
 STAGES = (
     "data",
     "teacher_sft",
     "teacher_rl",
     "generate_traces",
+    "rank_traces",
     "student_sft",
     "student_rl",
     "evaluate",
@@ -32,6 +41,7 @@ _CODE: dict[str, tuple[str, ...]] = {
     "teacher_sft": sft.CODE,
     "teacher_rl": teacher_rl.CODE,
     "generate_traces": generate_traces.CODE,
+    "rank_traces": rank_traces.CODE,
     "student_sft": sft.CODE,
     "student_rl": student_rl.CODE,
     "evaluate": evaluate.CODE,
@@ -54,6 +64,10 @@ def config_view(cfg: PipelineConfig, stage: str, recipe: str | None = None) -> d
         "teacher_sft": lambda: {"recipe": to_dict(cfg.teacher_sft), "subset_seed": seed},
         "teacher_rl": lambda: {"recipe": to_dict(cfg.teacher_rl), "reward": to_dict(cfg.reward)},
         "generate_traces": lambda: generate_traces.key_config(cfg.generate_traces, cfg.reward),
+        "rank_traces": lambda: {
+            "recipe": to_dict(cfg.generate_traces),
+            "reward": to_dict(cfg.reward),
+        },
         "student_sft": lambda: {"recipe": to_dict(_recipe(cfg.student_sft, stage, recipe))},
         "student_rl": lambda: {"recipe": to_dict(_recipe(cfg.student_rl, stage, recipe))},
         "evaluate": lambda: evaluate.key_config(cfg.evaluate),

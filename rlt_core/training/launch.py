@@ -40,6 +40,7 @@ REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     "teacher_sft": ("corpus",),
     "teacher_rl": ("corpus",),
     "generate_traces": ("teacher", "corpus"),
+    "rank_traces": ("teacher", "corpus"),
     "student_sft": ("dataset",),
     "student_rl": ("start_model", "dataset"),
     "evaluate": ("model", "eval_dir"),
@@ -47,7 +48,7 @@ REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
 OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"teacher_rl": ("teacher_sft",)}
 RECIPE_STAGES = ("student_sft", "student_rl")
 # Generation stages run as one process: vLLM starts its own tensor-parallel workers.
-SINGLE_PROCESS_STAGES = ("generate_traces", "evaluate")
+SINGLE_PROCESS_STAGES = ("generate_traces", "rank_traces", "evaluate")
 # Inputs that may be a model reference (offline name, hub id) rather than a local path.
 MODEL_INPUTS = ("start_model", "teacher", "model")
 STDERR_TAIL_LINES = 40

@@ -256,3 +256,31 @@ def test_killed_run_resumes_without_duplicates_or_missing_rows(
     # The same rows as a run that was never interrupted (each shard has its own seed).
     whole = run_generate_traces(cfg, TINY.reward, scripted_teacher_path, corpus, tmp_path / "w")
     pd.testing.assert_frame_equal(traces, pd.read_parquet(Path(whole.uri) / TRACES))
+
+
+# --------------------------------------------------------------------------- section 4.5 ranks
+
+
+def test_rank_traces_orders_every_pairs_completions_by_reward(
+    scripted_teacher_path: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    from rlt_core.stages.rank_traces import rank_file, run_rank_traces
+
+    cfg = dataclasses.replace(RECIPE, num_candidates=3)
+    reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))
+    corpus = _corpus(tmp_path / "corpus.parquet")
+    out = Path(run_rank_traces(cfg, reward, scripted_teacher_path, corpus, tmp_path).uri)
+    scored = pd.read_parquet(out / "scored.parquet")
+    assert len(scored) == 8 * 3 and scored["pair_id"].nunique() == 8
+    ranks = [pd.read_parquet(out / rank_file(k)) for k in (1, 2, 3)]
+    assert all(r["id"].tolist() == sorted(scored["pair_id"].unique()) for r in ranks)
+    # Rank 1 holds each pair's best reward, rank 3 its worst.
+    best = scored.groupby("pair_id")["reward"].max().sort_index()
+    worst = scored.groupby("pair_id")["reward"].min().sort_index()
+    assert ranks[0].set_index("id")["reward"].sort_index().tolist() == best.tolist()
+    assert ranks[2].set_index("id")["reward"].sort_index().tolist() == worst.tolist()
+    assert (ranks[0]["reward"].to_numpy() >= ranks[1]["reward"].to_numpy()).all()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["pairs"] == 8 and set(stats["ranks"]) == {"1", "2", "3"}
+    with pytest.raises(ValueError, match="at least 2 completions"):
+        run_rank_traces(RECIPE, reward, scripted_teacher_path, corpus, tmp_path)

@@ -1,0 +1,66 @@
+"""Serve the RLT deployments from one process, against the Prefect server of PREFECT_API_URL.
+
+    python -m deployments.serve [--profile tiny] [--store artifacts]
+
+serves `rlt/full-pipeline`, `rlt/ablation`, `rlt/reward-rank` and `rlt/countdown-transfer`;
+then, from any shell pointed at the same server:
+
+    prefect deployment run rlt/full-pipeline --watch
+    prefect deployment run rlt/ablation -p lam=0 --watch
+    prefect deployment run rlt/full-pipeline -p profile=paper-7b -p 'overrides=["reward.lambda=1"]'
+
+Each flow run executes in a child process of this one (working directory: where this was
+started); `--limit` bounds how many run at once (1 by default: stages are memory-hungry).
+Entrypoints are module paths (`flows.full_pipeline.full_pipeline`), so the flow modules import
+as part of the `flows` package. For a cluster, see deployments/README.md (Kubernetes work pool).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from prefect import serve
+from prefect.deployments.runner import EntrypointType
+
+from flows.ablation import ablation
+from flows.countdown_transfer import countdown_transfer
+from flows.full_pipeline import full_pipeline
+from flows.reward_rank import reward_rank
+
+DEPLOYMENTS = {
+    "full-pipeline": full_pipeline,
+    "ablation": ablation,
+    "reward-rank": reward_rank,
+    "countdown-transfer": countdown_transfer,
+}
+
+
+def deployments(profile: str, store: str) -> list[Any]:
+    """Every RLT deployment with `profile` and `store` as default parameters."""
+    if "://" not in store:
+        store = str(Path(store).expanduser().resolve())  # the same store from any run's cwd
+    return [
+        flow.to_deployment(
+            name=name,
+            parameters={"profile": profile, "store": store},
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=(flow.fn.__doc__ or "").splitlines()[0],
+        )
+        for name, flow in DEPLOYMENTS.items()
+    ]
+
+
+def main(
+    profile: Annotated[str, typer.Option(help="default profile of every deployment")] = "tiny",
+    store: Annotated[str, typer.Option(help="default artifact store root")] = "artifacts",
+    limit: Annotated[int, typer.Option(help="flow runs at once")] = 1,
+    poll: Annotated[float, typer.Option(help="seconds between polls for scheduled runs")] = 2.0,
+) -> None:
+    """Serve the deployments until interrupted (SIGTERM or Ctrl-C)."""
+    serve(*deployments(profile, store), limit=limit, query_seconds=poll)
+
+
+if __name__ == "__main__":
+    typer.run(main)

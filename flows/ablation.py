@@ -1,0 +1,127 @@
+"""Reward ablations (Table 9, Appendix D) as the flow "rlt" (deployment `rlt/ablation`).
+
+For the full reward and each ablated one (lambda = 0 drops the KL term r_KL; alpha = 0 drops the
+min/max terms of Eq. 3-4): teacher_rl -> generate_traces -> student_sft -> evaluate, then
+Table 9 with the think lengths of each variant's traces. data and teacher_sft do not read the
+reward, so every variant shares them (cache hits), and the full-reward variant is the full
+pipeline's own teacher when that already ran.
+
+    python -m flows.ablation --lambda 0 [--alpha 0] [--profile tiny] [--set key.path=value]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from prefect import flow
+
+from flows.common import Runner, file_in, publish_report, publish_times, start_run
+from flows.full_pipeline import train_teacher
+from tasks import stages
+
+
+def variants(base: Runner, lam: float | None, alpha: float | None) -> dict[str, Runner]:
+    """The full reward and each requested ablation, by their Table 9 label."""
+    reward = base.cfg.reward
+    runs = {f"full (lambda = {reward.lam:g}, alpha = {reward.alpha:g})": base}
+    if lam is not None:
+        runs[f"lambda = {lam:g}"] = base.derive([f"reward.lambda={lam}"])
+    if alpha is not None:
+        runs[f"alpha = {alpha:g}"] = base.derive([f"reward.alpha={alpha}"])
+    return runs
+
+
+def student_recipe(runner: Runner, recipe: str | None) -> str:
+    """The student recipe of the ablation: `recipe`, else the first corpus recipe of the runs."""
+    corpus_recipes = [
+        name
+        for name in runner.cfg.student_sft_runs
+        if runner.cfg.student_sft[name].dataset == "corpus"
+    ]
+    if recipe is None and not corpus_recipes:
+        raise ValueError(
+            f"student_sft_runs {list(runner.cfg.student_sft_runs)} has no recipe on the corpus; "
+            "pass recipe=<name of a student_sft recipe>."
+        )
+    return recipe or corpus_recipes[0]
+
+
+@flow(name="rlt", flow_run_name="ablation-{profile}")
+def ablation(
+    profile: str = "tiny",
+    overrides: list[str] | None = None,
+    store: str = "artifacts",
+    lam: float | None = 0.0,
+    alpha: float | None = None,
+    recipe: str | None = None,
+) -> dict[str, Any]:
+    """Table 9: students of the full and the ablated rewards' teachers, side by side.
+
+    `lam` / `alpha`: the ablated values (None skips that ablation); `recipe`: the student_sft
+    recipe (default: the profile's first corpus recipe).
+    """
+    if lam is None and alpha is None:
+        raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
+    base = start_run(profile, overrides, store)
+    recipe = student_recipe(base, recipe)
+    data = base(stages.data, "data")
+    rows, lengths = [], {}
+    for label, runner in variants(base, lam, alpha).items():
+        teacher = train_teacher(runner, data, suffix=f" [{label}]")
+        student = runner(
+            stages.student_sft,
+            f"student_sft[{recipe}, {label}]",
+            recipe=recipe,
+            dataset=file_in(teacher["traces"], "traces.parquet"),
+        )
+        evaluation = runner(
+            stages.evaluate,
+            f"evaluate[{label}]",
+            model=file_in(student, "model"),
+            eval_dir=file_in(data, "eval"),
+        )
+        rows.append(
+            {"labels": {"Reward": label}, "evaluation": evaluation, "traces": teacher["traces"]}
+        )
+        lengths[label] = {"traces": teacher["traces"]}
+    report = base(
+        stages.report,
+        "report",
+        title=f"RLT reward ablations ({profile})",
+        tables={"table_9": rows},
+        lengths=lengths,
+    )
+    publish_report(base, report, key="rlt-ablation-report")
+    return {"report": report, "stage_times": publish_times(base, key="rlt-ablation-stage-times")}
+
+
+def main(
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="ablated lambda (Eq. 5), e.g. 0")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="ablated alpha (Eq. 3-4), e.g. 0")] = None,
+    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML")] = "tiny",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+    ] = None,
+    store: Annotated[
+        str, typer.Option(help="artifact store: a directory or s3://...")
+    ] = "artifacts",
+    recipe: Annotated[str | None, typer.Option(help="student_sft recipe")] = None,
+) -> None:
+    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
+    if lam is None and alpha is None:
+        raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
+    ablation(
+        profile=profile,
+        overrides=overrides or [],
+        store=store,
+        lam=lam,
+        alpha=alpha,
+        recipe=recipe,
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,105 @@
+"""Section 4.4, zero-shot transfer to countdown, as the flow "rlt" (deployment
+`rlt/countdown-transfer`).
+
+The teacher trained with the RLT reward on the main corpus (teacher_sft -> teacher_rl, cached
+from the full pipeline) explains the countdown training pairs without ever having trained on
+countdown; a student distilled from those traces (the `countdown` recipe of Table 5) is compared
+with traditional RL on countdown from the base model (the `countdown` recipe of Table 6) and
+with RL from the distilled student, all evaluated on the countdown test set.
+
+    python -m flows.countdown_transfer [--profile tiny] [--set key.path=value]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from prefect import flow
+
+from flows.common import file_in, publish_report, publish_times, start_run
+from tasks import stages
+
+RECIPE = "countdown"
+COUNTDOWN_RUNS = [
+    f"student_sft_runs=[{RECIPE}]",
+    f"student_rl_runs=[{RECIPE}]",
+    "evaluate.tasks=[countdown]",
+]
+
+
+@flow(name="rlt", flow_run_name="countdown-transfer-{profile}")
+def countdown_transfer(
+    profile: str = "tiny", overrides: list[str] | None = None, store: str = "artifacts"
+) -> dict[str, Any]:
+    """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4)."""
+    runner = start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
+    data = runner(stages.data, "data")
+    corpus, countdown = file_in(data, "corpus.parquet"), file_in(data, "countdown.parquet")
+    warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
+    teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
+    traces = runner(
+        stages.generate_traces,
+        "generate_traces[countdown, zero-shot]",
+        teacher=file_in(teacher, "model"),
+        corpus=countdown,
+    )
+    student = runner(
+        stages.student_sft,
+        f"student_sft[{RECIPE}, RLT traces]",
+        recipe=RECIPE,
+        dataset=file_in(traces, "traces.parquet"),
+    )
+    rl = runner.cfg.student_rl[RECIPE]
+    direct = runner(
+        stages.student_rl,
+        f"student_rl[{RECIPE}, cold start: none]",
+        recipe=RECIPE,
+        start_model=rl.model,
+        dataset=countdown,
+    )
+    after = runner(
+        stages.student_rl,
+        f"student_rl[{RECIPE}, cold start: RLT traces]",
+        recipe=RECIPE,
+        start_model=file_in(student, "model"),
+        dataset=countdown,
+    )
+    models = [  # (Model, Cold start, model input): the rows of the section 4.4 comparison
+        ("RLT traces, SFT", "—", file_in(student, "model")),
+        ("RL", "none", file_in(direct, "model")),
+        ("RLT traces + RL", "RLT traces", file_in(after, "model")),
+    ]
+    rows = []
+    for name, cold_start, model in models:
+        evaluation = runner(
+            stages.evaluate, f"evaluate[{name}]", model=model, eval_dir=file_in(data, "eval")
+        )
+        rows.append({"labels": {"Model": name, "Cold start": cold_start}, "evaluation": evaluation})
+    report = runner(
+        stages.report,
+        "report",
+        title=f"RLT zero-shot transfer to countdown ({profile})",
+        tables={"table_2": rows},
+        lengths={"RLT (countdown, zero-shot)": {"traces": traces}, "corpus": {"corpus": data}},
+    )
+    publish_report(runner, report, key="rlt-countdown-transfer-report")
+    times = publish_times(runner, key="rlt-countdown-transfer-stage-times")
+    return {"report": report, "stage_times": times}
+
+
+def main(
+    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML")] = "tiny",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+    ] = None,
+    store: Annotated[
+        str, typer.Option(help="artifact store: a directory or s3://...")
+    ] = "artifacts",
+) -> None:
+    """Run the section 4.4 flow in this process."""
+    countdown_transfer(profile=profile, overrides=overrides or [], store=store)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,172 @@
+"""The rank_traces stage: section 4.5's reward-rank datasets.
+
+"We sample 16 completions per question-solution pair from the SFT teacher, rank them by the RLT
+reward, and build 16 datasets: the k-th holds the k-th best explanation of every pair." Students
+distilled from each dataset then show whether a higher reward means a better student.
+
+For each corpus row the teacher (the teacher_sft model) samples `generate_traces.num_candidates`
+completions (the RLT prompt of Figure 7, Table 4 sampling). Every completion is scored with
+r_RLT (Eq. 3-5, `rlt_core.reward.score.score_dataset`, teacher = the same model, student =
+`reward.student_model`); a completion that never closed its explanation keeps everything it
+generated as its explanation and gets the format penalty, so it ranks low, as the reward says.
+Rank k (1 = best) of every pair goes into `ranks/rank-<k>.parquet`, a student SFT dataset.
+
+Output (`<store>/rank_traces/<key>/`): `shards/part-NNNNN.parquet` (the sampled completions,
+written shard by shard, resumable like generate_traces), `candidates.parquet`, `scored.parquet`,
+`ranks/rank-01.parquet` .. `rank-NN.parquet`, `stats.json` (mean reward per rank), manifest last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rlt_core import artifacts, formats
+from rlt_core.config import GenerateTracesConfig, RewardConfig, to_dict
+from rlt_core.generation import Engine, check_backend, inference_device, load_engine
+from rlt_core.models import model_input
+from rlt_core.reward.score import parts_dir, score_dataset
+from rlt_core.stages.generate_traces import read_pairs, write_atomic
+from rlt_core.training import run
+
+STAGE = "rank_traces"
+CODE = ("formats", "generation", "reward", "stages/rank_traces", "stages/generate_traces")
+SHARDS = "shards"
+RANKS = "ranks"
+
+
+def rank_file(rank: int) -> str:
+    """The dataset of rank `rank` (1 = the best explanation of every pair) in the artifact."""
+    return f"{RANKS}/rank-{rank:02d}.parquet"
+
+
+def run_rank_traces(
+    cfg: GenerateTracesConfig,
+    reward_cfg: RewardConfig,
+    teacher: str | Path,
+    corpus: str | Path,
+    store: str | Path,
+) -> artifacts.ArtifactRef:
+    """Sample, score and rank `cfg.num_candidates` explanations per pair (section 4.5).
+
+    `teacher`: the teacher_sft artifact (or its `model/`, or any model input); `corpus`: the
+    data stage's corpus.parquet. Bad input raises before any model is loaded.
+    """
+    # setup: inputs checked, the artifact dir; a finished run is returned as it is
+    check_backend(cfg)
+    rows = read_pairs(corpus)
+    if cfg.num_candidates < 2:
+        raise ValueError(
+            f"generate_traces.num_candidates={cfg.num_candidates}: ranking needs at least 2 "
+            "completions per pair (section 4.5 uses 16)."
+        )
+    source = model_input(teacher)
+    upstream = {"teacher": source.digest, "corpus": run.input_digest(corpus)}
+    config = {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
+    out = run.run_dir(store, STAGE, config=config, upstream=upstream, code=CODE)
+    if artifacts.is_complete(out):
+        return artifacts.load_ref(out)
+    # sample: every completion of every pair, shard by shard
+    sample_shards(cfg, source.path, rows, out)
+    candidates = pd.concat(
+        [pd.read_parquet(p) for p in sorted((out / SHARDS).glob("part-*.parquet"))],
+        ignore_index=True,
+    )
+    candidates.to_parquet(out / "candidates.parquet", index=False)
+    # score every completion with r_RLT (resumable), then rank per pair
+    device = inference_device()
+    score_dataset(
+        source.path,
+        reward_cfg.student_model,
+        out / "candidates.parquet",
+        out / "scored.parquet",
+        cfg=reward_cfg,
+        dtype="float32" if device.type == "cpu" else cfg.dtype,
+        device=str(device),
+    )
+    shutil.rmtree(parts_dir(out / "scored.parquet"), ignore_errors=True)
+    stats = write_ranks(pd.read_parquet(out / "scored.parquet"), out, cfg.num_candidates)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+    config["teacher"] = str(teacher)
+    return artifacts.write_manifest(
+        out, stage=STAGE, config=config, upstream=upstream, metrics=stats
+    )
+
+
+def sample_shards(
+    cfg: GenerateTracesConfig, model_path: str, rows: pd.DataFrame, out: Path
+) -> None:
+    """Write the missing shards of sampled completions (one row per pair and completion)."""
+    starts = list(range(0, len(rows), cfg.shard_size))
+    todo = [
+        n for n, _ in enumerate(starts) if not (out / SHARDS / f"part-{n:05d}.parquet").is_file()
+    ]
+    if not todo:
+        return
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    engine = load_engine(cfg, model_path, batch_size=cfg.batch_size)
+    try:
+        for number in tqdm(todo, desc=STAGE, unit="shard"):
+            shard = rows.iloc[number * cfg.shard_size : (number + 1) * cfg.shard_size]
+            table = candidate_rows(engine, shard, cfg, number)
+            write_atomic(table, out / SHARDS / f"part-{number:05d}.parquet")
+    finally:
+        engine.close()
+
+
+def candidate_rows(
+    engine: Engine, rows: pd.DataFrame, cfg: GenerateTracesConfig, number: int
+) -> pd.DataFrame:
+    """Sample the shard's completions: id `<pair id>#<k>`, pair_id, question, solution,
+    explanation (closed or, when cut, everything generated) and format_ok."""
+    prompts = [
+        formats.render_teacher_prompt(engine.tokenizer, q, s)
+        for q, s in zip(rows["question"], rows["solution"], strict=True)
+    ]
+    outputs = engine.generate(prompts, n=cfg.num_candidates, seed=cfg.seed + number)
+    records = []
+    for row, candidates in zip(rows.to_dict("records"), outputs, strict=True):
+        for k, generation in enumerate(candidates):
+            parsed = formats.parse_teacher_completion(generation.text)
+            records.append(
+                {
+                    "id": f"{row['id']}#{k}",
+                    "pair_id": row["id"],
+                    "question": row["question"],
+                    "solution": row["solution"],
+                    "explanation": parsed.explanation,
+                    "format_ok": parsed.complete and not generation.truncated,
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def write_ranks(scored: pd.DataFrame, out: Path, num_ranks: int) -> dict[str, object]:
+    """Split the scored completions into one dataset per rank; return the per-rank figures."""
+    ordered = scored.sort_values(["pair_id", "reward"], ascending=[True, False], kind="stable")
+    ordered = ordered.assign(rank=ordered.groupby("pair_id").cumcount() + 1)
+    (out / RANKS).mkdir(exist_ok=True)
+    figures = {}
+    for rank in range(1, num_ranks + 1):
+        table = ordered[ordered["rank"] == rank]
+        dataset = pd.DataFrame(
+            {
+                "id": table["pair_id"].tolist(),
+                "question": table["question"].tolist(),
+                "solution": table["solution"].tolist(),
+                "thought": table["explanation"].tolist(),
+                "reward": table["reward"].tolist(),
+                "format_ok": table["format_ok"].tolist(),
+            }
+        )
+        dataset.to_parquet(out / rank_file(rank), index=False)
+        figures[str(rank)] = {
+            "rows": len(dataset),
+            "mean_reward": round(float(dataset["reward"].mean()), 4),
+            "share_format_ok": round(float(dataset["format_ok"].mean()), 4),
+        }
+    return {"pairs": int(scored["pair_id"].nunique()), "ranks": figures}
