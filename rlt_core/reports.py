@@ -303,10 +303,28 @@ def _tables(
 def _correlation(
     ranked: Sequence[tuple[int, Evaluated]], tasks: Sequence[str], summary: dict[str, object]
 ) -> str:
-    scores = [overall(read_scores(entry.evaluation), tasks) for _, entry in ranked]
-    result = rank_correlation([rank for rank, _ in ranked], scores)
-    summary["rank_correlation"] = {"r": result.r, "p_value": result.p_value, "n": result.n}
-    return "**Section 4.5.** Reward rank vs student score: " + result.to_markdown()
+    """Section 4.5: the students' scores by reward rank, and the rank-score correlation (or why
+    it is undefined: every student scored the same)."""
+    rows = [ReportRow({"Rank": str(rank)}, read_scores(entry.evaluation)) for rank, entry in ranked]
+    scores = [overall(row.scores, tasks) for row in rows]
+    table = score_table(rows, label_columns=("Rank",), tasks=tasks)
+    try:
+        result = rank_correlation([rank for rank, _ in ranked], scores)
+    except ValueError as error:
+        summary["rank_correlation"] = {
+            "r": None,
+            "p_value": None,
+            "n": len(rows),
+            "why": str(error),
+        }
+        line = f"correlation undefined: {error}\n"
+    else:
+        summary["rank_correlation"] = {"r": result.r, "p_value": result.p_value, "n": result.n}
+        line = result.to_markdown()
+    return (
+        "**Section 4.5.** Students distilled from each reward rank (pass@1, %).\n\n"
+        f"{table}\nReward rank vs student score: {line}"
+    )
 
 
 def _figure_8(lengths: Mapping[str, Sequence[int]]) -> str:

@@ -18,9 +18,11 @@ The child hands back its `ArtifactRef` as JSON in the file given by `--ref-out`.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,7 @@ SINGLE_PROCESS_STAGES = ("generate_traces", "rank_traces", "evaluate")
 # Inputs that may be a model reference (offline name, hub id) rather than a local path.
 MODEL_INPUTS = ("start_model", "teacher", "model")
 STDERR_TAIL_LINES = 40
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class StageLaunchError(RuntimeError):
@@ -165,6 +168,18 @@ def accelerate_command(
     return [*launcher, *module]
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to send SIGTERM when the parent dies.
+
+    A flow process killed mid-stage must not leave its stage running on as an orphan that
+    keeps writing checkpoints (and holding GPUs) while a rerun resumes the same directory.
+    A no-op off Linux.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_streaming(command: Sequence[str], env: Mapping[str, str], *, what: str) -> None:
     """Run `command`; its stdout passes through, its stderr is echoed and its tail kept.
 
@@ -172,7 +187,12 @@ def run_streaming(command: Sequence[str], env: Mapping[str, str], *, what: str) 
     """
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     with subprocess.Popen(
-        list(command), env=dict(env), stderr=subprocess.PIPE, text=True, errors="replace"
+        list(command),
+        env=dict(env),
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        preexec_fn=die_with_parent,
     ) as child:
         assert child.stderr is not None  # stderr=PIPE
         for line in child.stderr:

@@ -226,9 +226,9 @@ def test_tiny_profile_is_cpu_sized() -> None:
     assert {c.generation_backend for c in rl_configs} == {"transformers"}
     assert config.generate_traces.backend == config.evaluate.backend == "transformers"
     assert config.generate_traces.dtype == config.evaluate.dtype == "float32"
-    assert (config.teacher_rl.batch_size, config.teacher_rl.num_generations) == (8, 4)
+    assert (config.teacher_rl.batch_size, config.teacher_rl.num_generations) == (4, 4)
     assert config.teacher_rl.max_steps <= 5
     assert config.data.corpus_schema == "countdown"
     assert config.data.corpus_source is None
-    assert (config.data.countdown_train_size, config.data.countdown_test_size) == (64, 16)
+    assert (config.data.countdown_train_size, config.data.countdown_test_size) == (32, 16)
     assert config.evaluate.tasks == ("countdown",)

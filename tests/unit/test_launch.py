@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,39 @@ def test_a_failing_child_raises_with_stage_command_and_stderr_tail(tmp_path: Pat
     assert f"-m accelerate.commands.launch --config_file {accelerate_config}" in message
     assert "-m rlt_core.stages student_sft --profile tiny" in message
     assert "student_sft has no recipe '17k'; this profile's recipes are" in message
+
+
+# A parent that runs a "stage" child through run_streaming; the child writes its pid and sleeps.
+_PARENT = """
+import sys
+from rlt_core.training.launch import run_streaming
+sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+run_streaming([sys.executable, "-c", sleeper, sys.argv[1]], {}, what="sleeper")
+"""
+
+
+def test_a_stage_child_dies_with_its_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pid_file)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)  # the flow process is killed mid-stage
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the stage child outlived its killed parent"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return status not in ("Z", "X")  # a zombie waiting for its reaper counts as dead

@@ -38,15 +38,17 @@ def test_tiny_profile_writes_countdown_corpus_and_test_set(tmp_path, tokenizer):
     out = run_data(cfg, tmp_path, tokenizer=tokenizer)
     corpus = pd.read_parquet(out.path / "corpus.parquet")
     test = pd.read_parquet(out.path / "eval" / "countdown.parquet")
-    # tiny: 64 train / 16 test problems (configs/profiles/tiny.yaml), disjoint.
-    assert (len(corpus), len(test)) == (64, 16)
+    # tiny: 32 train / 16 test problems (configs/profiles/tiny.yaml), disjoint.
+    assert (len(corpus), len(test)) == (32, 16)
     assert not set(corpus.question) & set(test.question)
     assert all(
         score_countdown_completion(r.solution, list(r.numbers), int(r.target))
         for r in corpus.itertuples()
     )
-    assert out.report["corpus"] == {"total": 64, "kept": 64, "dropped": {}, "dropped_ids": {}}
-    assert out.report["think_tokens"]["count"] == 64
+    assert out.report["corpus"] == {"total": 32, "kept": 32, "dropped": {}, "dropped_ids": {}}
+    assert out.report["think_tokens"]["count"] == 32
+    lengths = pd.read_parquet(out.path / "think_tokens.parquet")  # per row, for Figure 8
+    assert lengths["id"].tolist() == corpus["id"].tolist() and lengths["think_tokens"].gt(0).all()
     preview = (out.path / "preview.md").read_text()
     assert "<|begin_of_explanation|>\n\n\n```" in preview and "<|im_start|>system" in preview
     manifest = json.loads((out.path / "manifest.json").read_text())

@@ -1,0 +1,88 @@
+"""End-to-end fixtures: one real Prefect server (SQLite) per test session and tiny models.
+
+The server is `prefect_test_harness` (a real `prefect server` subprocess on a free port, its
+own SQLite file); flows called in the test process talk to it, and so do subprocesses given
+`api_url` as PREFECT_API_URL. Every run uses the `tiny` profile shrunk further (`E2E_OVERRIDES`)
+with a 2-layer random Llama as reward student and student, and as teacher a tiny model trained
+to answer this corpus' prompts with a known explanation, so that generate_traces keeps rows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rlt-prefect-home-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+from rlt_core.config import load_config  # noqa: E402
+from rlt_core.stages.data import run_data  # noqa: E402
+from tests.fixtures_models import train_scripted_teacher  # noqa: E402
+
+# The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage.
+SHRINK = [
+    "data.countdown_train_size=8",
+    "data.countdown_test_size=4",
+    "data.countdown_seed=1",
+    "teacher_sft.num_train_samples=4",
+    "teacher_rl.max_steps=1",
+    "teacher_rl.max_completion_length=16",
+    "generate_traces.max_new_tokens=24",
+    "student_sft.countdown.num_train_samples=8",
+    "student_rl.countdown.num_train_samples=8",
+    "student_rl.countdown.max_steps=1",
+    "student_rl.countdown.max_completion_length=16",
+    "evaluate.max_new_tokens=16",
+    "evaluate.max_samples=4",
+]
+
+
+@dataclass(frozen=True)
+class E2E:
+    """The session's Prefect API and the overrides that point the tiny profile at tiny models."""
+
+    api_url: str
+    overrides: list[str]
+
+    def env(self) -> dict[str, str]:
+        """The environment of a subprocess that should use this session's server."""
+        return {**os.environ, "PREFECT_API_URL": self.api_url}
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server for the whole session (about 7 s to start)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def e2e(
+    prefect_api: str,
+    tiny_model_path: Path,
+    smollm2_tokenizer_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> E2E:
+    """The server plus models: the scripted teacher learns the data stage's own rows."""
+    rows_store = tmp_path_factory.mktemp("rows")
+    corpus = run_data(load_config("tiny", SHRINK), rows_store).path / "corpus.parquet"
+    teacher = train_scripted_teacher(
+        tmp_path_factory.mktemp("e2e-teacher"), smollm2_tokenizer_path, pd.read_parquet(corpus)
+    )
+    models = [
+        f"teacher_sft.model={teacher}",
+        f"teacher_rl.model={teacher}",
+        f"reward.student_model={tiny_model_path}",
+        f"student_sft.countdown.model={tiny_model_path}",
+        f"student_rl.countdown.model={tiny_model_path}",
+    ]
+    return E2E(api_url=prefect_api, overrides=[*models, *SHRINK])

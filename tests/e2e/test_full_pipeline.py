@@ -1,0 +1,102 @@
+"""The full pipeline on a real Prefect server: a first run, all cache hits, a reward change,
+and a flow process killed during teacher_rl."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.full_pipeline import full_pipeline
+from rlt_core import artifacts
+from rlt_core.config import ConfigError
+from tests.e2e.conftest import E2E
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+TEACHER_SIDE = ("data", "teacher_sft", "teacher_rl", "generate_traces")
+
+
+def _states(result: dict) -> dict[str, str]:
+    return {row["stage"]: row["state"] for row in result["stage_times"] if row["stage"] != "total"}
+
+
+def test_first_run_then_cache_hits_then_a_reward_change(e2e: E2E, tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    first = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
+    # 1 data + 3 teacher + 2 students + 3 RL runs (no cold start, RLT, corpus) + 6 evaluations
+    # (base, 2 students, 3 RL students) + the report.
+    assert len(first) == 16
+    assert {s for name, s in first.items() if name != "report"} == {"Completed"}
+    report = next((tmp_path / "store" / "report").glob("*/report.md")).read_text()
+    assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
+    assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
+
+    again = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
+    assert {s for name, s in again.items() if name != "report"} == {"Cached"}
+
+    changed = _states(
+        full_pipeline(profile="tiny", overrides=[*e2e.overrides, "reward.lambda=1"], store=store)
+    )
+    # data and teacher_sft do not read the reward: cached. teacher_rl runs again, and so does
+    # generate_traces (its teacher changed). The baseline students never see the teacher.
+    assert changed["data"] == changed["teacher_sft"] == "Cached"
+    assert changed["teacher_rl"] == changed["generate_traces"] == "Completed"
+    assert changed["student_sft[countdown, corpus traces]"] == "Cached"
+    assert changed["evaluate[corpus-countdown]"] == "Cached"
+    teacher_rl = sorted((tmp_path / "store" / "teacher_rl").iterdir())
+    assert len(teacher_rl) == 2 and all(artifacts.is_complete(p) for p in teacher_rl)
+    lambdas = {artifacts.read_manifest(p)["config"]["reward"]["lambda"] for p in teacher_rl}
+    assert lambdas == {3.0, 1.0}
+
+
+def test_bad_config_fails_before_any_task_runs(e2e: E2E, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="reward.lambda"):
+        full_pipeline(profile="tiny", overrides=["reward.lambda=-1"], store=str(tmp_path))
+    assert not any(tmp_path.iterdir())
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.ablation", "--help"],
+        capture_output=True, text=True, cwd=ROOT, env=e2e.env(), check=True,
+    )  # fmt: skip
+    assert "--lambda" in done.stdout and "--alpha" in done.stdout
+
+
+_KILLABLE = """
+import json, sys
+from flows.full_pipeline import full_pipeline
+full_pipeline(profile="tiny", overrides=json.loads(sys.argv[1]), store=sys.argv[2])
+"""
+
+
+def test_flow_killed_during_teacher_rl_resumes_without_redoing_teacher_sft(
+    e2e: E2E, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    # Three RL steps with a checkpoint after each, so the kill lands inside teacher_rl.
+    overrides = [*e2e.overrides, "teacher_rl.max_steps=3", "teacher_rl.save_steps=1"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, json.dumps(overrides), str(store)],
+        cwd=ROOT, env=e2e.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(store.glob("teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
+        assert child.poll() is None, child.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "teacher_rl wrote no checkpoint within 300 s"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (killed,) = store.glob("teacher_rl/*")
+    assert not artifacts.is_complete(killed)  # half done: no manifest, never taken as finished
+    (warm,) = store.glob("teacher_sft/*")
+    warm_manifest = (warm / "manifest.json").stat().st_mtime_ns
+
+    states = _states(full_pipeline(profile="tiny", overrides=overrides, store=str(store)))
+    assert states["teacher_sft"] == "Cached" and states["teacher_rl"] == "Completed"
+    assert (warm / "manifest.json").stat().st_mtime_ns == warm_manifest  # not redone
+    train = artifacts.read_manifest(killed)["metrics"]["train"]
+    assert train["resumed_from_step"] >= 1 and train["global_step"] == 3
