@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import typer
 from prefect import flow
 
-from flows.common import Runner, file_in, publish_report, publish_times, start_run
+from flows.common import (
+    OverridesOption,
+    ProfileOption,
+    RecipeOption,
+    Runner,
+    StoreOption,
+    file_in,
+    finish,
+    start_run,
+)
 from flows.full_pipeline import train_teacher
 from tasks import stages
 
@@ -92,8 +101,7 @@ def ablation(
         tables={"table_9": rows},
         lengths=lengths,
     )
-    publish_report(base, report, key="rlt-ablation-report")
-    return {"report": report, "stage_times": publish_times(base, key="rlt-ablation-stage-times")}
+    return finish(base, report, "rlt-ablation")
 
 
 def main(
@@ -101,25 +109,16 @@ def main(
         float | None, typer.Option("--lambda", help="ablated lambda (Eq. 5), e.g. 0")
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="ablated alpha (Eq. 3-4), e.g. 0")] = None,
-    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML")] = "tiny",
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-    ] = None,
-    store: Annotated[
-        str, typer.Option(help="artifact store: a directory or s3://...")
-    ] = "artifacts",
-    recipe: Annotated[str | None, typer.Option(help="student_sft recipe")] = None,
+    profile: ProfileOption = "tiny",
+    overrides: OverridesOption = None,
+    store: StoreOption = "artifacts",
+    recipe: RecipeOption = None,
 ) -> None:
     """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
     if lam is None and alpha is None:
         raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
     ablation(
-        profile=profile,
-        overrides=overrides or [],
-        store=store,
-        lam=lam,
-        alpha=alpha,
-        recipe=recipe,
+        profile=profile, overrides=overrides or [], store=store, lam=lam, alpha=alpha, recipe=recipe
     )
 
 

@@ -14,8 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.filesystems import RemoteFileSystem
@@ -25,6 +26,14 @@ from rlt_core.store import ArtifactStore
 from tasks.runtime import Input
 
 RESULTS_DIR = ".prefect-results"
+
+# The command-line options every flow module's `main` shares (typer).
+ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
+OverridesOption = Annotated[
+    list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+]
+StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
+RecipeOption = Annotated[str | None, typer.Option(help="student_sft recipe")]
 
 
 def result_storage(store: ArtifactStore) -> Path | RemoteFileSystem:
@@ -117,3 +126,11 @@ def publish_report(runner: Runner, report: Mapping[str, str], key: str) -> str:
         markdown = markdown.replace("](think_lengths.png)", f"]({uri})")
     create_markdown_artifact(markdown, key=key, description="RLT experiment report")
     return markdown
+
+
+def finish(runner: Runner, report: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """Publish the report (`<prefix>-report`) and the stage times (`<prefix>-stage-times`) as
+    Prefect artifacts; the flow's return value."""
+    publish_report(runner, report, key=f"{prefix}-report")
+    times = publish_times(runner, key=f"{prefix}-stage-times")
+    return {"report": dict(report), "stage_times": times}

@@ -12,12 +12,19 @@ with RL from the distilled student, all evaluated on the countdown test set.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from prefect import flow
 
-from flows.common import file_in, publish_report, publish_times, start_run
+from flows.common import (
+    OverridesOption,
+    ProfileOption,
+    StoreOption,
+    file_in,
+    finish,
+    start_run,
+)
 from tasks import stages
 
 RECIPE = "countdown"
@@ -83,19 +90,13 @@ def countdown_transfer(
         tables={"table_2": rows},
         lengths={"RLT (countdown, zero-shot)": {"traces": traces}, "corpus": {"corpus": data}},
     )
-    publish_report(runner, report, key="rlt-countdown-transfer-report")
-    times = publish_times(runner, key="rlt-countdown-transfer-stage-times")
-    return {"report": report, "stage_times": times}
+    return finish(runner, report, "rlt-countdown-transfer")
 
 
 def main(
-    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML")] = "tiny",
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-    ] = None,
-    store: Annotated[
-        str, typer.Option(help="artifact store: a directory or s3://...")
-    ] = "artifacts",
+    profile: ProfileOption = "tiny",
+    overrides: OverridesOption = None,
+    store: StoreOption = "artifacts",
 ) -> None:
     """Run the section 4.4 flow in this process."""
     countdown_transfer(profile=profile, overrides=overrides or [], store=store)

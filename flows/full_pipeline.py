@@ -15,12 +15,20 @@ teacher_rl and what follows it but not data or teacher_sft.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from prefect import flow
 
-from flows.common import Runner, file_in, publish_report, publish_times, start_run
+from flows.common import (
+    OverridesOption,
+    ProfileOption,
+    Runner,
+    StoreOption,
+    file_in,
+    finish,
+    start_run,
+)
 from rlt_core.stages.data import DATASET_FILES
 from tasks import stages
 
@@ -152,19 +160,13 @@ def full_pipeline(
     report = runner(
         stages.report, "report", title=f"RLT ({profile})", tables=tables, lengths=lengths
     )
-    publish_report(runner, report, key="rlt-report")
-    times = publish_times(runner, key="rlt-stage-times")
-    return {"report": report, "stage_times": times}
+    return finish(runner, report, "rlt")
 
 
 def main(
-    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")] = "tiny",
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-    ] = None,
-    store: Annotated[
-        str, typer.Option(help="artifact store: a directory or s3://...")
-    ] = "artifacts",
+    profile: ProfileOption = "tiny",
+    overrides: OverridesOption = None,
+    store: StoreOption = "artifacts",
 ) -> None:
     """Run the full pipeline flow in this process (against PREFECT_API_URL, if set)."""
     full_pipeline(profile=profile, overrides=overrides or [], store=store)

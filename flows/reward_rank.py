@@ -15,7 +15,15 @@ import typer
 from prefect import flow
 
 from flows.ablation import student_recipe
-from flows.common import file_in, publish_report, publish_times, start_run
+from flows.common import (
+    OverridesOption,
+    ProfileOption,
+    RecipeOption,
+    StoreOption,
+    file_in,
+    finish,
+    start_run,
+)
 from rlt_core.stages.rank_traces import rank_file
 from tasks import stages
 
@@ -61,25 +69,17 @@ def reward_rank(
         title=f"RLT reward rank vs student score ({profile})",
         tables={"ranked": rows},
     )
-    publish_report(runner, report, key="rlt-reward-rank-report")
-    return {
-        "report": report,
-        "stage_times": publish_times(runner, key="rlt-reward-rank-stage-times"),
-    }
+    return finish(runner, report, "rlt-reward-rank")
 
 
 def main(
     num_ranks: Annotated[
         int, typer.Option(help="completions per pair = datasets (paper: 16)")
     ] = 16,
-    profile: Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML")] = "tiny",
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-    ] = None,
-    store: Annotated[
-        str, typer.Option(help="artifact store: a directory or s3://...")
-    ] = "artifacts",
-    recipe: Annotated[str | None, typer.Option(help="student_sft recipe")] = None,
+    profile: ProfileOption = "tiny",
+    overrides: OverridesOption = None,
+    store: StoreOption = "artifacts",
+    recipe: RecipeOption = None,
 ) -> None:
     """Run the section 4.5 flow in this process."""
     reward_rank(
