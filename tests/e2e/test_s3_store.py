@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import s3fs
 
 from flows.full_pipeline import full_pipeline
 from rlt_core import artifacts
@@ -68,6 +69,9 @@ def test_s3_stopped_mid_run_retries_then_fails_with_no_corrupt_artifact(
     monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast: botocore retries ~25 s otherwise
     monkeypatch.setenv("RLT_HOME", str(tmp_path / "rlt-home"))
+    # fsspec reuses filesystem instances made with the same arguments: drop the ones an
+    # earlier test built against moto directly, so the flow's S3 traffic goes through the relay.
+    s3fs.S3FileSystem.clear_instance_cache()
     client = s3_server.client()
     client.create_bucket(Bucket="flaky")
     outcome: dict[str, BaseException | None] = {}

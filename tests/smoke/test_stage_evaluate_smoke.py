@@ -1,5 +1,5 @@
 """evaluate end to end on the real SmolLM2-135M-Instruct: the tiny profile's evaluate config
-(countdown, at most 128 new tokens, the transformers engine) on the data stage's countdown test
+(countdown, at most 96 new tokens, the transformers engine) on the data stage's countdown test
 set, 4 questions."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_smollm2_on_the_tiny_profiles_countdown_evaluation(
     eval_dir = run_data(cfg, tmp_path / "store").path / "eval"
     recipe = dataclasses.replace(cfg.evaluate, max_samples=4)
     assert (recipe.tasks, recipe.max_new_tokens, recipe.backend) == (
-        ("countdown",), 128, "transformers"
+        ("countdown",), 96, "transformers"
     )  # fmt: skip
     ref = run_evaluate(recipe, smollm2_model_path, eval_dir, tmp_path / "store")
     out = Path(ref.uri)
@@ -34,7 +34,7 @@ def test_smollm2_on_the_tiny_profiles_countdown_evaluation(
     results = read_results(out)
     score = results["tasks"]["countdown"]["pass@1"]
     assert manifest["metrics"] == {"countdown": score} and 0.0 <= score <= 1.0
-    assert results["generation"]["max_new_tokens"] == 128  # fits SmolLM2's 8,192 context
+    assert results["generation"]["max_new_tokens"] == 96  # fits SmolLM2's 8,192 context
     details = pd.read_parquet(out / "details" / "countdown.parquet")
     assert len(details) == 4 and details["prediction"].str.strip().str.len().gt(0).all()
     assert set(details["id"]) <= set(pd.read_parquet(eval_dir / "countdown.parquet")["id"])

@@ -32,12 +32,12 @@ def test_tiny_profile_student_trains_on_traces(tiny_model_path: Path, tmp_path: 
     )
     manifest = artifacts.read_manifest(ref.uri)
     data, train_figures = manifest["metrics"]["data"], manifest["metrics"]["train"]
-    # The tiny recipe asks 32 rows, 16 exist -> all 16; global batch 8 -> 16 / 8 = 2 steps.
-    assert (data["rows_used"], train_figures["global_step"]) == (16, 2)
+    # The tiny recipe asks 8 of the 16 rows (seeded subset); global batch 8 -> 1 step.
+    assert (data["rows_read"], data["rows_used"], train_figures["global_step"]) == (16, 8, 1)
     # Prompt ~330 tokens + a search trace + solution > 512: every row is cut to max_length.
-    assert data["truncated"] == 16 and data["longest_tokens"] > 512
+    assert data["truncated"] == 8 and data["longest_tokens"] > 512
     history = json.loads((Path(ref.uri) / "log_history.json").read_text())
-    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1]
     before = AutoModelForCausalLM.from_pretrained(str(tiny_model_path)).state_dict()
     after = AutoModelForCausalLM.from_pretrained(str(Path(ref.uri) / "model")).state_dict()
     unchanged = [name for name in before if torch.equal(before[name], after[name])]

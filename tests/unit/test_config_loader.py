@@ -121,7 +121,7 @@ def test_cli_validate_exits_1_with_every_error() -> None:
     assert runner.invoke(app, ["validate", "tiny"]).exit_code == 0
     result = runner.invoke(app, ["validate", "tiny", "--set", "teacher_rl.num_generations=3"])
     assert result.exit_code == 1
-    assert "teacher_rl.batch_size: 8 is not divisible" in result.stderr
+    assert "teacher_rl.batch_size: 4 is not divisible" in result.stderr
 
 
 def test_module_entry_point_runs() -> None:

@@ -120,10 +120,10 @@ def test_cpu_run_uses_fp32_and_transformers_generation(tmp_path: Path) -> None:
 def test_tiny_profile_builds_one_generation_per_step(tmp_path: Path) -> None:
     cfg = load_config("tiny").teacher_rl
     args = grpo_training_args(cfg, tmp_path, on_gpu=False)
-    # batch 8 = 2 prompts x group 4, all on one device in one micro-batch
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
-    assert (args.generation_batch_size, args.num_generations) == (8, 4)
-    assert (args.max_completion_length, args.ref_model_sync_steps, args.save_steps) == (64, 1, 1)
+    # batch 4 = 1 prompt x group 4, all on one device in one micro-batch
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 1)
+    assert (args.generation_batch_size, args.num_generations) == (4, 4)
+    assert (args.max_completion_length, args.ref_model_sync_steps, args.save_steps) == (48, 1, 1)
     assert args.gradient_checkpointing is False
     assert args.output_dir == str(tmp_path)
 

@@ -42,7 +42,10 @@ def countdown_prompts() -> Dataset:
 def test_grpo_trainer_receives_the_paper_values_and_trains(
     tiny_model_path: Path, tmp_path: Path
 ) -> None:
-    recipe = replace(load_config("tiny").student_rl["countdown"], max_completion_length=8)
+    # Two steps (the tiny profile runs one), so that logging and the reference sync repeat.
+    recipe = replace(
+        load_config("tiny").student_rl["countdown"], max_completion_length=8, max_steps=2
+    )
     args = grpo_training_args(recipe, tmp_path / "run", on_gpu=False)
     reward = correctness_reward(recipe)
     trainer = GRPOTrainer(
