@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
+import s3fs
 from moto.server import ThreadedMotoServer
 
 CREDENTIALS = {
@@ -85,10 +86,16 @@ def s3_bucket(s3_server: S3Endpoint) -> str:
 
 
 @pytest.fixture
-def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
-    """Point the standard `AWS_ENDPOINT_URL` variable at the server for one test."""
+def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
+    """Point the standard `AWS_ENDPOINT_URL` variable at the server for one test.
+
+    fsspec reuses filesystem instances made with the same arguments, whatever the environment
+    says: the cache is cleared before and after, so no test sees another test's endpoint.
+    """
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
-    return s3_server
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3_server
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 class TcpProxy:

@@ -86,11 +86,15 @@ def test_s3_stopped_mid_run_retries_then_fails_with_no_corrupt_artifact(
     flow_thread = threading.Thread(target=run)
     flow_thread.start()
     deadline = time.monotonic() + 300
-    while "runs/data/" not in " ".join(_manifests(client, "flaky")):  # the data stage is out
-        assert flow_thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.05)
-    relay.stop()  # S3 becomes unreachable while teacher_sft trains
-    flow_thread.join(timeout=600)
+    try:
+        while "runs/data/" not in " ".join(_manifests(client, "flaky")):  # the data stage is out
+            assert flow_thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        relay.stop()  # S3 becomes unreachable while teacher_sft trains
+        flow_thread.join(timeout=600)
+    finally:
+        relay.stop()
+        s3fs.S3FileSystem.clear_instance_cache()  # later tests must not reuse the relay's
     error = outcome["error"]
     assert isinstance(error, StoreUnavailableError), repr(error)
     assert "store unavailable while" in str(error) and "teacher_sft" in str(error)
