@@ -25,6 +25,7 @@ from flows.common import (
     finish,
     start_run,
 )
+from rlt_core.stages.data import DATASET_FILES
 from tasks import stages
 
 RECIPE = "countdown"
@@ -42,7 +43,8 @@ def countdown_transfer(
     """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4)."""
     runner = start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
     data = runner(stages.data, "data")
-    corpus, countdown = file_in(data, "corpus.parquet"), file_in(data, "countdown.parquet")
+    corpus = file_in(data, DATASET_FILES["corpus"])
+    countdown = file_in(data, DATASET_FILES["countdown"])
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
     teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
     traces = runner(

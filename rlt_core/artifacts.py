@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -118,10 +119,21 @@ def write_manifest(
         "metrics": metrics,
         "versions": package_versions(),
     }
-    tmp = root / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, root / MANIFEST)
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    write_atomic(root / MANIFEST, lambda tmp: tmp.write_text(text))
     return ArtifactRef(uri=str(root.resolve()), digest=digest)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it onto `path`.
+
+    The rename is atomic on POSIX: a reader sees the old file or the whole new one, never a
+    half-written one (what a killed run would otherwise leave behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

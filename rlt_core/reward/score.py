@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +28,7 @@ import torch
 import typer
 from tqdm.auto import tqdm
 
+from rlt_core.artifacts import write_atomic
 from rlt_core.config import ConfigError, RewardConfig, config_digest, load_config, to_dict
 from rlt_core.data import read_table
 from rlt_core.reward.scorer import RLTScorer
@@ -106,7 +105,7 @@ def _check_meta(parts: Path, meta: dict[str, object]) -> None:
     path = parts / "meta.json"
     if not path.exists():
         parts.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
         return
     before = json.loads(path.read_text())
     if before != meta:
@@ -116,13 +115,6 @@ def _check_meta(parts: Path, meta: dict[str, object]) -> None:
             "would rank rows by different rewards. Rerun with the same settings, or delete "
             f"{parts} to start over."
         )
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp_path)` then rename the temporary file onto `path` (atomic on POSIX)."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _part_files(parts: Path) -> list[Path]:
@@ -166,7 +158,7 @@ def _score_batches(
         ]
         scores = pd.DataFrame(scorer.score(samples).to_rows())
         scores.insert(0, ID_COLUMN, batch[ID_COLUMN].tolist())
-        _write_atomic(parts / f"part-{number:06d}.parquet", scores.to_parquet)
+        write_atomic(parts / f"part-{number:06d}.parquet", scores.to_parquet)
         scored += len(batch)
     return scored
 
@@ -182,9 +174,9 @@ def _assemble(table: pd.DataFrame, scores: pd.DataFrame, out: Path) -> None:
     merged = table.merge(scores, on=ID_COLUMN, how="left", validate="one_to_one")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
-        _write_atomic(out, lambda tmp: merged.to_json(tmp, orient="records", lines=True))
+        write_atomic(out, lambda tmp: merged.to_json(tmp, orient="records", lines=True))
     else:
-        _write_atomic(out, merged.to_parquet)
+        write_atomic(out, merged.to_parquet)
 
 
 def score_dataset(

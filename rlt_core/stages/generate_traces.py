@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from rlt_core.models import model_input, resolve_model
 from rlt_core.reward.score import SCORE_COLUMNS, parts_dir, score_dataset
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.spans import SpanError, align_text, encode
+from rlt_core.stages.data import think_length_stats
 from rlt_core.training import run
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,23 @@ def shard_path(out: Path, number: int) -> Path:
     return out / SHARDS / f"part-{number:05d}.parquet"
 
 
+def missing_shards(rows: pd.DataFrame, shard_size: int, out: Path) -> list[int]:
+    """The numbers of the shards of `rows` not yet written under `out` (a resumed run skips
+    the others)."""
+    count = -(-len(rows) // shard_size)  # ceil
+    return [n for n in range(count) if not shard_path(out, n).is_file()]
+
+
+def shard_rows(rows: pd.DataFrame, shard_size: int, number: int) -> pd.DataFrame:
+    """The rows of shard `number`."""
+    return rows.iloc[number * shard_size : (number + 1) * shard_size]
+
+
+def write_shard(table: pd.DataFrame, out: Path, number: int) -> None:
+    """Write shard `number` atomically (a killed run never leaves a partial shard)."""
+    artifacts.write_atomic(shard_path(out, number), lambda tmp: table.to_parquet(tmp, index=False))
+
+
 def generate_shards(
     cfg: GenerateTracesConfig,
     reward_cfg: RewardConfig,
@@ -187,33 +204,23 @@ def generate_shards(
     out: Path,
 ) -> None:
     """Write every missing shard of `rows` (`shard_size` rows each), with a progress bar."""
-    starts = range(0, len(rows), cfg.shard_size)
-    todo = [n for n, _ in enumerate(starts) if not shard_path(out, n).is_file()]
+    todo = missing_shards(rows, cfg.shard_size, out)
     if not todo:
         return
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     engine = load_engine(cfg, model_path, batch_size=cfg.batch_size)
     scorer = candidate_scorer(cfg, reward_cfg, engine.tokenizer)
-    done = len(rows) - sum(len(_shard_rows(rows, cfg, n)) for n in todo)
+    done = len(rows) - sum(len(shard_rows(rows, cfg.shard_size, n)) for n in todo)
     try:
         with tqdm(total=len(rows), initial=done, unit="pair", desc=STAGE) as bar:
             for number in todo:
-                shard = explain_shard(engine, scorer, _shard_rows(rows, cfg, number), cfg, number)
-                write_atomic(shard, shard_path(out, number))
+                shard = explain_shard(
+                    engine, scorer, shard_rows(rows, cfg.shard_size, number), cfg, number
+                )
+                write_shard(shard, out, number)
                 bar.update(len(shard))
     finally:
         engine.close()
-
-
-def _shard_rows(rows: pd.DataFrame, cfg: GenerateTracesConfig, number: int) -> pd.DataFrame:
-    return rows.iloc[number * cfg.shard_size : (number + 1) * cfg.shard_size]
-
-
-def write_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write `table` to `path` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def candidate_scorer(
@@ -390,35 +397,41 @@ def trace_stats(table: pd.DataFrame, cfg: GenerateTracesConfig) -> dict[str, Any
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, Any]:
-    """Count, mean, p10/p50/p90, max and a 20-bin histogram of token lengths (Figure 8)."""
-    if lengths.size == 0:
-        return {"count": 0}
-    counts, edges = np.histogram(lengths, bins=HISTOGRAM_BINS)
-    return {
-        "count": int(lengths.size),
-        "mean": round(float(lengths.mean()), 1),
-        "p10_p50_p90": np.percentile(lengths, [10, 50, 90]).round(1).tolist(),
-        "max": int(lengths.max()),
-        "histogram": {"counts": counts.tolist(), "edges": edges.round(1).tolist()},
-    }
+    """The data stage's length summary (count, mean, p10/p50/p90, max) plus a 20-bin
+    histogram of token lengths (Figure 8)."""
+    stats = think_length_stats(lengths)
+    if lengths.size:
+        counts, edges = np.histogram(lengths, bins=HISTOGRAM_BINS)
+        stats["histogram"] = {"counts": counts.tolist(), "edges": edges.round(1).tolist()}
+    return stats
 
 
 def score_traces(
     model_path: str, reward_cfg: RewardConfig, out: Path, dtype_name: str
 ) -> dict[str, float]:
-    """Score every kept trace with r_RLT (`rlt_core.reward.score.score_dataset`, resumable)
-    into `scored.parquet`; returns the mean of each reward term."""
+    """Score every kept trace with r_RLT into `scored.parquet`; the mean of each term."""
+    scored = score_file(model_path, reward_cfg, out / TRACES, out / SCORED, dtype_name)
+    return {name: round(float(scored[name].mean()), 4) for name in SCORE_COLUMNS}
+
+
+def score_file(
+    model_path: str, reward_cfg: RewardConfig, source: Path, scored: Path, dtype_name: str
+) -> pd.DataFrame:
+    """Score every row of `source` with r_RLT (`rlt_core.reward.score.score_dataset`, teacher
+    `model_path`, student `reward.student_model`; resumable) into `scored`, and return it.
+
+    float32 on CPU, `dtype_name` on a GPU. The scorer's resume parts are removed once the
+    scored table holds every row.
+    """
     device = inference_device()
-    dtype = "float32" if device.type == "cpu" else dtype_name
     score_dataset(
         model_path,
         reward_cfg.student_model,
-        out / TRACES,
-        out / SCORED,
+        source,
+        scored,
         cfg=reward_cfg,
-        dtype=dtype,
+        dtype="float32" if device.type == "cpu" else dtype_name,
         device=str(device),
     )
-    shutil.rmtree(parts_dir(out / SCORED), ignore_errors=True)  # scored.parquet holds them all
-    scored = pd.read_parquet(out / SCORED)
-    return {name: round(float(scored[name].mean()), 4) for name in SCORE_COLUMNS}
+    shutil.rmtree(parts_dir(scored), ignore_errors=True)
+    return pd.read_parquet(scored)

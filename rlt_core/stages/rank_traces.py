@@ -19,7 +19,6 @@ written shard by shard, resumable like generate_traces), `candidates.parquet`, `
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -27,15 +26,21 @@ from tqdm.auto import tqdm
 
 from rlt_core import artifacts, formats
 from rlt_core.config import GenerateTracesConfig, RewardConfig, to_dict
-from rlt_core.generation import Engine, check_backend, inference_device, load_engine
+from rlt_core.generation import Engine, check_backend, load_engine
 from rlt_core.models import model_input
-from rlt_core.reward.score import parts_dir, score_dataset
-from rlt_core.stages.generate_traces import read_pairs, write_atomic
+from rlt_core.stages.generate_traces import (
+    SHARDS,
+    missing_shards,
+    read_pairs,
+    read_shards,
+    score_file,
+    shard_rows,
+    write_shard,
+)
 from rlt_core.training import run
 
 STAGE = "rank_traces"
 CODE = ("formats", "generation", "reward", "stages/rank_traces", "stages/generate_traces")
-SHARDS = "shards"
 RANKS = "ranks"
 
 
@@ -72,24 +77,13 @@ def run_rank_traces(
         return artifacts.load_ref(out)
     # sample: every completion of every pair, shard by shard
     sample_shards(cfg, source.path, rows, out)
-    candidates = pd.concat(
-        [pd.read_parquet(p) for p in sorted((out / SHARDS).glob("part-*.parquet"))],
-        ignore_index=True,
-    )
+    candidates = read_shards(out)
     candidates.to_parquet(out / "candidates.parquet", index=False)
     # score every completion with r_RLT (resumable), then rank per pair
-    device = inference_device()
-    score_dataset(
-        source.path,
-        reward_cfg.student_model,
-        out / "candidates.parquet",
-        out / "scored.parquet",
-        cfg=reward_cfg,
-        dtype="float32" if device.type == "cpu" else cfg.dtype,
-        device=str(device),
+    scored = score_file(
+        source.path, reward_cfg, out / "candidates.parquet", out / "scored.parquet", cfg.dtype
     )
-    shutil.rmtree(parts_dir(out / "scored.parquet"), ignore_errors=True)
-    stats = write_ranks(pd.read_parquet(out / "scored.parquet"), out, cfg.num_candidates)
+    stats = write_ranks(scored, out, cfg.num_candidates)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
     config["teacher"] = str(teacher)
     return artifacts.write_manifest(
@@ -101,19 +95,15 @@ def sample_shards(
     cfg: GenerateTracesConfig, model_path: str, rows: pd.DataFrame, out: Path
 ) -> None:
     """Write the missing shards of sampled completions (one row per pair and completion)."""
-    starts = list(range(0, len(rows), cfg.shard_size))
-    todo = [
-        n for n, _ in enumerate(starts) if not (out / SHARDS / f"part-{n:05d}.parquet").is_file()
-    ]
+    todo = missing_shards(rows, cfg.shard_size, out)
     if not todo:
         return
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     engine = load_engine(cfg, model_path, batch_size=cfg.batch_size)
     try:
         for number in tqdm(todo, desc=STAGE, unit="shard"):
-            shard = rows.iloc[number * cfg.shard_size : (number + 1) * cfg.shard_size]
-            table = candidate_rows(engine, shard, cfg, number)
-            write_atomic(table, out / SHARDS / f"part-{number:05d}.parquet")
+            table = candidate_rows(engine, shard_rows(rows, cfg.shard_size, number), cfg, number)
+            write_shard(table, out, number)
     finally:
         engine.close()
 
