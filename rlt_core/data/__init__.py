@@ -16,10 +16,13 @@ from rlt_core.data.countdown import (
     search_trace,
 )
 from rlt_core.data.countdown_verify import (
+    BoxedAnswer,
     CountdownVerdict,
     extract_answer,
+    parse_boxed_answer,
     score_countdown_completion,
     verify_countdown,
+    verify_countdown_answer,
 )
 from rlt_core.data.sources import read_table
 from rlt_core.data.validation import (
@@ -30,6 +33,7 @@ from rlt_core.data.validation import (
 )
 
 __all__ = [
+    "BoxedAnswer",
     "CORPUS_COLUMNS",
     "CorpusLoad",
     "CountdownProblem",
@@ -45,6 +49,7 @@ __all__ = [
     "load_corpus",
     "load_eval_set",
     "load_limr",
+    "parse_boxed_answer",
     "plain_answer",
     "read_table",
     "score_countdown_completion",
@@ -52,4 +57,5 @@ __all__ = [
     "seeded_subset",
     "validate_rows",
     "verify_countdown",
+    "verify_countdown_answer",
 ]

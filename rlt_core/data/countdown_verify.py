@@ -8,6 +8,13 @@ Rules (those of TinyZero's countdown reward, which the paper's section 4.4 task 
 - the value, computed exactly with `fractions.Fraction` (``1 / 3 * 3 == 1``), equals the
   target. Intermediate values may be fractions or negative: only the final value counts.
 Inputs over `MAX_EXPRESSION_CHARS` characters are rejected before parsing.
+
+An answer in a completion is the content of its last ``\\boxed{...}`` (`parse_boxed_answer`).
+It may state its result (``\\boxed{3 * 5 + 7 = 22}``): a stated result is an equality the
+answer claims, so it must be true. The expression must equal the target and the stated result
+must be the target; ``\\boxed{3 * 5 + 7 = 99}`` for target 22 is wrong (``false_result``). The
+length limit applies to the answer as written, before LaTeX operators are mapped and spaces
+trimmed, so padding cannot hide a long answer.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ _LATEX = (
     ("÷", "/"),
     ("−", "-"),
 )
-_TRAILING_EQUALS = re.compile(r"\s*=\s*-?\d+\s*$")
+_STATED_RESULT = re.compile(r"(?P<expression>.*?)\s*=\s*(?P<stated>-?\d+)\s*", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,9 @@ class CountdownVerdict:
         correct: True only when ``reason == "ok"``.
         reason: one of ``"ok"``, ``"too_long"``, ``"malformed"`` (not a Python expression),
             ``"disallowed"`` (a syntax outside the rules), ``"wrong_numbers"``,
-            ``"division_by_zero"``, ``"wrong_value"``.
+            ``"division_by_zero"``, ``"wrong_value"``, and for a boxed answer ``"no_answer"``
+            (no closed ``\\boxed{}``) or ``"false_result"`` (it states a result that is not
+            the target).
         detail: a readable explanation naming the offending part.
     """
 
@@ -151,22 +160,74 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str) -> str | None:
-    """The expression in a completion's last ``\\boxed{...}``, or None if there is none.
+@dataclass(frozen=True)
+class BoxedAnswer:
+    """The last ``\\boxed{...}`` of a completion, split into what it claims.
 
-    Nested braces are matched (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``). A trailing
-    ``= <integer>`` is stripped (``\\boxed{1 + 2 = 3}`` gives ``1 + 2``) and the common LaTeX
-    operators ``\\times``, ``\\cdot``, ``\\div``, ``\\left(``, ``\\right)`` become + - * / ( ).
+    Attributes:
+        written: the boxed content exactly as written (the length limit applies to it).
+        expression: the expression, LaTeX operators mapped to + - * / ( ) and the stated
+            result removed, e.g. ``"3 * 5 + 7"``.
+        stated: the integer after a final ``=`` (``\\boxed{3 * 5 + 7 = 22}`` gives 22), or
+            None when the answer states no result.
     """
-    boxed = _last_boxed(text)
-    if boxed is None:
+
+    written: str
+    expression: str
+    stated: int | None
+
+
+def parse_boxed_answer(text: str) -> BoxedAnswer | None:
+    """The answer in a completion's last ``\\boxed{...}``, or None if there is none.
+
+    Nested braces are matched (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``); the common
+    LaTeX operators ``\\times``, ``\\cdot``, ``\\div``, ``\\left(``, ``\\right)`` become
+    + - * / ( ); a final ``= <integer>`` becomes `stated`.
+    """
+    written = _last_boxed(text)
+    if written is None:
         return None
+    expression = written
     for latex, plain in _LATEX:
-        boxed = boxed.replace(latex, plain)
-    return _TRAILING_EQUALS.sub("", boxed).strip()
+        expression = expression.replace(latex, plain)
+    stated = _STATED_RESULT.fullmatch(expression)
+    if stated is None:
+        return BoxedAnswer(written, expression.strip(), None)
+    return BoxedAnswer(written, stated["expression"].strip(), int(stated["stated"]))
+
+
+def extract_answer(text: str) -> str | None:
+    """The expression of a completion's last ``\\boxed{...}`` (`parse_boxed_answer`), or None.
+
+    ``\\boxed{1 + 2 = 3}`` gives ``1 + 2``: the stated result is not part of the expression.
+    """
+    answer = parse_boxed_answer(text)
+    return None if answer is None else answer.expression
+
+
+def verify_countdown_answer(
+    answer: BoxedAnswer | None, numbers: Sequence[int], target: int
+) -> CountdownVerdict:
+    """Check a boxed answer: its length as written, its expression, and its stated result.
+
+    Wrong when there is no answer (``no_answer``), when the answer as written is over
+    `MAX_EXPRESSION_CHARS` (``too_long``), when `verify_countdown` rejects the expression, or
+    when the answer states a result other than the target (``false_result``: an equality that
+    does not hold is a wrong answer even if the expression alone is right).
+    """
+    if answer is None:
+        return CountdownVerdict(False, "no_answer", "no closed \\boxed{...} in the completion")
+    if len(answer.written) > MAX_EXPRESSION_CHARS:
+        detail = f"the answer is {len(answer.written)} characters > {MAX_EXPRESSION_CHARS}"
+        return CountdownVerdict(False, "too_long", detail)
+    verdict = verify_countdown(answer.expression, numbers, target)
+    if verdict.correct and answer.stated is not None and answer.stated != target:
+        detail = f"{answer.expression} = {target}, but the answer states {answer.stated}"
+        return CountdownVerdict(False, "false_result", detail)
+    return verdict
 
 
 def score_countdown_completion(text: str, numbers: Sequence[int], target: int) -> bool:
-    """True when the completion's last boxed expression solves the problem exactly."""
-    answer = extract_answer(text)
-    return answer is not None and verify_countdown(answer, numbers, target).correct
+    """True when the completion's last boxed answer solves the problem exactly and states no
+    false result (`verify_countdown_answer`)."""
+    return verify_countdown_answer(parse_boxed_answer(text), numbers, target).correct

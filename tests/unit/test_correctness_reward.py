@@ -112,6 +112,9 @@ def test_math_off_the_main_thread_raises_instead_of_grading_wrong() -> None:
         ("\\boxed{(7 + 5) * 3}", False),  # 36, not 22
         ("\\boxed{5 * 5 - 3}", False),  # 22, but uses 5 twice and not 7
         ("3 * 5 + 7 = 22", False),  # no boxed expression
+        ("\\boxed{3 * 5 + 7 = 22}", True),  # states the target: a true equality
+        ("\\boxed{3 * 5 + 7 = 99}", False),  # 15 + 7 = 22, so "= 99" is a false equality
+        ("\\boxed{3 * 5 + 7 = -22}", False),  # a stated result must be the target itself
     ],
 )
 def test_countdown_is_correct(solution: str, expected: bool) -> None:
@@ -128,6 +131,15 @@ def test_countdown_reward_accepts_numpy_numbers_and_works_off_the_main_thread() 
     worker.start()
     worker.join()
     assert results == [1.0]
+
+
+def test_countdown_reward_grades_a_false_stated_result_wrong() -> None:
+    # Table 6 values: +1 right, -0.5 formatted but wrong. The expression alone is right
+    # (3 * 5 + 7 = 22), yet the answer claims it equals 99: wrong, as in evaluation.
+    reward = CorrectnessReward(task="countdown")
+    row = {"numbers": [3, 5, 7], "target": 22}
+    assert reward.score(formatted("\\boxed{3 * 5 + 7 = 22}"), row) == 1.0
+    assert reward.score(formatted("\\boxed{3 * 5 + 7 = 99}"), row) == -0.5
 
 
 # --------------------------------------------------------------------------- TRL interface

@@ -16,9 +16,12 @@ from rlt_core.data.countdown import (
 from rlt_core.data.countdown_search import search_countdown
 from rlt_core.data.countdown_verify import (
     MAX_EXPRESSION_CHARS,
+    BoxedAnswer,
     extract_answer,
+    parse_boxed_answer,
     score_countdown_completion,
     verify_countdown,
+    verify_countdown_answer,
 )
 
 NUMBERS = [19, 36, 55, 7]
@@ -201,6 +204,49 @@ def test_score_completion():
     assert score_countdown_completion(countdown_solution("55 + 36 - 7 - 19", 65), NUMBERS, 65)
     assert not score_countdown_completion("\\boxed{55 + 36 - 7 + 19}", NUMBERS, 65)
     assert not score_countdown_completion("55 + 36 - 7 - 19 = 65", NUMBERS, 65)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("\\boxed{3 * 5 + 7 = 22}", "ok"),  # 15 + 7 = 22, and it says so
+        ("\\boxed{3 * 5 + 7 =22 }", "ok"),
+        ("\\boxed{3 \\times 5 + 7 = 22}", "ok"),
+        # 15 + 7 = 22, but the answer claims 99: an equality that does not hold.
+        ("\\boxed{3 * 5 + 7 = 99}", "false_result"),
+        ("\\boxed{3 * 5 + 7 = -22}", "false_result"),
+        # 3 * 5 - 7 = 8: the expression misses the target whatever it states.
+        ("\\boxed{3 * 5 - 7 = 8}", "wrong_value"),
+        ("\\boxed{3 * 5 + 7 = 15 + 7 = 22}", "malformed"),  # one stated result at most
+        ("the answer is 22", "no_answer"),
+    ],
+)
+def test_a_stated_result_must_be_the_target(text, reason):
+    verdict = verify_countdown_answer(parse_boxed_answer(text), [3, 5, 7], 22)
+    assert (verdict.correct, verdict.reason) == (reason == "ok", reason), verdict
+    assert score_countdown_completion(text, [3, 5, 7], 22) is (reason == "ok")
+
+
+def test_parse_boxed_answer_keeps_what_was_written():
+    answer = parse_boxed_answer("so \\boxed{ (3 \\times 5) + 7 = 22 }.")
+    assert answer == BoxedAnswer(" (3 \\times 5) + 7 = 22 ", "(3 * 5) + 7", 22)
+
+
+def test_length_limit_applies_to_the_answer_as_written():
+    # 3 * 5 + 7 padded with spaces: 9 characters once trimmed, 209 as written.
+    padded = "\\boxed{" + " " * 200 + "3 * 5 + 7}"
+    verdict = verify_countdown_answer(parse_boxed_answer(padded), [3, 5, 7], 22)
+    assert (verdict.correct, verdict.reason) == (False, "too_long")
+    assert not score_countdown_completion(padded, [3, 5, 7], 22)
+    # Exactly 200 characters as written is still allowed (the limit is inclusive).
+    at_limit = "\\boxed{" + " " * 191 + "3 * 5 + 7}"
+    assert len(parse_boxed_answer(at_limit).written) == MAX_EXPRESSION_CHARS
+    assert score_countdown_completion(at_limit, [3, 5, 7], 22)
+    # LaTeX operators count as written: 30 ones joined by " \\times " are 262 characters.
+    latex = "\\boxed{" + " \\times ".join(["1"] * 30) + "}"
+    written = parse_boxed_answer(latex).written
+    assert len(extract_answer(latex)) < MAX_EXPRESSION_CHARS < len(written)
+    assert not score_countdown_completion(latex, [1] * 30, 1)
 
 
 # --- written search ----------------------------------------------------------------------------

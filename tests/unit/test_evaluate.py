@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from rlt_core import artifacts, formats
 from rlt_core.config import ConfigError, EvaluateConfig
-from rlt_core.data import countdown_rows, countdown_splits, load_eval_set
+from rlt_core.data import countdown_rows, countdown_splits, extract_answer, load_eval_set
 from rlt_core.evaluation import engines, lighteval_run, score_predictions, tasks
 from rlt_core.models import make_tiny_model
 from rlt_core.stages import evaluate as evaluate_stage
@@ -65,13 +65,19 @@ def test_countdown_through_lighteval_scores_right_answers_1_and_wrong_answers_0(
     # only a grader that removes the thought (the reasoning tags) scores them 0.
     right = [_student("Maybe \\boxed{1 + 1}?", s) for s in rows["solution"]]
     wrong = [_student(s, "I could not find an expression.") for s in rows["solution"]]
-    for texts, expected in ((right, 1.0), (wrong, 0.0)):
+    # Also wrong: the right expression claimed to equal something else (a false equality).
+    false_result = [
+        _student("", f"\\boxed{{{extract_answer(s)} = {t + 1}}}")
+        for s, t in zip(rows["solution"], rows["target"], strict=True)
+    ]
+    cases = {"right": (right, 1.0), "wrong": (wrong, 0.0), "false_result": (false_result, 0.0)}
+    for name, (texts, expected) in cases.items():
         predictions = {"countdown": pd.DataFrame({"id": rows["id"], "prediction": texts})}
-        outcome = score_predictions(predictions, countdown_eval, tmp_path / str(expected))
+        outcome = score_predictions(predictions, countdown_eval, tmp_path / name)
         assert outcome.scores == {"countdown": expected}
         details = outcome.details["countdown"]
         assert details["correct"].tolist() == [int(expected)] * len(rows)
-        assert formats.BEGIN_THOUGHT in details["prediction"][0]
+        assert formats.BEGIN_THOUGHT in details["prediction"][0], name
         assert formats.BEGIN_THOUGHT not in details["graded"][0]
         assert details["id"].tolist() == sorted(rows["id"])
         assert outcome.lighteval["rlt_countdown"]["countdown_pass@1"] == expected
