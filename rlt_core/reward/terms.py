@@ -7,10 +7,18 @@ Shapes: B completions; a span tensor (B, L) with a boolean mask (B, L) that mark
 tokens of the span (solution tokens for Eq. 3, think tokens for Eq. 4). Spans may be padded
 anywhere; masked entries never reach a mean, min or max.
 
-Reference behaviour kept (SakanaAI/RLT): an empty solution span scores r_SS = -1 and an empty
-think span scores r_KL = +1; the per-token KL defaults to the sampled-token log-ratio
-log pi_theta(t) - log pi_s(t); the -1 format penalty fires when the closing explanation tag is
-missing (which includes generations cut at the maximum length).
+Reference behaviour kept (SakanaAI/RLT): the per-token KL defaults to the sampled-token
+log-ratio log pi_theta(t) - log pi_s(t); the -1 format penalty fires when the closing
+explanation tag is missing (which includes generations cut at the maximum length).
+
+Empty spans. The empty-reduction rule of Eq. 4 (reference behaviour): the reference code computes
+each reduction of the think span (the avg and the max) on its own and replaces a reduction that
+has no token to reduce by +1 (`EMPTY_THINK_REDUCTION`) BEFORE the weighted sum, so an
+explanation with no token scores r_KL = 1 + alpha * 1 = 1.01 at alpha = 0.01, not 1; with
+lambda = 3 that costs 3.03 in r_RLT. An empty solution span scores r_SS = -1
+(`EMPTY_SOLUTION_R_SS`); it cannot occur in the pipeline (a row without a solution is refused
+before scoring), and the reference's own value there is not finite (its min of an all-masked
+row is the largest float), so the project keeps the plain -1.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import torch
 KLEstimator = Literal["sampled", "k3", "full"]
 KL_ESTIMATORS: tuple[str, ...] = ("sampled", "k3", "full")
 EMPTY_SOLUTION_R_SS = -1.0
-EMPTY_THINK_R_KL = 1.0
+# The empty-reduction rule of Eq. 4: each of avg{KL} and max{KL} of a think span without tokens
+# is +1, so such a span scores r_KL = EMPTY_THINK_REDUCTION * (1 + alpha) (module docstring).
+EMPTY_THINK_REDUCTION = 1.0
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -118,14 +128,17 @@ def r_kl(per_token_kl: torch.Tensor, think_mask: torch.Tensor, *, alpha: float) 
     """Eq. 4: r_KL = avg{D_KL(pi_theta^t || pi_s^t)} + alpha * max{D_KL(...)} over think tokens.
 
     `per_token_kl` (B, K) from `per_token_kl`, `think_mask` (B, K) marks the think tokens;
-    returns (B,). A row with no think token scores +1 (reference behaviour).
+    returns (B,). A row with no think token has no avg and no max: each is replaced by
+    `EMPTY_THINK_REDUCTION` (+1), so the row scores 1 + alpha (the empty-reduction rule of the
+    module docstring, reference behaviour).
     """
     _check_span(per_token_kl, think_mask, "per_token_kl")
     mask = think_mask.bool()
-    score = masked_mean(per_token_kl, mask) + alpha * torch.where(
-        mask.any(-1), masked_max(per_token_kl, mask), 0.0
-    )
-    return torch.where(mask.any(-1), score, torch.full_like(score, EMPTY_THINK_R_KL))
+    empty = ~mask.any(-1)
+    fill = per_token_kl.new_full(per_token_kl.shape[:1], EMPTY_THINK_REDUCTION)
+    avg = torch.where(empty, fill, masked_mean(per_token_kl, mask))
+    top = torch.where(empty, fill, masked_max(per_token_kl, mask))
+    return avg + alpha * top
 
 
 def r_rlt(

@@ -117,8 +117,9 @@ def test_scorer_matches_unchunked_reference(teacher, student, tok, samples, esti
         assert torch.isfinite(getattr(got, name)).all()
         torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=1e-5, rtol=1e-5)
     assert got.think_len.tolist() == [len(s.think_ids) for s in samples]
-    # The third explanation is empty: r_KL is +1 by the reference rule and it is counted.
-    assert got.r_kl[2].item() == 1.0 and got.n_empty_think == 1
+    # The third explanation is empty: avg and max are each +1 by the reference rule, so
+    # r_KL = 1 + alpha * 1, and it is counted.
+    assert got.r_kl[2].item() == pytest.approx(1.0 + CFG.alpha) and got.n_empty_think == 1
 
 
 def test_lambda_zero_reduces_the_reward_to_r_ss(teacher, student, tok, samples) -> None:

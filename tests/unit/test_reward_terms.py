@@ -96,11 +96,15 @@ def test_r_kl_padding_never_becomes_the_max():
     torch.testing.assert_close(r_kl(kl, mask, alpha=ALPHA), torch.tensor([-0.201, 0.304]))
 
 
-def test_r_kl_empty_span_scores_plus_one():
+def test_r_kl_empty_span_sets_each_reduction_to_plus_one():
     kl = torch.tensor([[0.2, 0.6], [0.0, 0.0]])
     mask = torch.tensor([[1, 1], [0, 0]], dtype=torch.bool)
-    # row 0: mean 0.4 + 0.01 * 0.6 = 0.406 ; row 1: empty -> +1
-    torch.testing.assert_close(r_kl(kl, mask, alpha=ALPHA), torch.tensor([0.406, 1.0]))
+    # row 0: mean 0.4 + 0.01 * 0.6 = 0.406
+    # row 1 has no think token: avg -> +1 and max -> +1 (reference), so 1 + 0.01 * 1 = 1.01
+    torch.testing.assert_close(r_kl(kl, mask, alpha=ALPHA), torch.tensor([0.406, 1.01]))
+    # alpha = 0.5: 1 + 0.5 * 1 = 1.5 ; the padding values under the mask never count.
+    padded = torch.tensor([[0.2, 0.6], [9.0, -9.0]])
+    torch.testing.assert_close(r_kl(padded, mask, alpha=0.5), torch.tensor([0.7, 1.5]))
 
 
 def test_r_rlt_combines_with_lambda_and_penalty():
@@ -132,10 +136,11 @@ def test_compute_reward_sampled_breakdown():
     out = compute_reward(**_batch())
     # r_SS: row 0 -1.015 ; row 1 mean -2, min -2 -> -2.02
     torch.testing.assert_close(out.r_ss, torch.tensor([-1.015, -2.02]))
-    # sampled KL row 0 [0.5, -1.0]: mean -0.25, max 0.5 -> -0.245 ; row 1 empty -> +1
-    torch.testing.assert_close(out.r_kl, torch.tensor([-0.245, 1.0]))
-    # row 0: -1.015 - 3 * -0.245 = -0.28 ; row 1: -2.02 - 3 * 1 - 1 (penalty) = -6.02
-    torch.testing.assert_close(out.reward, torch.tensor([-0.28, -6.02]))
+    # sampled KL row 0 [0.5, -1.0]: mean -0.25, max 0.5 -> -0.245
+    # row 1 empty: avg +1, max +1 -> 1 + 0.01 * 1 = 1.01
+    torch.testing.assert_close(out.r_kl, torch.tensor([-0.245, 1.01]))
+    # row 0: -1.015 - 3 * -0.245 = -0.28 ; row 1: -2.02 - 3 * 1.01 - 1 (penalty) = -6.05
+    torch.testing.assert_close(out.reward, torch.tensor([-0.28, -6.05]))
     torch.testing.assert_close(out.penalty, torch.tensor([0.0, -1.0]))
     assert out.think_len.tolist() == [2, 0]
     assert out.solution_len.tolist() == [3, 1]
@@ -162,7 +167,7 @@ def test_to_rows_gives_one_plain_dict_per_completion():
         "empty_think", "empty_solution",
     }  # fmt: skip
     assert rows[1]["empty_think"] is True and rows[1]["think_len"] == 0
-    assert rows[1]["reward"] == pytest.approx(-6.02, abs=1e-6)
+    assert rows[1]["reward"] == pytest.approx(-6.05, abs=1e-6)
 
 
 def test_shape_mismatch_names_the_tensor():
