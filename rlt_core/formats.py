@@ -91,12 +91,17 @@ class FormatError(ValueError):
 # --------------------------------------------------------------------------- assistant texts
 
 
+# The glue of the student format around its two bodies (Figure 6) ...
+THOUGHT_OPEN = f"{BEGIN_THOUGHT}\n\n"
+THOUGHT_TO_SOLUTION = f"\n\n{END_THOUGHT}\n\n{BEGIN_SOLUTION}\n\n"
+SOLUTION_CLOSE = f"\n\n{END_SOLUTION}"
+# ... and what follows the explanation in the RLT format (Figure 7).
+EXPLANATION_CLOSE = f"\n\n{END_EXPLANATION}"
+
+
 def student_assistant_text(thought: str, solution: str) -> str:
     """The student-format assistant turn (Figure 6): thought section, then solution section."""
-    return (
-        f"{BEGIN_THOUGHT}\n\n{thought}\n\n{END_THOUGHT}\n\n"
-        f"{BEGIN_SOLUTION}\n\n{solution}\n\n{END_SOLUTION}"
-    )
+    return f"{THOUGHT_OPEN}{thought}{THOUGHT_TO_SOLUTION}{solution}{SOLUTION_CLOSE}"
 
 
 def teacher_prefill(solution: str) -> str:
@@ -110,7 +115,7 @@ def teacher_prefill(solution: str) -> str:
 
 def teacher_completion_text(explanation: str) -> str:
     """What the teacher is trained to generate after the prefill: explanation + closing tag."""
-    return f"{explanation}\n\n{END_EXPLANATION}"
+    return f"{explanation}{EXPLANATION_CLOSE}"
 
 
 def teacher_assistant_text(solution: str, explanation: str) -> str:

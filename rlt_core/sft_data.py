@@ -24,11 +24,20 @@ context it never sees at RL time. Separate tokenization (no special tokens added
 template's text already holds them) gives exactly the prompt ids of generation, as TRL's own
 vision collator does. TRL then builds labels from the mask (`completion_only_loss=True`) and
 cuts sequences to `max_length`.
+
+One example, one tokenisation: `student_example` / `teacher_example` build the text of one row
+and `encode_examples` tokenises it; the SFT stages and the RLT reward both go through them, so
+the student the reward scores reads exactly the ids student_sft trained it on (the completion
+in ONE piece: the thought and solution sections with their tags and the end of turn), and the
+teacher's text path reads the ids teacher_sft trained on. `EncodedExample.span` locates a
+section's tokens in those ids by character offsets.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,42 +111,142 @@ def end_of_turn(tokenizer: Any) -> str:
     return tail or str(tokenizer.eos_token)
 
 
+@dataclass(frozen=True)
+class SFTExample:
+    """One SFT example as text, with the characters of its sections.
+
+    `prompt` is the rendered context (chat template, and for the teacher the prefill);
+    `completion` is what the loss covers, ending with the chat template's end of turn.
+    `thought` and `solution` are character slices of `completion`: the thought (student) or
+    explanation (teacher) body, and the solution body (student format only).
+    """
+
+    prompt: str
+    completion: str
+    thought: slice
+    solution: slice | None = None
+
+
+def student_example(
+    tokenizer: Any, question: str, thought: str, solution: str, *, eot: str | None = None
+) -> SFTExample:
+    """The student-format example of one row (Figure 6): what student_sft trains on and what
+    the RLT reward's student reads. `eot` defaults to `end_of_turn(tokenizer)`."""
+    eot = end_of_turn(tokenizer) if eot is None else eot
+    start = len(formats.THOUGHT_OPEN)
+    solution_start = start + len(thought) + len(formats.THOUGHT_TO_SOLUTION)
+    return SFTExample(
+        prompt=formats.render_student_prompt(tokenizer, question),
+        completion=formats.student_assistant_text(thought, solution) + eot,
+        thought=slice(start, start + len(thought)),
+        solution=slice(solution_start, solution_start + len(solution)),
+    )
+
+
+def teacher_example(
+    tokenizer: Any, question: str, solution: str, explanation: str, *, eot: str | None = None
+) -> SFTExample:
+    """The RLT-format example of one row (Figure 7): the prompt ends with the prefilled
+    solution, the completion is the explanation, its closing tag and the end of turn."""
+    eot = end_of_turn(tokenizer) if eot is None else eot
+    return SFTExample(
+        prompt=formats.render_teacher_prompt(tokenizer, question, solution),
+        completion=formats.teacher_completion_text(explanation) + eot,
+        thought=slice(0, len(explanation)),
+    )
+
+
 def teacher_pairs(tokenizer: Any, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(prompts, completions) in the RLT format (Figure 7): loss on the explanation only."""
     eot = end_of_turn(tokenizer)
-    prompts = [
-        formats.render_teacher_prompt(tokenizer, q, s)
-        for q, s in zip(rows["question"], rows["solution"], strict=True)
+    examples = [
+        teacher_example(tokenizer, q, s, t, eot=eot)
+        for q, s, t in zip(rows["question"], rows["solution"], rows["thought"], strict=True)
     ]
-    completions = [formats.teacher_completion_text(t) + eot for t in rows["thought"]]
-    return prompts, completions
+    return [e.prompt for e in examples], [e.completion for e in examples]
 
 
 def student_pairs(tokenizer: Any, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(prompts, completions) in the student format (Figure 6): loss on the assistant turn."""
     eot = end_of_turn(tokenizer)
-    prompts = [formats.render_student_prompt(tokenizer, q) for q in rows["question"]]
-    completions = [
-        formats.student_assistant_text(t, s) + eot
-        for t, s in zip(rows["thought"], rows["solution"], strict=True)
+    examples = [
+        student_example(tokenizer, q, t, s, eot=eot)
+        for q, t, s in zip(rows["question"], rows["thought"], rows["solution"], strict=True)
     ]
-    return prompts, completions
+    return [e.prompt for e in examples], [e.completion for e in examples]
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """An example's token ids as the SFT stages train on them: the prompt and the completion
+    each tokenised alone, without added special tokens, then joined (`input_ids`).
+
+    `completion_offsets` holds the (start, end) characters of each completion token in the
+    completion text, when asked for (`encode_examples(..., offsets=True)`).
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    completion_offsets: list[tuple[int, int]] | None = None
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The ids of the whole example (prompt then completion)."""
+        return self.prompt_ids + self.completion_ids
+
+    def span(self, chars: slice) -> slice:
+        """The `input_ids` slice of the completion tokens that overlap the characters `chars`.
+
+        A token counts when it holds at least one of those characters, so a token that merges
+        a section's last character with the separator after it (Qwen's ".\\n\\n") belongs to
+        the section. Empty `chars` give an empty slice where the section would start.
+        """
+        if self.completion_offsets is None:
+            raise ValueError("this example was encoded without offsets: use offsets=True")
+        base, offsets = len(self.prompt_ids), self.completion_offsets
+        inside = [
+            i for i, (start, end) in enumerate(offsets) if start < chars.stop and end > chars.start
+        ]
+        if inside and chars.start < chars.stop:
+            return slice(base + inside[0], base + inside[-1] + 1)
+        after = [i for i, (start, _) in enumerate(offsets) if start >= chars.start]
+        at = base + (after[0] if after else len(offsets))
+        return slice(at, at)
+
+
+def encode_examples(
+    tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *, offsets: bool = False
+) -> list[EncodedExample]:
+    """Tokenise each prompt and each completion alone (no special tokens: the chat template's
+    text holds them) — the one tokenisation of SFT examples, shared by the RLT reward.
+
+    `offsets=True` also records each completion token's characters (needs a fast tokenizer).
+    """
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(list(completions), add_special_tokens=False, return_offsets_mapping=offsets)
+    spans = encoded["offset_mapping"] if offsets else [None] * len(prompt_ids)
+    return [
+        EncodedExample(
+            list(prompt), list(completion), None if span is None else [tuple(o) for o in span]
+        )
+        for prompt, completion, span in zip(prompt_ids, encoded["input_ids"], spans, strict=True)
+    ]
 
 
 def tokenize_pairs(
     tokenizer: Any, prompts: list[str], completions: list[str], max_length: int
 ) -> tuple[Dataset, dict[str, int]]:
-    """Tokenize each side alone and join: a dataset of `input_ids` and `completion_mask`.
+    """Tokenize each side alone and join (`encode_examples`): a dataset of `input_ids` and
+    `completion_mask`.
 
     Counts what `max_length` does (TRL cuts the sequences, keeping the start): `truncated` rows
     lose the end of their completion; rows whose prompt alone fills `max_length` keep no
     completion token, so they are dropped here and counted (`dropped_prompt_too_long`).
     """
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     columns: dict[str, list[list[int]]] = {"input_ids": [], "completion_mask": []}
     stats = {"examples": 0, "truncated": 0, "dropped_prompt_too_long": 0, "longest_tokens": 0}
-    for prompt, completion in zip(prompt_ids, completion_ids, strict=True):
+    for example in encode_examples(tokenizer, prompts, completions):
+        prompt, completion = example.prompt_ids, example.completion_ids
         if len(prompt) >= max_length:
             stats["dropped_prompt_too_long"] += 1
             continue

@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from rlt_core import formats
 from rlt_core.data import countdown_rows, countdown_splits
@@ -48,6 +50,67 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_
 def smollm2_model_path() -> Path:
     """The fp32 SmolLM2-135M-Instruct checkpoint (cached; about 30 s the first time). Smoke only."""
     return materialize_smollm2()
+
+
+# Qwen2 / Qwen2.5's pre-tokenizer split, verbatim from their tokenizer.json: letter runs may take
+# one leading non-letter (not a newline), digits stand alone, and a punctuation run takes the
+# newlines after it (".\n\n" and "|>\n\n" are one pre-token).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def qwen_style_tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level BPE built like Qwen2.5's tokenizer (its NFC normaliser, split regex,
+    regex-free byte level and byte-level post-processor without offset trimming; ChatML tokens
+    and template), trained in well under a second on the two formats and countdown rows.
+
+    Qwen2.5's own tokenizer lives on the hub, which tests cannot reach. What matters here is
+    the pre-tokenizer: it decides where merges can happen, and this one, like Qwen's, makes a
+    punctuation mark and the blank line after it one token (".\n\n"), unlike SmolLM2's.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = BpeTrainer(
+        vocab_size=4096, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
+    tokenizer.train_from_iterator(_format_texts(), trainer)
+    out = tmp_path_factory.mktemp("qwen-style-tokenizer")
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    ).save_pretrained(out)
+    return out
+
+
+def _format_texts() -> list[str]:
+    """Training text for a small tokenizer: both system prompts, countdown rows in both formats."""
+    train, _ = countdown_splits(64, 1, seed=0, num_numbers=(3, 4))
+    texts = [formats.STUDENT_SYSTEM_PROMPT, formats.TEACHER_SYSTEM_PROMPT]
+    for row in countdown_rows(train, seed=0).itertuples():
+        texts.append(row.question)
+        texts.append(formats.student_assistant_text(row.thought, row.solution))
+        texts.append(formats.teacher_assistant_text(row.solution, row.thought))
+    return texts
 
 
 SCRIPTED_EXPLANATION = "Check the sum."

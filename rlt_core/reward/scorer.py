@@ -24,7 +24,7 @@ from torch import nn
 
 from rlt_core.config import RewardConfig
 from rlt_core.logprobs import chunked_full_kl, pack_left, token_logprobs
-from rlt_core.reward.spans import AlignedSample, check_same_vocabulary
+from rlt_core.reward.spans import AlignedSample, check_layout, check_same_vocabulary
 from rlt_core.reward.terms import RewardBreakdown, compute_reward, r_ss
 
 
@@ -102,6 +102,7 @@ class RLTScorer:
             check_same_vocabulary(tokenizer, student_tokenizer)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: it must be a positive number of samples.")
+        check_layout(tokenizer)
         _check_vocab(student, tokenizer, "student")
         self.student = student.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -128,7 +129,8 @@ class RLTScorer:
         """Load teacher and student (default `cfg.student_model`) from references.
 
         References are resolved by `rlt_core.models.resolve_model` (offline name, local path or
-        hub id); the two tokenizers are checked to share one vocabulary before any weights load.
+        hub id); before any weights load, the two tokenizers are checked to share one
+        vocabulary and the tokenizer to align the two formats (`check_layout`).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,6 +139,7 @@ class RLTScorer:
         paths = (resolve_model(teacher), resolve_model(student or cfg.student_model))
         tokenizer, student_tokenizer = (AutoTokenizer.from_pretrained(p) for p in paths)
         check_same_vocabulary(tokenizer, student_tokenizer)
+        check_layout(tokenizer)
         teacher_model, student_model = (
             AutoModelForCausalLM.from_pretrained(p, dtype=dtype).to(device) for p in paths
         )

@@ -5,16 +5,40 @@ The RLT reward compares two models on the SAME think tokens: the teacher pi_thet
 (question, explanation as thought, solution) in the student format of Figure 6. Eq. 3 scores
 the student's solution tokens, Eq. 4 the per-token KL on the think tokens.
 
-Sequences are built by construction: each segment (rendered prompt, tags, explanation,
-solution) is tokenised on its own with `add_special_tokens=False` and the ids are concatenated,
-so the think ids are identical on both sides and every span is a known slice. When the teacher's
-sampled ids are given (`align_completion`), those ids ARE the think span: the explanation is the
-sampled ids before the closing tag's token sequence, without whitespace-only tokens at its ends.
-If the tag was sampled with another split than its canonical one (so it cannot be found at a
-token boundary), the decoded explanation is re-tokenised and `retokenized` says so.
+Which tokenisation each side reads, and why:
 
-Deliberate simplification: explanations given as text are trimmed of whitespace at both ends,
-like `rlt_core.formats.parse_teacher_completion` does; the separators come from the format.
+- Student: exactly the ids student_sft trains a student on for the same row
+  (`rlt_core.sft_data.student_example` + `encode_examples`: the prompt alone, then the whole
+  completion, thought and solution sections with their tags and the end of turn, in ONE
+  piece). Tokenised in pieces the student would read a context it never trained on: SmolLM2
+  makes a piece that ends in "\\n\\n" one token but two "\\n" tokens inside a longer text, and
+  that alone moves a step-by-step explanation's r_SS from -2.19 (pieces) to -2.56 (one piece)
+  on SmolLM2-135M (`benchmarks/reward_layout.py`). A student trained in the Figure 6 format by
+  others (Bespoke-Stratos-7B) saw the same one-piece layout. The think and solution spans are
+  the completion tokens that overlap the thought's and the solution's characters
+  (`EncodedExample.span`).
+- Teacher, sampled ids (`align_completion`, the GRPO reward): the ids the teacher generated
+  after its prefilled prompt, as they were sampled; the prompt is tokenised alone, as
+  teacher_sft and generation tokenise it. The think span is the sampled ids before the closing
+  tag's token sequence, without whitespace-only tokens at its ends.
+- Teacher, text (`align_text`, for traces given as text: `rlt score`, the keep rule of
+  generate_traces): the ids teacher_sft trains on for that explanation
+  (`rlt_core.sft_data.teacher_example`), think span located by characters as for the student.
+
+When the two sides' think tokens differ. Eq. 4 needs one token sequence that both models read.
+The sampled think ids are used when the student's one-piece tokenisation of the explanation has
+exactly those ids. They can differ: the teacher may sample a split that tokenising the text
+would not make ("hel" + "lo" for "hello"), or the closing tag may be sampled with a split of
+its own, so it is only found in the decoded text. Then the sample is re-tokenised (the
+`retokenized` path, counted in the GRPO log as `rlt/retokenized`): the explanation is decoded
+and BOTH sides read their SFT tokenisation of it, whose think ids agree for byte-level BPE
+tokenizers (Qwen2.5, Llama 3, SmolLM2), because the explanation starts a fresh pre-token on both
+sides and is followed by the same "\\n\\n<|end_of_". A tokenizer for which even those differ
+(SentencePiece with a dummy-prefix space, as in Llama 2) cannot be scored token by token:
+`SpanError` says so, and `check_layout` refuses such a tokenizer before any model loads.
+
+Deliberate simplification: explanations are trimmed of whitespace at both ends, like
+`rlt_core.formats.parse_teacher_completion` does; the separators come from the format.
 """
 
 from __future__ import annotations
@@ -24,23 +48,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlt_core.formats import (
-    BEGIN_SOLUTION,
-    BEGIN_THOUGHT,
     END_EXPLANATION,
-    END_SOLUTION,
-    END_THOUGHT,
+    EXPLANATION_CLOSE,
+    SOLUTION_CLOSE,
+    THOUGHT_OPEN,
+    THOUGHT_TO_SOLUTION,
     parse_teacher_completion,
-    render_student_prompt,
     render_teacher_prompt,
 )
+from rlt_core.sft_data import encode_examples, student_example, teacher_example
 
-# Student-format glue around the thought and the solution (Figure 6).
-THOUGHT_OPEN = f"{BEGIN_THOUGHT}\n\n"
-THOUGHT_TO_SOLUTION = f"\n\n{END_THOUGHT}\n\n{BEGIN_SOLUTION}\n\n"
-SOLUTION_CLOSE = f"\n\n{END_SOLUTION}"
-# What follows the explanation in the RLT format (Figure 7).
-EXPLANATION_CLOSE = f"\n\n{END_EXPLANATION}"
 VOCAB_SAMPLE_SIZE = 256
+_PROBE = ("What is 2 + 3?", "2 + 3 = 5.", "Add 2 and 3: 2 + 3 = 5.")
 
 
 class SpanError(ValueError):
@@ -133,59 +152,23 @@ def _require_solution(sample_id: str, solution: str) -> None:
         )
 
 
-def _checked_ids(tokenizer: Any, text: str, sample_id: str, what: str) -> list[int]:
-    """Token ids of `text` that decode back to exactly `text`, else SpanError."""
-    ids = encode(tokenizer, text)
-    if decode(tokenizer, ids) != text:
-        raise SpanError(
-            f"sample {sample_id!r}: the {what} does not decode back to itself after "
-            f"tokenisation ({text[:60]!r}...), so its span cannot be located exactly. The "
-            "tokenizer normalises this text; clean the text or use a lossless tokenizer."
-        )
-    return ids
+def student_side(
+    tokenizer: Any, question: str, explanation: str, solution: str
+) -> tuple[list[int], slice, slice]:
+    """The student's ids as student_sft tokenises the row, with its think and solution spans."""
+    example = student_example(tokenizer, question, explanation, solution)
+    (encoded,) = encode_examples(tokenizer, [example.prompt], [example.completion], offsets=True)
+    assert example.solution is not None  # a student example always has a solution section
+    return encoded.input_ids, encoded.span(example.thought), encoded.span(example.solution)
 
 
-def build_sample(
-    tokenizer: Any,
-    sample_id: str,
-    question: str,
-    solution: str,
-    think_ids: list[int],
-    *,
-    pre_think_ids: Sequence[int] = (),
-    format_ok: bool = True,
-    retokenized: bool = False,
-) -> AlignedSample:
-    """Assemble both sequences around `think_ids` (the explanation's token ids).
-
-    Teacher: rendered RLT prompt (Figure 7, prefill included) + `pre_think_ids` (sampled
-    whitespace before the explanation, if any) + think + "\\n\\n<|end_of_explanation|>".
-    Student: rendered student prompt (Figure 6) + "<|begin_of_thought|>\\n\\n" + think +
-    "\\n\\n<|end_of_thought|>\\n\\n<|begin_of_solution|>\\n\\n" + solution +
-    "\\n\\n<|end_of_solution|>".
-    """
-    _require_solution(sample_id, solution)
-    solution_ids = _checked_ids(tokenizer, solution, sample_id, "solution")
-    teacher_head = encode(tokenizer, render_teacher_prompt(tokenizer, question, solution))
-    teacher_head += list(pre_think_ids)
-    student_head = encode(tokenizer, render_student_prompt(tokenizer, question))
-    student_head += encode(tokenizer, THOUGHT_OPEN)
-    middle = encode(tokenizer, THOUGHT_TO_SOLUTION)
-    solution_start = len(student_head) + len(think_ids) + len(middle)
-    return AlignedSample(
-        sample_id=sample_id,
-        teacher_ids=teacher_head + think_ids + encode(tokenizer, EXPLANATION_CLOSE),
-        student_ids=student_head
-        + think_ids
-        + middle
-        + solution_ids
-        + encode(tokenizer, SOLUTION_CLOSE),
-        teacher_think=slice(len(teacher_head), len(teacher_head) + len(think_ids)),
-        student_think=slice(len(student_head), len(student_head) + len(think_ids)),
-        student_solution=slice(solution_start, solution_start + len(solution_ids)),
-        format_ok=format_ok,
-        retokenized=retokenized,
-    )
+def teacher_side(
+    tokenizer: Any, question: str, solution: str, explanation: str
+) -> tuple[list[int], slice]:
+    """The teacher's ids as teacher_sft tokenises the row, with its think span."""
+    example = teacher_example(tokenizer, question, solution, explanation)
+    (encoded,) = encode_examples(tokenizer, [example.prompt], [example.completion], offsets=True)
+    return encoded.input_ids, encoded.span(example.thought)
 
 
 def align_text(
@@ -196,25 +179,72 @@ def align_text(
     explanation: str,
     *,
     format_ok: bool = True,
-    retokenized: bool = False,
 ) -> AlignedSample:
     """Align a (question, solution, explanation) given as text; the explanation is trimmed.
 
-    Used for datasets of existing traces (`rlt score`) and as the fallback of
-    `align_completion`. Raises SpanError naming `sample_id` for a missing solution or a text
-    that does not survive tokenisation.
+    Both sides read their SFT tokenisation (module docstring). Used for datasets of existing
+    traces (`rlt score`, the keep rule) and by `align_completion` when it re-tokenises. Raises
+    SpanError naming `sample_id` for a missing solution, or when the two sides' think tokens
+    differ (a tokenizer whose tokens depend on the text around the explanation).
     """
-    _require_solution(sample_id, solution)
-    think_ids = _checked_ids(tokenizer, explanation.strip(), sample_id, "explanation")
-    return build_sample(
-        tokenizer,
-        sample_id,
-        question,
-        solution,
-        think_ids,
-        format_ok=format_ok,
-        retokenized=retokenized,
+    return _align_retokenized(
+        tokenizer, sample_id, question, solution, explanation, format_ok=format_ok, flagged=False
     )
+
+
+def _align_retokenized(
+    tokenizer: Any,
+    sample_id: str,
+    question: str,
+    solution: str,
+    explanation: str,
+    *,
+    format_ok: bool,
+    flagged: bool,
+) -> AlignedSample:
+    """Both sides in their SFT tokenisation; `flagged` marks a sample whose sampled ids were
+    given up (`AlignedSample.retokenized`)."""
+    _require_solution(sample_id, solution)
+    explanation = explanation.strip()
+    teacher_ids, teacher_think = teacher_side(tokenizer, question, solution, explanation)
+    student_ids, student_think, student_solution = student_side(
+        tokenizer, question, explanation, solution
+    )
+    if teacher_ids[teacher_think] != student_ids[student_think]:
+        raise SpanError(
+            f"sample {sample_id!r}: the explanation ({explanation[:60]!r}...) tokenises into "
+            f"different think tokens in the teacher format ({len(teacher_ids[teacher_think])} "
+            f"tokens) and in the student format ({len(student_ids[student_think])}), so Eq. 4 "
+            "has no common token sequence. The tokenizer "
+            f"{_name(tokenizer)} merges text across the explanation's edges (SentencePiece "
+            "with a dummy prefix does); use a byte-level BPE tokenizer (Qwen2.5, Llama 3)."
+        )
+    return AlignedSample(
+        sample_id=sample_id,
+        teacher_ids=teacher_ids,
+        student_ids=student_ids,
+        teacher_think=teacher_think,
+        student_think=student_think,
+        student_solution=student_solution,
+        format_ok=format_ok,
+        retokenized=flagged,
+    )
+
+
+def check_layout(tokenizer: Any) -> None:
+    """Raise SpanError unless a probe row aligns in both formats (before any model loads).
+
+    Catches tokenizers whose think tokens differ between the teacher and the student format
+    (module docstring) and tokenizers without offsets (slow, pure-Python ones).
+    """
+    try:
+        align_text(tokenizer, "layout-probe", *_PROBE)
+    except NotImplementedError as error:
+        raise SpanError(
+            f"tokenizer {_name(tokenizer)} cannot give character offsets ({error}); the "
+            "reward locates the think and solution tokens by them. Load the fast tokenizer "
+            "(AutoTokenizer.from_pretrained(..., use_fast=True))."
+        ) from error
 
 
 def find_subsequence(haystack: Sequence[int], needle: Sequence[int]) -> int:
@@ -253,45 +283,48 @@ def align_completion(
     *,
     truncated: bool = False,
 ) -> AlignedSample:
-    """Align a teacher completion from the token ids it actually sampled (preferred path).
+    """Align a teacher completion from the token ids it actually sampled (the GRPO reward).
 
-    The think span is the sampled ids before the closing tag's canonical token sequence, minus
-    whitespace-only tokens at both ends. Without the tag (or when `truncated`, the generation
-    hit the length limit) `format_ok` is False and everything sampled (trailing special tokens
-    dropped) is the think span. A tag present in the text but not at a token boundary falls
-    back to `align_text` on the decoded explanation, with `retokenized=True`.
+    Teacher: the prompt's ids, then `completion_ids` as sampled; the think span is the sampled
+    ids before the closing tag's canonical token sequence, minus whitespace-only tokens at both
+    ends. Without the tag (or when `truncated`, the generation hit the length limit)
+    `format_ok` is False and everything sampled (trailing special tokens dropped) is the think
+    span. Student: student_sft's tokenisation of the decoded explanation (`student_side`).
+    When the student's think ids are not the sampled ones, or the tag is in the text but not at
+    a token boundary, the sample is re-tokenised and flagged `retokenized` (module docstring).
     """
     _require_solution(sample_id, solution)
     ids = [int(token) for token in completion_ids]
     tag_at = find_subsequence(ids, encode(tokenizer, END_EXPLANATION))
     body = ids[:tag_at] if tag_at >= 0 else _strip_trailing_special(tokenizer, ids)
+    if tag_at < 0 and END_EXPLANATION in decode(tokenizer, body):
+        parsed = parse_teacher_completion(decode(tokenizer, body))
+        return _align_retokenized(
+            tokenizer,
+            sample_id,
+            question,
+            solution,
+            parsed.explanation,
+            format_ok=parsed.complete and not truncated,
+            flagged=True,
+        )
+    format_ok = tag_at >= 0 and not truncated
     start, stop = _trim_whitespace_tokens(tokenizer, body)
-    think = body[start:stop]
-    clean_edges = decode(tokenizer, think) == decode(tokenizer, body).strip()
-    if (tag_at < 0 and END_EXPLANATION in decode(tokenizer, ids)) or not clean_edges:
-        return _align_decoded(tokenizer, sample_id, question, solution, ids, truncated)
-    return build_sample(
-        tokenizer,
-        sample_id,
-        question,
-        solution,
-        think,
-        pre_think_ids=body[:start],
-        format_ok=tag_at >= 0 and not truncated,
+    explanation = decode(tokenizer, body).strip()
+    student_ids, student_think, student_solution = student_side(
+        tokenizer, question, explanation, solution
     )
-
-
-def _align_decoded(
-    tokenizer: Any, sample_id: str, question: str, solution: str, ids: list[int], truncated: bool
-) -> AlignedSample:
-    """Fallback of `align_completion`: parse the decoded text and re-tokenise the explanation."""
-    parsed = parse_teacher_completion(decode(tokenizer, _strip_trailing_special(tokenizer, ids)))
-    return align_text(
-        tokenizer,
-        sample_id,
-        question,
-        solution,
-        parsed.explanation,
-        format_ok=parsed.complete and not truncated,
-        retokenized=True,
+    if student_ids[student_think] != body[start:stop]:
+        return _align_retokenized(
+            tokenizer, sample_id, question, solution, explanation, format_ok=format_ok, flagged=True
+        )
+    prompt = encode(tokenizer, render_teacher_prompt(tokenizer, question, solution))
+    return AlignedSample(
+        sample_id=sample_id,
+        teacher_ids=prompt + ids,
+        student_ids=student_ids,
+        teacher_think=slice(len(prompt) + start, len(prompt) + stop),
+        student_think=student_think,
+        student_solution=student_solution,
+        format_ok=format_ok,
     )

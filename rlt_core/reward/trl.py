@@ -4,9 +4,11 @@ TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=.
 where `columns` are the dataset's other columns repeated per completion, plus `trainer_state`,
 `log_extra` and `log_metric`; it expects one float per completion and names the function by its
 `__name__` in its logs. `RLTReward` reads the question and the solution from the dataset columns
-and scores the ids the teacher actually sampled (`completion_ids`, which end at the EOS token),
-never the re-tokenised text. `prompts` and `completions` are not needed: the teacher sequence
-is rebuilt from the question and solution in the RLT format (Figure 7).
+and scores the ids the teacher actually sampled (`completion_ids`, which end at the EOS token);
+the student reads the ids student_sft trains on (`rlt_core.reward.spans.align_completion`,
+which re-tokenises, and counts in `rlt/retokenized`, only a sample whose think tokens differ
+between the sides). `prompts` and `completions` are not needed: the teacher's prompt is rebuilt
+from the question and solution in the RLT format (Figure 7).
 
 Reference behaviour (section 3.3): the teacher log-probs come from the policy being trained
 (`set_policy`), without gradients; the student is frozen. Completions without the closing

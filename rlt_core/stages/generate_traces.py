@@ -310,9 +310,9 @@ def usable_explanation(generation: Generation) -> str | None:
 def student_length(tokenizer: Any, question: str, thought: str, solution: str) -> int:
     """Tokens of the student SFT sample (prompt + thought + solution + end of turn), counted
     the way `rlt_core.sft_data` tokenizes it for student_sft."""
-    rows = pd.DataFrame({"question": [question], "thought": [thought], "solution": [solution]})
-    prompts, completions = sft_data.student_pairs(tokenizer, rows)
-    return len(encode(tokenizer, prompts[0])) + len(encode(tokenizer, completions[0]))
+    example = sft_data.student_example(tokenizer, question, thought, solution)
+    (encoded,) = sft_data.encode_examples(tokenizer, [example.prompt], [example.completion])
+    return len(encoded.input_ids)
 
 
 def choose_candidate(

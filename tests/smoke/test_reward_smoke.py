@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rlt_core.config import RewardConfig
+from rlt_core.formats import teacher_completion_text
 from rlt_core.reward.score import SCORE_COLUMNS, app
 from rlt_core.reward.scorer import RLTScorer
-from rlt_core.reward.spans import align_text
+from rlt_core.reward.spans import align_completion, align_text, encode
+from rlt_core.sft_data import end_of_turn
 
 pytestmark = pytest.mark.smoke
 
@@ -34,17 +36,30 @@ def scorer(smollm2_model_path: Path) -> RLTScorer:
     return RLTScorer.from_refs(ref, ref, cfg=RewardConfig(student_model=ref))
 
 
-def test_explanation_with_the_steps_gets_a_higher_r_ss(scorer: RLTScorer) -> None:
-    samples = [
-        align_text(scorer.tokenizer, name, QUESTION, SOLUTION, text)
-        for name, text in (("steps", STEPS), ("unrelated", UNRELATED))
-    ]
-    got = scorer.score(samples)
-    # Eq. 3: the student finds the solution likelier after an explanation that states it.
-    assert got.r_ss[0] > got.r_ss[1]
-    # Teacher and student are the same model here, yet their contexts differ (the teacher sees
-    # the solution), so the sampled-token KL is finite and not exactly 0.
-    assert got.r_kl.isfinite().all() and (got.r_kl != 0).all()
+def _sampled(tokenizer, text: str) -> list[int]:
+    """A completion as teacher_sft teaches the teacher to sample it (explanation, tag, EOS)."""
+    return encode(tokenizer, teacher_completion_text(text) + end_of_turn(tokenizer))
+
+
+def test_explanation_with_the_steps_ranks_above_an_unrelated_one(scorer: RLTScorer) -> None:
+    # The student reads the ids student_sft trains on (one-piece completion). Measured here
+    # (sampled KL, lambda 3, alpha 0.01): steps r_SS -2.557, r_RLT -2.103; unrelated r_SS
+    # -3.066, r_RLT -2.184 (benchmarks/reward_layout.py prints them).
+    tok = scorer.tokenizer
+    pairs = (("steps", STEPS), ("unrelated", UNRELATED))
+    for samples in (
+        [align_text(tok, name, QUESTION, SOLUTION, text) for name, text in pairs],
+        [align_completion(tok, name, QUESTION, SOLUTION, _sampled(tok, t)) for name, t in pairs],
+    ):
+        assert not any(sample.retokenized for sample in samples)
+        got = scorer.score(samples)
+        # Eq. 3: the student finds the solution likelier after an explanation that states it,
+        # and the whole reward (Eq. 5) keeps that order.
+        assert got.r_ss[0] > got.r_ss[1]
+        assert got.reward[0] > got.reward[1]
+        # Teacher and student are the same model, yet their contexts differ (the teacher sees
+        # the solution), so the sampled-token KL is finite and not exactly 0.
+        assert got.r_kl.isfinite().all() and (got.r_kl != 0).all()
 
 
 def test_rlt_score_command_end_to_end(tmp_path: Path, smollm2_model_path: Path) -> None:

@@ -1,13 +1,18 @@
-"""Token-exact spans on the real SmolLM2 tokenizer (issue 4, item 1)."""
+"""Token-exact spans on the real SmolLM2 tokenizer and a Qwen-style one: the student reads the
+ids student_sft trains on, the teacher the ids it sampled (or teacher_sft's for text)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers.trainers import BpeTrainer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from rlt_core.formats import (
     END_EXPLANATION,
@@ -17,14 +22,16 @@ from rlt_core.formats import (
     teacher_completion_text,
 )
 from rlt_core.reward.spans import (
-    EXPLANATION_CLOSE,
     SpanError,
     align_completion,
     align_text,
+    check_layout,
     check_same_vocabulary,
     decode,
     encode,
 )
+from rlt_core.sft_data import end_of_turn, student_pairs, teacher_pairs, tokenize_pairs
+from tests.fixtures_models import CHATML_TEMPLATE
 
 QUESTION = "Using the numbers [3, 5, 7], create an equation that equals 22."
 SOLUTION = "3 * 5 + 7 = 22. The answer is <answer>3 * 5 + 7</answer>."
@@ -43,9 +50,21 @@ def tok(smollm2_tokenizer_path: Path):
     return AutoTokenizer.from_pretrained(str(smollm2_tokenizer_path))
 
 
+@pytest.fixture(scope="module")
+def qwen_tok(qwen_style_tokenizer_path: Path):
+    return AutoTokenizer.from_pretrained(str(qwen_style_tokenizer_path))
+
+
 def _sampled_ids(tok, explanation: str) -> list[int]:
     """What a teacher that follows the format samples: explanation, closing tag, EOS."""
     return encode(tok, teacher_completion_text(explanation)) + [tok.eos_token_id]
+
+
+def _sft_ids(tok, explanation: str, pairs=student_pairs) -> list[int]:
+    """The ids an SFT stage trains on for (QUESTION, explanation, SOLUTION)."""
+    row = pd.DataFrame([{"question": QUESTION, "thought": explanation, "solution": SOLUTION}])
+    dataset, _ = tokenize_pairs(tok, *pairs(tok, row), max_length=10_000)
+    return list(dataset[0]["input_ids"])
 
 
 @pytest.mark.parametrize("name", sorted(EXPLANATIONS))
@@ -56,42 +75,110 @@ def test_spans_decode_to_exactly_the_texts(tok, name: str) -> None:
     assert decode(tok, sample.solution_ids) == SOLUTION
     # The think ids are the same ids on both sides, at their own offsets.
     assert sample.teacher_ids[sample.teacher_think] == sample.student_ids[sample.student_think]
-    # The whole sequences are the two formats (Figures 6 and 7), token for token as text.
-    teacher_text = render_teacher_prompt(tok, QUESTION, SOLUTION) + explanation + EXPLANATION_CLOSE
-    assert decode(tok, sample.teacher_ids) == teacher_text
+    # The whole sequences are the two formats (Figures 6 and 7) with the end of turn, as text.
+    eot = end_of_turn(tok)
+    teacher_text = render_teacher_prompt(tok, QUESTION, SOLUTION) + teacher_completion_text(
+        explanation
+    )
+    assert decode(tok, sample.teacher_ids) == teacher_text + eot
     student_text = render_student_prompt(tok, QUESTION) + student_assistant_text(
         explanation, SOLUTION
     )
-    assert decode(tok, sample.student_ids) == student_text
+    assert decode(tok, sample.student_ids) == student_text + eot
     assert sample.format_ok and not sample.retokenized
+
+
+@pytest.mark.parametrize("tokenizer", ["smollm2", "qwen_style"])
+@pytest.mark.parametrize("name", sorted(EXPLANATIONS))
+def test_the_student_reads_the_ids_student_sft_trains_on(request, tokenizer, name) -> None:
+    tok = request.getfixturevalue({"smollm2": "tok", "qwen_style": "qwen_tok"}[tokenizer])
+    explanation = EXPLANATIONS[name]
+    from_text = align_text(tok, name, QUESTION, SOLUTION, explanation)
+    from_ids = align_completion(tok, name, QUESTION, SOLUTION, _sampled_ids(tok, explanation))
+    for sample in (from_text, from_ids):
+        assert sample.student_ids == _sft_ids(tok, explanation)
+        assert sample.teacher_ids[sample.teacher_think] == sample.student_ids[sample.student_think]
+        assert decode(tok, sample.think_ids).strip() == explanation.strip()
+        assert decode(tok, sample.solution_ids).strip() == SOLUTION
+    # The text path's teacher reads what teacher_sft trains on; a teacher that samples what
+    # teacher_sft taught it is scored on its sampled ids, never re-tokenised.
+    assert from_text.teacher_ids == _sft_ids(tok, explanation, teacher_pairs)
+    assert from_ids.teacher_ids == _sft_ids(tok, explanation, teacher_pairs)
+    assert not from_ids.retokenized
+
+
+def test_the_student_is_tokenised_in_one_piece_not_in_pieces(tok) -> None:
+    # SmolLM2 makes a piece that ends in a blank line one "\n\n" token, but two "\n" tokens
+    # when text follows: the layout in pieces gave the student a context it never trained on.
+    alone = encode(tok, "<|begin_of_thought|>\n\n")
+    joined = encode(tok, "<|begin_of_thought|>\n\nMultiply")
+    assert decode(tok, alone[-1:]) == "\n\n"
+    assert [decode(tok, [i]) for i in joined[len(alone) - 1 : len(alone) + 1]] == ["\n", "\n"]
+    sample = align_text(tok, "plain", QUESTION, SOLUTION, EXPLANATIONS["plain"])
+    opening = sample.student_ids[sample.student_think.start - 2 : sample.student_think.start]
+    assert [decode(tok, [i]) for i in opening] == ["\n", "\n"]
+
+
+def test_qwen_style_merges_are_inside_the_spans(qwen_tok) -> None:
+    # Qwen's pre-tokenizer makes the final "." and the blank line after it one token: that
+    # token holds the thought's last character, so it is the think span's last token on both
+    # sides (the teacher's explanation is followed by the same "\n\n<|end_of_").
+    sample = align_completion(
+        qwen_tok, "qwen", QUESTION, SOLUTION, _sampled_ids(qwen_tok, EXPLANATIONS["plain"])
+    )
+    assert decode(qwen_tok, sample.think_ids[-1:]) == ".\n\n"
+    assert decode(qwen_tok, sample.solution_ids[-1:]) == ".\n\n"
+    assert not sample.retokenized
+
+
+@pytest.mark.parametrize("tokenizer", ["smollm2", "qwen_style"])
+def test_an_empty_explanation_has_empty_think_spans_where_the_thought_would_start(
+    request, tokenizer
+) -> None:
+    tok = request.getfixturevalue({"smollm2": "tok", "qwen_style": "qwen_tok"}[tokenizer])
+    for sample in (
+        align_text(tok, "empty", QUESTION, SOLUTION, "  "),
+        align_completion(tok, "empty", QUESTION, SOLUTION, _sampled_ids(tok, "")),
+    ):
+        assert sample.think_ids == [] and sample.student_ids[sample.student_think] == []
+        prompt_len = len(encode(tok, render_student_prompt(tok, QUESTION)))
+        before = decode(tok, sample.student_ids[prompt_len : sample.student_think.start])
+        assert before.startswith("<|begin_of_thought|>") and "end_of_thought" not in before
+        assert decode(tok, sample.solution_ids).strip() == SOLUTION
+        assert sample.student_ids == _sft_ids(tok, "")
 
 
 def test_solution_span_is_the_solution_not_its_copy_in_the_explanation(tok) -> None:
     sample = align_text(tok, "copy", QUESTION, SOLUTION, EXPLANATIONS["contains_solution"])
     # The solution sits after the thought: its span starts past the think span's end.
     assert sample.student_solution.start > sample.student_think.stop
-    assert sample.student_solution.stop == len(sample.student_ids) - len(
-        encode(tok, "\n\n<|end_of_solution|>")
-    )
+    closing = encode(tok, "\n\n<|end_of_solution|>" + end_of_turn(tok))
+    assert sample.student_solution.stop == len(sample.student_ids) - len(closing)
 
 
 @pytest.mark.parametrize("name", sorted(EXPLANATIONS))
-def test_sampled_ids_path_equals_retokenised_path(tok, name: str) -> None:
+def test_sampled_ids_path_equals_text_path(tok, name: str) -> None:
     explanation = EXPLANATIONS[name]
     from_ids = align_completion(tok, name, QUESTION, SOLUTION, _sampled_ids(tok, explanation))
     assert from_ids == align_text(tok, name, QUESTION, SOLUTION, explanation)
 
 
-def test_sampled_ids_are_kept_even_when_retokenising_differs(tok) -> None:
-    # "hello" sampled as "hel" + "lo": re-tokenising the text would merge them, but the think
-    # span keeps the ids the teacher actually sampled.
+def test_think_tokens_that_differ_between_the_sides_are_retokenised_and_flagged(tok) -> None:
+    # "hello" sampled as "hel" + "lo": the student, tokenised as student_sft tokenises the
+    # text, reads one "hello" token, so the sampled ids have no counterpart token by token.
     think = encode(tok, "Say hel") + encode(tok, "lo")
     assert encode(tok, "Say hello") != think
-    completion = think + encode(tok, EXPLANATION_CLOSE) + [tok.eos_token_id]
+    completion = think + encode(tok, teacher_completion_text("")) + [tok.eos_token_id]
     sample = align_completion(tok, "split", QUESTION, SOLUTION, completion)
-    assert sample.think_ids == think
-    assert sample.student_ids[sample.student_think] == think
-    assert sample.format_ok and not sample.retokenized
+    # Both sides then read their SFT tokenisation of the decoded explanation: the same think
+    # ids, the student still exactly student_sft's ids, and the sample counted as re-tokenised.
+    assert sample.retokenized and sample.format_ok
+    assert sample.think_ids == encode(tok, "Say hello")
+    assert sample.student_ids[sample.student_think] == sample.think_ids
+    assert sample.student_ids == _sft_ids(tok, "Say hello")
+    assert sample == dataclasses.replace(
+        align_text(tok, "split", QUESTION, SOLUTION, "Say hello"), retokenized=True
+    )
 
 
 def test_leading_whitespace_tokens_stay_in_the_teacher_context_only(tok) -> None:
@@ -124,7 +211,8 @@ def test_tag_not_at_a_token_boundary_falls_back_and_is_flagged(tok) -> None:
     assert END_EXPLANATION in decode(tok, completion)
     sample = align_completion(tok, "odd", QUESTION, SOLUTION, completion)
     assert sample.retokenized and sample.format_ok
-    assert sample == align_text(tok, "odd", QUESTION, SOLUTION, "Add 15 and 7.", retokenized=True)
+    text_path = align_text(tok, "odd", QUESTION, SOLUTION, "Add 15 and 7.")
+    assert sample == dataclasses.replace(text_path, retokenized=True)
 
 
 @pytest.mark.parametrize("solution", ["", "   \n", None])
@@ -161,3 +249,23 @@ def test_same_size_but_different_tokens_are_refused(
     assert len(swapped) == len(tok)
     with pytest.raises(ValueError, match="same size but different tokens"):
         check_same_vocabulary(tok, swapped)
+
+
+def _dummy_prefix_tokenizer(tok) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style BPE (Llama 2): "\u2581" marks spaces and is prepended to the text,
+    so a text's first word tokenises differently alone and after other text."""
+    model = Tokenizer(models.BPE(unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    model.decoder = decoders.Metaspace(prepend_scheme="always")
+    texts = [render_teacher_prompt(tok, QUESTION, SOLUTION), *EXPLANATIONS.values()] * 4
+    model.train_from_iterator(texts, BpeTrainer(special_tokens=["<unk>", "<|im_end|>"]))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, eos_token="<|im_end|>", chat_template=CHATML_TEMPLATE
+    )
+
+
+def test_a_tokenizer_whose_think_tokens_depend_on_their_surroundings_is_refused(tok) -> None:
+    dummy_prefix = _dummy_prefix_tokenizer(tok)
+    with pytest.raises(SpanError, match="different think tokens .* byte-level BPE"):
+        check_layout(dummy_prefix)
+    check_layout(tok)  # SmolLM2 passes
