@@ -134,38 +134,48 @@ def scripted_teacher_path(
 
 def train_scripted_teacher(out: Path, tokenizer_dir: Path, rows: pd.DataFrame) -> Path:
     """A tiny Llama trained to answer the RLT prompt of each row with `SCRIPTED_EXPLANATION`,
-    the closing tag and the end of turn: a real model whose sampled output is known (its loss
-    ends below 0.01, so sampling at 0.7 follows the script on these prompts).
-
-    80 full-batch Adam steps (lr 1e-2) on the completion tokens only, about 10 s on 2 cores for
-    8 rows. Prompt and completion are tokenised apart and concatenated, as in training and
-    generation.
-    """
-    path = make_tiny_model(out, tokenizer_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    completion = encode(tokenizer, formats.teacher_completion_text(SCRIPTED_EXPLANATION))
-    completion += encode(tokenizer, end_of_turn(tokenizer))
+    the closing tag and the end of turn (`train_scripted_model`)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     prompts = [
-        encode(tokenizer, formats.render_teacher_prompt(tokenizer, q, s))
+        formats.render_teacher_prompt(tokenizer, q, s)
         for q, s in zip(rows["question"], rows["solution"], strict=True)
     ]
-    ids, mask = pad_left([p + completion for p in prompts])  # (B, T): completions end-aligned
-    target = ids[:, -len(completion) :]
+    completion = formats.teacher_completion_text(SCRIPTED_EXPLANATION)
+    return train_scripted_model(out, tokenizer_dir, prompts, completion)
+
+
+def train_scripted_model(
+    out: Path, tokenizer_dir: Path, prompts: list[str], completion: str, *, steps: int = 120
+) -> Path:
+    """A tiny Llama trained to answer each of `prompts` with `completion` and the end of turn:
+    a real model whose sampled output is known (its loss ends below 0.01, so sampling at 0.7
+    follows the script on these prompts). Two heads of size 32, the smallest head vLLM's CPU
+    attention takes, so both engines can run it.
+
+    `steps` full-batch Adam steps (lr 1e-2) on the completion tokens only; 120 take about 15 s on
+    2 cores for 8 prompts and a 12-token script. Prompt and completion are tokenised apart and
+    concatenated, as in training and generation.
+    """
+    path = make_tiny_model(out, tokenizer_dir, num_heads=2)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    answer = encode(tokenizer, completion + end_of_turn(tokenizer))
+    ids, mask = pad_left([encode(tokenizer, p) + answer for p in prompts])  # end-aligned (B, T)
+    target = ids[:, -len(answer) :]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
-    for _ in range(80):
+    for _ in range(steps):
         logits = model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            logits_to_keep=len(completion) + 1,
-        ).logits[:, :-1]  # (B, len(completion), V): the predictions of the completion tokens
+            logits_to_keep=len(answer) + 1,
+        ).logits[:, :-1]  # (B, len(answer), V): the predictions of the completion tokens
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert loss.item() < 0.01, f"the scripted teacher did not learn its script (loss {loss})"
+    assert loss.item() < 0.01, f"the scripted model did not learn its script (loss {loss})"
     model.save_pretrained(path)
     return path
 

@@ -1,5 +1,12 @@
 """A real S3 endpoint for tests: moto's server on 127.0.0.1, shared by the whole test session.
 
+The server runs as a process of its own (`python -m moto.server`), not as a thread of the test
+process: moto's server is a Flask app, and Flask's context proxies (`flask.current_app`, ...)
+raise on attribute access outside a request. vLLM's CPU worker, which runs in the process that
+starts the engine, scans every loaded module's attributes at start and stops at the first such
+proxy. A process of its own also goes away as a real endpoint does: `MotoServer.stop()` kills
+it and every connection with it.
+
 Register as a plugin (`pytest_plugins = ["fixtures_s3"]` in tests/conftest.py). Fixtures:
 
 - `s3_server` (session): the running endpoint. For the session it sets dummy credentials and a
@@ -16,7 +23,10 @@ through `s3_env`.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +35,6 @@ from typing import Any
 import boto3
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -62,17 +71,47 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class MotoServer:
+    """moto's S3 server in a process of its own on a free 127.0.0.1 port (module docstring)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's server did not start on {self.url}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kill the server: the endpoint and every open connection go away at once."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Endpoint]:
     """Start moto's S3 server once per session on a free local port."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoServer()
     with pytest.MonkeyPatch.context() as patch:
         for name, value in CREDENTIALS.items():
             patch.setenv(name, value)
         server.start()
         try:
-            yield S3Endpoint(url=f"http://127.0.0.1:{port}")
+            yield S3Endpoint(url=server.url)
         finally:
             server.stop()
 
@@ -100,8 +139,8 @@ def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
 
 class TcpProxy:
     """A TCP relay to `127.0.0.1:target_port` that can be cut: `stop()` closes the listening
-    socket and every open connection at once, as a network failure does (stopping moto's own
-    server would leave kept-alive connections served)."""
+    socket and every open connection at once, as a network failure does, while the server
+    behind it stays up for the test to look at what it holds."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port

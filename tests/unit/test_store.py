@@ -7,11 +7,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from rlt_core import artifacts
 from rlt_core.store import ArtifactStore, StoreUnavailableError, is_remote
-from tests.fixtures_s3 import S3Endpoint, _free_port
+from tests.fixtures_s3 import MotoServer, S3Endpoint
 
 
 def _artifact(working: Path, stage: str = "teacher_sft", key: str = "abc123") -> Path:
@@ -93,12 +92,11 @@ def test_s3_upload_cut_before_the_manifest_is_not_finished(
 
 
 def test_unreachable_s3_is_a_store_unavailable_error(tmp_path: Path, monkeypatch) -> None:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoServer()
     for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
         monkeypatch.setenv(name, value)
     server.start()
-    url = f"http://127.0.0.1:{port}"
+    url = server.url
     boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="gone-soon")
     options = {
         "client_kwargs": {"endpoint_url": url},
