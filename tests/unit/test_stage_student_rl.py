@@ -102,7 +102,10 @@ def test_rows_become_figure6_prompts_with_their_gold_columns(tmp_path: Path, tok
 def test_trainer_receives_every_table6_value(
     recipe: str, tiny_model_path: Path, tokenizer, tmp_path: Path
 ) -> None:
-    cfg = dataclasses.replace(PAPER_STUDENT_RL[recipe], model=str(tiny_model_path))
+    # Table 6; rollouts by transformers here (vLLM on CPU: tests/vllm/test_grpo_vllm.py).
+    cfg = dataclasses.replace(
+        PAPER_STUDENT_RL[recipe], model=str(tiny_model_path), generation_backend="transformers"
+    )
     reward = correctness_reward(cfg)
     rows = read_rl_rows(
         _limr(tmp_path / "l.parquet", ["5"]) if recipe == "limr" else _countdown(

@@ -114,7 +114,8 @@ def test_prompts_prefill_the_solution_and_keep_the_reward_columns(
 def test_trainer_receives_every_table3_value(
     teacher_sft: Path, student_path: Path, tokenizer, tmp_path: Path
 ) -> None:
-    cfg = TeacherRLConfig(model=str(teacher_sft / "model"))  # Table 3 defaults
+    # Table 3 defaults; rollouts by transformers here (vLLM on CPU: tests/vllm/test_grpo_vllm.py).
+    cfg = TeacherRLConfig(model=str(teacher_sft / "model"), generation_backend="transformers")
     dataset, _ = teacher_prompts(tokenizer, _corpus(tmp_path / "corpus.parquet", 2))
     trainer, reward = build_rlt_trainer(
         cfg, _reward_cfg(student_path), str(teacher_sft / "model"), tokenizer, dataset, tmp_path
@@ -135,7 +136,7 @@ def test_trainer_receives_every_table3_value(
     assert (trainer.temperature, trainer.top_p, trainer.top_k) == (0.7, 1.0, 0)
     assert trainer.max_completion_length == 16384
     assert args.gradient_checkpointing is True
-    assert (args.bf16, args.use_vllm) == (False, False)  # CPU: fp32, transformers generation
+    assert (args.bf16, args.use_vllm) == (False, False)  # CPU: fp32, as the recipe asked
     # the RLT reward: lambda 3, alpha 0.01, penalty -1 (Table 3), scored with the live policy
     assert trainer.reward_func_names == ["rlt_reward"]
     assert reward.max_completion_length == 16384
