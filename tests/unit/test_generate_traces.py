@@ -41,7 +41,10 @@ from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = load_config("tiny")
-RECIPE = dataclasses.replace(TINY.generate_traces, max_new_tokens=24, shard_size=3, batch_size=4)
+# The stage's logic on the transformers engine (the vLLM engine: tests/vllm/test_engines_vllm.py).
+RECIPE = dataclasses.replace(
+    TINY.generate_traces, backend="transformers", max_new_tokens=24, shard_size=3, batch_size=4
+)
 
 
 def _corpus(path: Path) -> Path:
@@ -86,7 +89,7 @@ def test_vllm_engine_options_on_cpu_are_float32_eager_in_process_with_a_bounded_
 ) -> None:
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    cpu_options = {"dtype": "float32", "enforce_eager": True}
+    cpu_options = {"dtype": "float32", "enforce_eager": True, "enable_chunked_prefill": False}
     assert engine_module.vllm_engine_options("bfloat16") == cpu_options
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the engine in this process
@@ -250,7 +253,9 @@ import dataclasses, sys
 from rlt_core.config import load_config
 from rlt_core.stages.generate_traces import run_generate_traces
 tiny = load_config("tiny")
-cfg = dataclasses.replace(tiny.generate_traces, max_new_tokens=24, shard_size=1, batch_size=1)
+cfg = dataclasses.replace(
+    tiny.generate_traces, backend="transformers", max_new_tokens=24, shard_size=1, batch_size=1
+)
 run_generate_traces(cfg, tiny.reward, sys.argv[1], sys.argv[2], sys.argv[3])
 """
 

@@ -27,6 +27,7 @@ from rlt_core.data import (
     score_countdown_completion,
 )
 from rlt_core.evaluation import score_predictions
+from rlt_core.generation import load_engine
 from rlt_core.stages.evaluate import read_results, run_evaluate
 from rlt_core.stages.generate_traces import SHARDS, STATS, TRACES, run_generate_traces
 from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows, train_scripted_model
@@ -99,6 +100,24 @@ def test_generate_traces_on_vllm_resumes_after_a_kill_and_repeats_itself(
     )
     stats = pd.read_json(Path(whole.uri) / STATS, typ="series")
     assert stats["kept"] == 8 and shards["completion"].str.endswith(formats.END_EXPLANATION).all()
+
+
+def test_seeded_samples_repeat_over_many_long_prompts(scripted_teacher_path: Path) -> None:
+    # 32 prompts of ~380 tokens: more than one engine step can prefill, the case where vLLM's
+    # chunked prefill crashed seeded sampling on CPU (rlt_core.generation.vllm_engine_options).
+    train, _ = countdown_splits(32, 1, seed=3, num_numbers=(3, 4))
+    rows = countdown_rows(train, seed=3)
+    engine = load_engine(RECIPE, str(scripted_teacher_path))
+    try:
+        prompts = [
+            formats.render_teacher_prompt(engine.tokenizer, q, s)
+            for q, s in zip(rows["question"], rows["solution"], strict=True)
+        ]
+        first = engine.generate(prompts, n=2, seed=7)
+        assert [len(row) for row in first] == [2] * 32
+        assert engine.generate(prompts, n=2, seed=7) == first
+    finally:
+        engine.close()
 
 
 def test_keep_rule_over_vllm_candidates(

@@ -63,6 +63,10 @@ def test_teacher_rl_on_vllm_samples_from_the_policys_new_weights(
 
     def observed_sync(generation: Any) -> None:
         real_sync(generation)
+        engine = generation.llm.llm_engine
+        # The CPU options reached TRL's engine: float32 like the policy, no chunked prefill.
+        assert engine.model_config.dtype == torch.float32
+        assert engine.vllm_config.scheduler_config.enable_chunked_prefill is False
         ids = generation.processing_class(PROBE, add_special_tokens=False)["input_ids"]
         engine, policy = _engine_logprobs(generation, ids), _policy_logprobs(generation, ids)
         records.append({"engine": engine, "policy": policy})
