@@ -44,6 +44,7 @@ from rlt_core.models import model_input, resolve_model
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.training import run
 from rlt_core.training.grpo import DEFAULT_MAX_PER_DEVICE_BATCH, grpo_training_args
+from rlt_core.training.step_times import time_summary
 from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ CODE = (
     "training/grpo",
     "training/batching",
     "training/vllm_rollouts",
+    "training/step_times",
     "generation",
 )
 RewardFunc = Callable[..., list[float | None]]
@@ -120,6 +122,7 @@ def run_student_rl(
         "batch": batch_figures(args),
         "train": figures,
         "rewards": reward_figures(trainer.state.log_history, reward.__name__),
+        "time": time_summary(trainer.state.log_history),
     }
     config = {"recipe": to_dict(cfg), "subset_seed": subset_seed, "grpo_config": args.to_dict()}
     return run.finish_run(

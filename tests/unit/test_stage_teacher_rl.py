@@ -196,8 +196,15 @@ def test_teacher_rl_trains_logs_every_reward_term_and_writes_an_artifact(
         assert entry["rlt/reward"] == pytest.approx(expected, abs=1e-4)
         assert entry["reward"] == pytest.approx(entry["rlt/reward"], abs=1e-4)  # TRL's own mean
         assert entry["frac_reward_zero_std"] == 0.0 and "kl" in entry
+        # Where the step's time went: its parts are measured and add up to the step.
+        names = ("generation", "reward", "logprobs", "loss_backward")
+        parts = [entry[f"rlt/time/{name}"] for name in names]
+        assert all(part > 0 for part in parts)
+        assert sum(parts) == pytest.approx(entry["rlt/time/step"], abs=0.01)
     manifest = artifacts.read_manifest(out)
     assert manifest["metrics"]["reward"]["steps_logged"] == 2
+    assert manifest["metrics"]["time"]["steps_timed"] == 2
+    assert 0 < manifest["metrics"]["time"]["reward_share"] < 1
     assert manifest["metrics"]["train"]["global_step"] == 2
     # 2 completions per step = 1 prompt x group 2, on one device in one micro-batch
     assert manifest["metrics"]["batch"] == {"global_batch": 2, "num_devices": 1, "per_device": 2,

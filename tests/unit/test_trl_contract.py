@@ -49,3 +49,13 @@ def test_the_vllm_cpu_adaptation_finds_trls_names() -> None:
     assert "self.vllm_generation = VLLMGeneration(" in inspect.getsource(GRPOTrainer.__init__), (
         "GRPOTrainer no longer keeps its engine in `vllm_generation`: " + HINT.format(where=where)
     )
+
+
+def test_the_step_timer_finds_the_methods_it_times() -> None:
+    from rlt_core.training.step_times import TIMED
+
+    for method in TIMED:
+        assert callable(getattr(GRPOTrainer, method, None)), (
+            f"GRPOTrainer.{method} is gone, so the step breakdown cannot time it: "
+            + HINT.format(where="rlt_core/training/step_times.py")
+        )
