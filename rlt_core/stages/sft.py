@@ -169,8 +169,18 @@ def build_sft_trainer(
     plan: BatchPlan,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> SFTTrainer:
-    """An SFTTrainer on `cfg.model` with `sft_arguments` and a tokenized prompt/completion set."""
+    """An SFTTrainer on `cfg.model` with `sft_arguments` and a tokenized prompt/completion set.
+
+    Raises ValueError when the trainer does not see the processes the batch plan split over
+    (each process would then train alone on the whole dataset).
+    """
     args = SFTConfig(**sft_arguments(cfg, out, plan))
+    if args.world_size != plan.num_devices:
+        raise ValueError(
+            f"the batch was split over {plan.num_devices} processes (WORLD_SIZE) but the "
+            f"trainer sees {args.world_size}: each would train on the whole dataset. Launch "
+            "with `accelerate launch` (configs/accelerate/ddp.yaml on CPU) or unset WORLD_SIZE."
+        )
     return SFTTrainer(
         model=run.load_model(cfg.model),
         args=args,

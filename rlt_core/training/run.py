@@ -94,21 +94,24 @@ def last_checkpoint(out: Path) -> Path | None:
 
 
 def precision_flags(dtype: str, *, cuda: bool | None = None) -> dict[str, bool]:
-    """`bf16` / `fp16` trainer flags for the recipe's dtype on this hardware (module docstring).
+    """`bf16` / `fp16` / `use_cpu` trainer flags for the recipe's dtype on this hardware
+    (module docstring).
 
-    `cuda` defaults to whether a CUDA GPU is visible.
+    `cuda` defaults to whether a CUDA GPU is visible. Without one, `use_cpu` is set: only then
+    do transformers' arguments join the process group that `accelerate launch` started on the
+    CPU (gloo); without it every process trained alone on the whole dataset.
     """
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
         if dtype != "float32":
             logger.info("no GPU: training in float32 instead of the recipe's %s", dtype)
-        return {"bf16": False, "fp16": False}
+        return {"bf16": False, "fp16": False, "use_cpu": True}
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise ValueError(
             "dtype 'bfloat16' (the paper's, Tables 3 and 5) is not supported by this GPU; "
             "use an Ampere or newer GPU, or set the recipe's dtype to float16 or float32."
         )
-    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
+    return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": False}
 
 
 def load_tokenizer(model_ref: str) -> Any:

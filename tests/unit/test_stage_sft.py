@@ -184,9 +184,10 @@ def test_teacher_arguments_are_the_1k_recipe_at_double_the_epochs(tmp_path: Path
 
 
 def test_precision_follows_the_hardware() -> None:
-    assert precision_flags("bfloat16", cuda=False) == {"bf16": False, "fp16": False}
-    assert precision_flags("float16", cuda=True) == {"bf16": False, "fp16": True}
-    assert precision_flags("float32", cuda=True) == {"bf16": False, "fp16": False}
+    cpu = {"bf16": False, "fp16": False, "use_cpu": True}  # use_cpu: gloo under accelerate
+    assert precision_flags("bfloat16", cuda=False) == cpu
+    assert precision_flags("float16", cuda=True) == {"bf16": False, "fp16": True, "use_cpu": False}
+    assert precision_flags("float32", cuda=True) == {"bf16": False, "fp16": False, "use_cpu": False}
 
 
 def test_last_checkpoint_skips_one_cut_by_a_kill(tmp_path: Path) -> None:
