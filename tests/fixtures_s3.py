@@ -32,9 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
-import s3fs
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -57,6 +55,8 @@ class S3Endpoint:
 
     def client(self) -> Any:
         """A boto3 S3 client bound to this endpoint."""
+        import boto3  # imported on use: the GPU machine runs tests/gpu without the S3 stack
+
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
 
     def upload(self, bucket: str, key: str, path: str) -> str:
@@ -131,6 +131,8 @@ def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     fsspec reuses filesystem instances made with the same arguments, whatever the environment
     says: the cache is cleared before and after, so no test sees another test's endpoint.
     """
+    import s3fs
+
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
     s3fs.S3FileSystem.clear_instance_cache()
     yield s3_server

