@@ -1,5 +1,7 @@
-"""Test tiers: unit (default `pytest`), smoke (`-m smoke`: tiny real model, real files), gpu
-(needs CUDA; skipped without it). `make test` runs every tier that this machine can run."""
+"""Test tiers: unit (default `pytest`), smoke (`-m smoke`: tiny real model, real files), e2e
+(`-m e2e`: flows on a real Prefect server), vllm (`-m vllm`: the real vLLM engine on CPU),
+distributed (`-m distributed`: 2 training processes with gloo), gpu (needs CUDA; skipped
+without it). `make test` runs every tier that this machine can run."""
 
 from __future__ import annotations
 
