@@ -122,6 +122,12 @@ def scripted_rows() -> pd.DataFrame:
     return countdown_rows(train, seed=1)
 
 
+def write_scripted_corpus(path: Path) -> Path:
+    """`scripted_rows()` as a corpus parquet file at `path` (what the scripted teacher knows)."""
+    scripted_rows().to_parquet(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def scripted_teacher_path(
     tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_path: Path

@@ -109,6 +109,7 @@ def cpu_engine_options(dtype: str = "float32") -> Iterator[None]:
     original = trl_vllm.LLM
 
     def build(*args: Any, **kwargs: Any) -> Any:
+        """TRL's `LLM(...)` call with the CPU options."""
         kwargs |= vllm_engine_options(dtype) | {"max_num_batched_tokens": None}
         return original(*args, **kwargs)
 

@@ -10,10 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -37,19 +33,14 @@ from rlt_core.stages.generate_traces import (
     choose_candidate,
     run_generate_traces,
 )
-from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows
+from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows, write_scripted_corpus
+from tests.stage_kill import generate_traces_script, kill_when
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = load_config("tiny")
 # The stage's logic on the transformers engine (the vLLM engine: tests/vllm/test_engines_vllm.py).
 RECIPE = dataclasses.replace(
     TINY.generate_traces, backend="transformers", max_new_tokens=24, shard_size=3, batch_size=4
 )
-
-
-def _corpus(path: Path) -> Path:
-    scripted_rows().to_parquet(path, index=False)
-    return path
 
 
 # --------------------------------------------------------------------------- engines
@@ -158,7 +149,7 @@ def test_keep_rule_of_appendix_b1() -> None:
 
 
 def test_closed_explanations_become_student_rows(scripted_teacher_path: Path, tmp_path: Path):
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     ref = run_generate_traces(RECIPE, TINY.reward, scripted_teacher_path, corpus, tmp_path / "s")
     out = Path(ref.uri)
     traces = pd.read_parquet(out / TRACES)
@@ -187,7 +178,7 @@ def test_closed_explanations_become_student_rows(scripted_teacher_path: Path, tm
 
 def test_cut_completions_are_kept_out_and_counted(scripted_teacher_path: Path, tmp_path: Path):
     cfg = dataclasses.replace(RECIPE, max_new_tokens=3)  # the script needs ~12 tokens
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     out = Path(run_generate_traces(cfg, TINY.reward, scripted_teacher_path, corpus, tmp_path).uri)
     assert pd.read_parquet(out / TRACES).empty
     rejected = pd.read_parquet(out / REJECTED)
@@ -204,7 +195,7 @@ def test_32b_rule_ranks_by_r_ss_when_no_candidate_fits(
     # ~300 tokens): each row keeps the candidate with the best r_SS under the frozen student.
     cfg = dataclasses.replace(RECIPE, num_candidates=2, max_student_tokens=50)
     reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     out = Path(run_generate_traces(cfg, reward, scripted_teacher_path, corpus, tmp_path).uri)
     traces = pd.read_parquet(out / TRACES)
     assert set(traces["rule"]) == {"best_r_ss"} and traces["candidate_r_ss"].lt(0).all()
@@ -220,7 +211,7 @@ def test_scored_traces_record_the_reward_breakdown(
 ) -> None:
     cfg = dataclasses.replace(RECIPE, score_traces=True)
     reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     out = Path(run_generate_traces(cfg, reward, scripted_teacher_path, corpus, tmp_path).uri)
     scored = pd.read_parquet(out / "scored.parquet")
     assert len(scored) == 8 and scored["penalty"].eq(0).all()  # every explanation closed
@@ -243,39 +234,23 @@ def test_bad_corpus_fails_before_any_model_loads(tmp_path: Path) -> None:
 
 def test_unfinished_teacher_artifact_is_refused(tmp_path: Path) -> None:
     (tmp_path / "teacher_rl" / "model").mkdir(parents=True)  # no manifest: it was cut
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     with pytest.raises(FileNotFoundError, match="did not finish"):
         run_generate_traces(RECIPE, TINY.reward, tmp_path / "teacher_rl", corpus, tmp_path)
-
-
-_KILLABLE_RUN = """
-import dataclasses, sys
-from rlt_core.config import load_config
-from rlt_core.stages.generate_traces import run_generate_traces
-tiny = load_config("tiny")
-cfg = dataclasses.replace(
-    tiny.generate_traces, backend="transformers", max_new_tokens=24, shard_size=1, batch_size=1
-)
-run_generate_traces(cfg, tiny.reward, sys.argv[1], sys.argv[2], sys.argv[3])
-"""
 
 
 def test_killed_run_resumes_without_duplicates_or_missing_rows(
     scripted_teacher_path: Path, tmp_path: Path
 ) -> None:
-    corpus, store = _corpus(tmp_path / "corpus.parquet"), tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", _KILLABLE_RUN, str(scripted_teacher_path), str(corpus)]
-    child = subprocess.Popen(
-        [*command, str(store)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    corpus, store = write_scripted_corpus(tmp_path / "corpus.parquet"), tmp_path / "store"
+    script = generate_traces_script(
+        backend="transformers", max_new_tokens=24, shard_size=1, batch_size=1
     )
-    deadline = time.monotonic() + 180
-    while not list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet")):
-        assert child.poll() is None, child.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no finished shard within 180 s"
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_when(
+        ["-c", script, str(scripted_teacher_path), str(corpus), str(store)],
+        lambda: bool(list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet"))),
+        "finished shard",
+    )
     (out,) = store.glob("generate_traces/*")
     before = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).glob("part-*.parquet")}
     assert not artifacts.is_complete(out) and 1 <= len(before) < 8  # killed mid-way
@@ -301,7 +276,7 @@ def test_rank_traces_orders_every_pairs_completions_by_reward(
 
     cfg = dataclasses.replace(RECIPE, num_candidates=3)
     reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     out = Path(run_rank_traces(cfg, reward, scripted_teacher_path, corpus, tmp_path).uri)
     scored = pd.read_parquet(out / "scored.parquet")
     assert len(scored) == 8 * 3 and scored["pair_id"].nunique() == 8

@@ -6,15 +6,9 @@ scores are checked exactly. Each stage run starts its own engine (about 20 s on 
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 from transformers import AutoTokenizer
 
@@ -30,57 +24,33 @@ from rlt_core.evaluation import score_predictions
 from rlt_core.generation import load_engine
 from rlt_core.stages.evaluate import read_results, run_evaluate
 from rlt_core.stages.generate_traces import SHARDS, STATS, TRACES, run_generate_traces
-from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows, train_scripted_model
+from tests.fixtures_models import (
+    SCRIPTED_EXPLANATION,
+    scripted_rows,
+    train_scripted_model,
+    write_scripted_corpus,
+)
+from tests.stage_kill import generate_traces_script, kill_when
 
 pytestmark = pytest.mark.vllm
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = load_config("tiny")
 RECIPE = dataclasses.replace(
     TINY.generate_traces, backend="vllm", max_new_tokens=24, shard_size=2, batch_size=4
 )
 
 
-def _corpus(path: Path) -> Path:
-    scripted_rows().to_parquet(path, index=False)
-    return path
-
-
-_KILLABLE_RUN = """
-import dataclasses, sys
-from rlt_core.config import load_config
-from rlt_core.stages.generate_traces import run_generate_traces
-tiny = load_config("tiny")
-cfg = dataclasses.replace(
-    tiny.generate_traces, backend="vllm", max_new_tokens=24, shard_size=2, batch_size=4
-)
-run_generate_traces(cfg, tiny.reward, sys.argv[1], sys.argv[2], sys.argv[3])
-"""
-
-
-def _kill_after_first_shard(command: list[str], store: Path) -> None:
-    """Run `command`, SIGKILL it once a first shard is on disk, and check no process is left."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet")):
-        assert child.poll() is None, child.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no finished shard within 240 s"
-        time.sleep(0.05)
-    engine_processes = psutil.Process(child.pid).children(recursive=True)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    # vLLM's engine core runs in a process of its own: it must not outlive the killed stage.
-    _, alive = psutil.wait_procs(engine_processes, timeout=30)
-    assert not alive, f"engine processes outlived the killed stage: {alive}"
-
-
 def test_generate_traces_on_vllm_resumes_after_a_kill_and_repeats_itself(
     scripted_teacher_path: Path, tmp_path: Path
 ) -> None:
-    corpus, store = _corpus(tmp_path / "corpus.parquet"), tmp_path / "store"
-    command = [sys.executable, "-c", _KILLABLE_RUN, str(scripted_teacher_path), str(corpus)]
-    _kill_after_first_shard([*command, str(store)], store)
+    corpus, store = write_scripted_corpus(tmp_path / "corpus.parquet"), tmp_path / "store"
+    script = generate_traces_script(backend="vllm", max_new_tokens=24, shard_size=2, batch_size=4)
+    # vLLM's engine must not outlive the killed stage (kill_when checks every descendant).
+    kill_when(
+        ["-c", script, str(scripted_teacher_path), str(corpus), str(store)],
+        lambda: bool(list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet"))),
+        "finished shard",
+    )
     (out,) = store.glob("generate_traces/*")
     before = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).glob("part-*.parquet")}
     assert not artifacts.is_complete(out) and 1 <= len(before) < 4  # killed mid-way
@@ -127,7 +97,7 @@ def test_keep_rule_over_vllm_candidates(
     # meets: each row keeps the candidate with the best r_SS under the frozen student.
     cfg = dataclasses.replace(RECIPE, num_candidates=2, max_student_tokens=50)
     reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))
-    corpus = _corpus(tmp_path / "corpus.parquet")
+    corpus = write_scripted_corpus(tmp_path / "corpus.parquet")
     out = Path(run_generate_traces(cfg, reward, scripted_teacher_path, corpus, tmp_path).uri)
     traces = pd.read_parquet(out / TRACES)
     assert len(traces) == 8 and set(traces["rule"]) == {"best_r_ss"}
