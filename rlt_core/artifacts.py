@@ -49,23 +49,6 @@ def stage_key(config: Any, upstream: dict[str, str], code: str = "") -> str:
     return digest_json({"config": config, "upstream": upstream, "code": code})[:16]
 
 
-def code_fingerprint(*modules: str) -> str:
-    """sha256 of the source of the named rlt_core modules or subpackages (e.g. "data").
-
-    Part of every stage key, so a change in the library code a stage runs invalidates its
-    cache (Prefect's task-source hash sees only the thin task's own lines).
-    """
-    root = Path(__file__).resolve().parent
-    sha = hashlib.sha256()
-    for name in sorted(modules):
-        package = root / name
-        files = sorted(package.rglob("*.py")) if package.is_dir() else [root / f"{name}.py"]
-        for file in files:
-            sha.update(str(file.relative_to(root)).encode())
-            sha.update(file.read_bytes())
-    return sha.hexdigest()[:16]
-
-
 def stage_dir(store: str | Path, stage: str, key: str) -> Path:
     """`<store>/<stage>/<key>`: the directory a stage run writes into."""
     return Path(store).expanduser() / stage / key

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from rlt_core import artifacts
+from rlt_core.code_closure import code_fingerprint
 
 REPORT_STAGE = "report"
 REPORT_MD = "report.md"
@@ -266,7 +267,7 @@ def run_report(
         "ranks": [rank for rank, _ in ranked],
         "lengths": artifacts.digest_json(lengths),
     }
-    key = artifacts.stage_key(config, upstream, artifacts.code_fingerprint("reports"))
+    key = artifacts.stage_key(config, upstream, code_fingerprint(__name__))
     out = artifacts.stage_dir(store, REPORT_STAGE, key)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)

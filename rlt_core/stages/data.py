@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rlt_core import artifacts, formats
+from rlt_core.code_closure import code_fingerprint
 from rlt_core.config import PipelineConfig, to_dict
 from rlt_core.data import (
     countdown_rows,
@@ -48,7 +49,6 @@ DATASET_FILES = {
     "limr": "limr.parquet",
     "countdown": "countdown.parquet",
 }
-CODE = ("data", "formats", "stages/data")
 THINK_TOKENS = "think_tokens.parquet"
 COUNTDOWN_KEEP = ("numbers", "target")
 
@@ -83,7 +83,7 @@ def run_data(
     skipped and the report says so.
     """
     view = data_config_view(cfg)
-    key = artifacts.stage_key(view, {}, artifacts.code_fingerprint(*CODE))
+    key = artifacts.stage_key(view, {}, code_fingerprint(__name__))
     out = artifacts.stage_dir(store, STAGE, key)
     if artifacts.is_complete(out):
         logger.info("data: cached at %s", out)

@@ -50,7 +50,6 @@ from rlt_core.training import run
 logger = logging.getLogger(__name__)
 
 STAGE = "evaluate"
-CODE = ("evaluation", "formats", "data/countdown_verify", "data/benchmarks", "stages/evaluate")
 RESULTS = "results.json"
 TABLE = "results.md"
 DETAILS = "details"
@@ -121,7 +120,7 @@ def evaluate_dir(
             upstream[f"eval/{task}"] = run.input_digest(Path(eval_dir) / f"{task}.parquet")
         else:
             upstream[f"eval/{task}"] = f"lighteval:{tasks.BUILTIN_TASKS[task][0]}"
-    out = run.run_dir(store, STAGE, config=key_config(cfg), upstream=upstream, code=CODE)
+    out = run.run_dir(store, STAGE, config=key_config(cfg), upstream=upstream, module=__name__)
     return out, upstream
 
 

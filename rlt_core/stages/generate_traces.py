@@ -65,7 +65,6 @@ from rlt_core.training import run
 logger = logging.getLogger(__name__)
 
 STAGE = "generate_traces"
-CODE = ("formats", "generation", "reward", "sft_data", "stages/generate_traces")
 PAIR_COLUMNS = ("id", "question", "solution")
 SHARDS = "shards"
 TRACES = "traces.parquet"
@@ -107,7 +106,7 @@ def run_generate_traces(
     source = model_input(teacher)
     upstream = {"teacher": source.digest, "corpus": run.input_digest(corpus)}
     out = run.run_dir(
-        store, STAGE, config=key_config(cfg, reward_cfg), upstream=upstream, code=CODE
+        store, STAGE, config=key_config(cfg, reward_cfg), upstream=upstream, module=__name__
     )
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)

@@ -3,7 +3,8 @@
 The stage entry functions key their own artifact directories (config, input digests, code).
 An orchestrator that wants to skip a finished stage without calling it (Prefect's task cache)
 needs the same ingredients up front: `config_view` (the parts of the pipeline config the stage
-reads), `code_modules` (the rlt_core source it runs) and the digests of its inputs.
+reads), `code_modules` (the rlt_core source it runs: the import closure of its module,
+`rlt_core.code_closure`) and the digests of its inputs.
 `stage_cache_key` combines them. Keep `config_view` in step with
 `rlt_core.stages.dispatch.run_stage`, which hands each stage exactly these sections.
 """
@@ -14,16 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlt_core import artifacts
+from rlt_core.code_closure import code_fingerprint, module_closure
 from rlt_core.config import PipelineConfig, to_dict
-from rlt_core.stages import (
-    data,
-    evaluate,
-    generate_traces,
-    rank_traces,
-    sft,
-    student_rl,
-    teacher_rl,
-)
+from rlt_core.stages import data, evaluate, generate_traces
 
 STAGES = (
     "data",
@@ -35,24 +29,28 @@ STAGES = (
     "student_rl",
     "evaluate",
 )
-# The rlt_core modules each stage runs besides the shared ones (config, artifacts, models).
-_CODE: dict[str, tuple[str, ...]] = {
-    "data": data.CODE,
-    "teacher_sft": sft.CODE,
-    "teacher_rl": teacher_rl.CODE,
-    "generate_traces": generate_traces.CODE,
-    "rank_traces": rank_traces.CODE,
-    "student_sft": sft.CODE,
-    "student_rl": student_rl.CODE,
-    "evaluate": evaluate.CODE,
+# The module of each stage's entry function: its import closure is the code the stage runs.
+MODULES = {
+    "data": "data",
+    "teacher_sft": "sft",
+    "teacher_rl": "teacher_rl",
+    "generate_traces": "generate_traces",
+    "rank_traces": "rank_traces",
+    "student_sft": "sft",
+    "student_rl": "student_rl",
+    "evaluate": "evaluate",
 }
-_SHARED_CODE = ("config", "artifacts", "models", "stages/plan")
+
+
+def stage_module(stage: str) -> str:
+    """The full name of the module holding `stage`'s entry function."""
+    _check_stage(stage)
+    return f"rlt_core.stages.{MODULES[stage]}"
 
 
 def code_modules(stage: str) -> tuple[str, ...]:
-    """The rlt_core modules whose source a run of `stage` depends on."""
-    _check_stage(stage)
-    return (*_CODE[stage], *_SHARED_CODE)
+    """The rlt_core modules whose source a run of `stage` depends on (its import closure)."""
+    return module_closure(stage_module(stage))
 
 
 def config_view(cfg: PipelineConfig, stage: str, recipe: str | None = None) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def stage_cache_key(
     reference such as a hub id).
     """
     view = {"stage": stage, "config": config_view(cfg, stage, recipe)}
-    code = artifacts.code_fingerprint(*code_modules(stage))
+    code = code_fingerprint(stage_module(stage))
     return f"{stage}-{artifacts.stage_key(view, dict(upstream), code)}"
 
 

@@ -40,7 +40,6 @@ from rlt_core.stages.generate_traces import (
 from rlt_core.training import run
 
 STAGE = "rank_traces"
-CODE = ("formats", "generation", "reward", "stages/rank_traces", "stages/generate_traces")
 RANKS = "ranks"
 
 
@@ -72,7 +71,7 @@ def run_rank_traces(
     source = model_input(teacher)
     upstream = {"teacher": source.digest, "corpus": run.input_digest(corpus)}
     config = {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
-    out = run.run_dir(store, STAGE, config=config, upstream=upstream, code=CODE)
+    out = run.run_dir(store, STAGE, config=config, upstream=upstream, module=__name__)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     # sample: every completion of every pair, shard by shard

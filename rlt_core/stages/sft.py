@@ -15,7 +15,7 @@ DeepSpeed ZeRO-3 needs them to shard the weights while loading.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from rlt_core.training.batching import BatchPlan, count_devices, plan_batch
 
 TEACHER_STAGE = "teacher_sft"
 STUDENT_STAGE = "student_sft"
-CODE = ("sft_data", "formats", "stages/sft", "training/run", "training/batching")
 
 
 def run_teacher_sft(
@@ -47,34 +46,17 @@ def run_teacher_sft(
     `corpus`: a table with the corpus contract's columns (the data stage's corpus.parquet);
     rows without a thought are dropped and counted. `subset_seed` picks `num_train_samples`
     rows (data.subset_seed); `max_per_device_batch` bounds the micro-batch (memory).
+    Prompt = Figure 7 system prompt + question + prefilled solution; completion = explanation.
     """
-    # setup: the artifact dir of this recipe and input; a finished run is returned as it is
-    upstream = {"corpus": run.input_digest(corpus)}
-    out = run.run_dir(store, TEACHER_STAGE, config=to_dict(cfg), upstream=upstream, code=CODE)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
-    tokenizer = run.load_tokenizer(cfg.model)
-    # data: prompt = Figure 7 system + question + prefilled solution; completion = explanation
-    rows, row_stats = sft_data.read_sft_rows(
-        corpus, num_rows=cfg.num_train_samples, seed=subset_seed
-    )
-    prompts, completions = sft_data.teacher_pairs(tokenizer, rows)
-    dataset, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
-    # trainer: global batch split over this machine's devices
-    plan = plan_batch(cfg.batch_size, count_devices(), max_per_device_batch)
-    trainer = build_sft_trainer(cfg, tokenizer, dataset, out, plan, callbacks)
-    # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
-    figures = run.train_resuming(trainer, out)
-    metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
-    config = {"recipe": to_dict(cfg), "sft_config": sft_arguments(cfg, out, plan)}
-    return run.finish_run(
-        trainer,
-        tokenizer,
-        out,
-        stage=TEACHER_STAGE,
-        config=config,
-        upstream=upstream,
-        metrics=metrics,
+    return _run_sft(
+        TEACHER_STAGE,
+        cfg,
+        ("corpus", corpus),
+        store,
+        sft_data.teacher_pairs,
+        subset_seed=subset_seed,
+        max_per_device_batch=max_per_device_batch,
+        callbacks=callbacks,
     )
 
 
@@ -92,34 +74,60 @@ def run_student_sft(
     `dataset`: rows with id, question, solution and thought (generate_traces' output, or the
     corpus itself for the baseline traces of Table 1); the recipe's `num_train_samples` rows
     are kept (seeded by `subset_seed`), samples longer than `max_length` are cut and counted.
+    Prompt = Figure 6 system prompt + question; completion = thought and solution sections.
     """
-    # setup: the artifact dir of this recipe and input; a finished run is returned as it is
-    upstream = {"dataset": run.input_digest(dataset)}
-    out = run.run_dir(store, STUDENT_STAGE, config=to_dict(cfg), upstream=upstream, code=CODE)
+    return _run_sft(
+        STUDENT_STAGE,
+        cfg,
+        ("dataset", dataset),
+        store,
+        sft_data.student_pairs,
+        subset_seed=subset_seed,
+        max_per_device_batch=max_per_device_batch,
+        callbacks=callbacks,
+    )
+
+
+PairsFn = Callable[[Any, Any], tuple[list[str], list[str]]]
+
+
+def _run_sft(
+    stage: str,
+    cfg: SFTRecipe,
+    rows_input: tuple[str, str | Path],
+    store: str | Path,
+    pairs: PairsFn,
+    *,
+    subset_seed: int,
+    max_per_device_batch: int,
+    callbacks: Sequence[TrainerCallback],
+) -> artifacts.ArtifactRef:
+    """The SFT stage both SFT entry functions run; they differ in their stage name, input
+    and format (`pairs`: `sft_data.teacher_pairs` or `student_pairs`)."""
+    # setup: the artifact dir; its key holds the recipe, the subset seed (it picks the rows
+    # trained on) and the rows' digest; a finished run is returned as it is
+    name, rows_path = rows_input
+    upstream = {name: run.input_digest(rows_path)}
+    key_config = {"recipe": to_dict(cfg), "subset_seed": subset_seed}
+    out = run.run_dir(store, stage, config=key_config, upstream=upstream, module=__name__)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(cfg.model)
-    # data: prompt = Figure 6 system + question; completion = thought and solution sections
+    # data: the seeded subset in the stage's format, tokenised as prompt + completion
     rows, row_stats = sft_data.read_sft_rows(
-        dataset, num_rows=cfg.num_train_samples, seed=subset_seed
+        rows_path, num_rows=cfg.num_train_samples, seed=subset_seed
     )
-    prompts, completions = sft_data.student_pairs(tokenizer, rows)
-    examples, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
+    prompts, completions = pairs(tokenizer, rows)
+    dataset, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
     # trainer: global batch split over this machine's devices
     plan = plan_batch(cfg.batch_size, count_devices(), max_per_device_batch)
-    trainer = build_sft_trainer(cfg, tokenizer, examples, out, plan, callbacks)
+    trainer = build_sft_trainer(cfg, tokenizer, dataset, out, plan, callbacks)
     # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
     figures = run.train_resuming(trainer, out)
     metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
-    config = {"recipe": to_dict(cfg), "sft_config": sft_arguments(cfg, out, plan)}
+    config = key_config | {"sft_config": sft_arguments(cfg, out, plan)}
     return run.finish_run(
-        trainer,
-        tokenizer,
-        out,
-        stage=STUDENT_STAGE,
-        config=config,
-        upstream=upstream,
-        metrics=metrics,
+        trainer, tokenizer, out, stage=stage, config=config, upstream=upstream, metrics=metrics
     )
 
 

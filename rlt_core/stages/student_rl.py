@@ -50,18 +50,6 @@ from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_e
 logger = logging.getLogger(__name__)
 
 STAGE = "student_rl"
-CODE = (
-    "formats",
-    "reward/correctness",
-    "data/countdown_verify",
-    "stages/student_rl",
-    "training/run",
-    "training/grpo",
-    "training/batching",
-    "training/vllm_rollouts",
-    "training/step_times",
-    "generation",
-)
 RewardFunc = Callable[..., list[float | None]]
 
 
@@ -98,7 +86,7 @@ def run_student_rl(
     model_path = resolve_model(str(start_model))
     upstream = {"start_model": model_digest(start_model), "dataset": run.input_digest(dataset)}
     key_config = {"recipe": to_dict(cfg), "subset_seed": subset_seed}
-    out = run.run_dir(store, STAGE, config=key_config, upstream=upstream, code=CODE)
+    out = run.run_dir(store, STAGE, config=key_config, upstream=upstream, module=__name__)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(str(start_model))

@@ -57,18 +57,6 @@ from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_e
 logger = logging.getLogger(__name__)
 
 STAGE = "teacher_rl"
-CODE = (
-    "formats",
-    "reward",
-    "logprobs",
-    "sft_data",
-    "stages/teacher_rl",
-    "training/run",
-    "training/grpo",
-    "training/vllm_rollouts",
-    "training/step_times",
-    "generation",
-)
 PROMPT_COLUMNS = ("id", "question", "solution")
 REWARD_LOG = "reward_log.json"
 # What the per-step reward log keeps from each trainer log entry, besides every `rlt/*` term.
@@ -112,7 +100,7 @@ def run_teacher_rl(
     policy, upstream = policy_start(cfg, teacher_sft)
     upstream["corpus"] = run.input_digest(corpus)
     config = {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
-    out = run.run_dir(store, STAGE, config=config, upstream=upstream, code=CODE)
+    out = run.run_dir(store, STAGE, config=config, upstream=upstream, module=__name__)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(policy)

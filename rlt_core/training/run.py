@@ -31,6 +31,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
 from rlt_core import artifacts
+from rlt_core.code_closure import code_fingerprint
 from rlt_core.models import resolve_model
 from rlt_core.sft_data import end_of_turn
 
@@ -65,11 +66,12 @@ def run_dir(
     *,
     config: dict[str, Any],
     upstream: dict[str, str],
-    code: tuple[str, ...],
+    module: str,
 ) -> Path:
     """`<store>/<stage>/<key>/`, the key hashing the resolved config, the inputs' digests and
-    the source of the rlt_core modules named in `code` (`artifacts.code_fingerprint`)."""
-    key = artifacts.stage_key(config, upstream, artifacts.code_fingerprint(*code))
+    the source of every rlt_core module the stage's `module` imports
+    (`rlt_core.code_closure.code_fingerprint`)."""
+    key = artifacts.stage_key(config, upstream, code_fingerprint(module))
     return artifacts.stage_dir(store, stage, key)
 
 

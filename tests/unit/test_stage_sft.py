@@ -227,6 +227,28 @@ def test_teacher_sft_trains_and_writes_a_complete_artifact(
     assert again == ref  # same config and input: the finished artifact is reused
 
 
+def test_the_subset_seed_is_in_the_key_of_both_sft_stages(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    # 2 of 6 rows per run: the subset seed picks which. A run with another seed trained on
+    # other rows, so it must not be served the first run's model (it was, before the seed
+    # joined the key).
+    rows = _trace_rows(tmp_path / "rows.parquet", 6)
+    runs = (
+        (run_teacher_sft, dataclasses.replace(TEACHER, model=str(tiny_model_path))),
+        (run_student_sft, dataclasses.replace(STUDENT, model=str(tiny_model_path))),
+    )
+    for run, recipe in runs:
+        cfg = dataclasses.replace(recipe, num_train_samples=2)
+        first = run(cfg, rows, tmp_path / "store", subset_seed=1)
+        second = run(cfg, rows, tmp_path / "store", subset_seed=2)
+        assert Path(first.uri).parent == Path(second.uri).parent  # the same stage ...
+        assert first.uri != second.uri  # ... in its own artifact per seed
+        seeds = [artifacts.read_manifest(r.uri)["config"]["subset_seed"] for r in (first, second)]
+        assert seeds == [1, 2]
+        assert run(cfg, rows, tmp_path / "store", subset_seed=1) == first  # still cached
+
+
 _KILLABLE_RUN = """
 import sys, time
 from transformers import TrainerCallback

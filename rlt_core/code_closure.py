@@ -1,0 +1,112 @@
+"""What code a stage runs: the rlt_core modules its entry module imports, transitively.
+
+Part of every stage key (`code_fingerprint`): an edit in any rlt_core module a stage imports,
+however indirectly, invalidates that stage's cached artifacts, and an edit elsewhere does not.
+The import graph is read from the source with `ast`, never by importing, and every import
+statement counts: module level, inside functions (the lazy imports a stage makes when it
+runs), under `if TYPE_CHECKING` too (harmless: a type-only module rarely changes behaviour, and
+a wider key only costs a rerun). Importing `rlt_core.a.b` runs the packages' `__init__` files
+too, so those are in the closure; `from rlt_core.a import b` pulls `a/b.py` when `b` is a
+module and `a/__init__.py` either way. Hand-kept module lists drifted (teacher_rl's left out the
+log-prob module its reward runs); this one is computed, and a file is parsed again whenever it
+changes, so a long-running process sees edits too.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent  # the rlt_core package
+PACKAGE = ROOT.name
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of an rlt_core module or package (`rlt_core.a.b`), or None."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    path = ROOT.joinpath(*parts[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _packages_of(module: str) -> list[str]:
+    """`rlt_core.a.b` -> [`rlt_core`, `rlt_core.a`]: the packages importing it runs."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _resolve_relative(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+_PARSED: dict[tuple[str, Path, int, int], frozenset[str]] = {}  # by file version (mtime, size)
+
+
+def direct_imports(module: str) -> frozenset[str]:
+    """The rlt_core modules `module`'s source imports (every import statement in it).
+
+    Parsed once per version of the file (its path, modification time and size), so a
+    long-running process still sees every edit.
+    """
+    path = module_file(module)
+    if path is None:
+        raise ValueError(f"{module!r} is not an rlt_core module (no {PACKAGE}/... source)")
+    stat = path.stat()
+    version = (module, path, stat.st_mtime_ns, stat.st_size)
+    if version not in _PARSED:
+        _PARSED[version] = _parse_imports(module, path)
+    return _PARSED[version]
+
+
+def _parse_imports(module: str, path: Path) -> frozenset[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            target = (
+                _resolve_relative(module, path.name == "__init__.py", node)
+                if node.level
+                else node.module or ""
+            )
+            found.add(target)
+            found |= {f"{target}.{alias.name}" for alias in node.names}
+    return frozenset(
+        name
+        for candidate in found
+        for name in (candidate, *_packages_of(candidate))
+        if module_file(name) is not None
+    )
+
+
+def module_closure(module: str) -> tuple[str, ...]:
+    """`module`, the packages it sits in and every rlt_core module they import, transitively;
+    sorted."""
+    seen: set[str] = set()
+    todo = [module, *_packages_of(module)]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(direct_imports(name) - seen)
+    return tuple(sorted(seen))
+
+
+def code_fingerprint(module: str) -> str:
+    """sha256 (16 hex digits) over the source files of `module_closure(module)`."""
+    sha = hashlib.sha256()
+    for name in module_closure(module):
+        path = module_file(name)
+        assert path is not None  # module_closure keeps only modules with a source file
+        sha.update(str(path.relative_to(ROOT)).encode())
+        sha.update(path.read_bytes())
+    return sha.hexdigest()[:16]

@@ -1,0 +1,92 @@
+"""The code in a stage's key is the import closure of its module (rlt_core.code_closure)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlt_core import code_closure
+from rlt_core.code_closure import code_fingerprint, module_closure
+from rlt_core.stages.plan import MODULES, STAGES, stage_module
+
+ALL_MODULES = sorted(
+    ".".join(("rlt_core", *path.relative_to(code_closure.ROOT).with_suffix("").parts)).replace(
+        ".__init__", ""
+    )
+    for path in code_closure.ROOT.rglob("*.py")
+)
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the rlt_core sources that the closure reads instead of the real ones."""
+    copy = tmp_path / "rlt_core"
+    shutil.copytree(code_closure.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_closure, "ROOT", copy)
+    return copy
+
+
+def _touch(package: Path, module: str) -> None:
+    path = code_closure.module_file(module)
+    assert path is not None and path.is_relative_to(package)
+    path.write_text(path.read_text() + "\n# touched\n")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_touching_a_module_changes_a_stage_key_iff_the_stage_imports_it(
+    stage: str, package_copy: Path
+) -> None:
+    module = stage_module(stage)
+    closure = set(module_closure(module))
+    assert module in closure and "rlt_core.artifacts" in closure
+    for name in ALL_MODULES:
+        before = code_fingerprint(module)
+        path = code_closure.module_file(name)
+        assert path is not None
+        original = path.read_text()
+        _touch(package_copy, name)
+        changed = code_fingerprint(module) != before
+        path.write_text(original)
+        assert changed == (name in closure), f"{stage}: touching {name}"
+
+
+def test_indirect_imports_are_in_the_closure() -> None:
+    # The RLT reward's log-prob math, two imports away from the stages that score with it:
+    # the hand-kept lists of generate_traces and rank_traces had left it out.
+    for stage in ("teacher_rl", "generate_traces", "rank_traces"):
+        assert "rlt_core.logprobs" in module_closure(stage_module(stage)), stage
+    # evaluate runs lighteval tasks from rlt_core.evaluation, not the reward.
+    assert "rlt_core.reward.scorer" not in module_closure(stage_module("evaluate"))
+    assert set(MODULES) == set(STAGES)
+
+
+def test_imports_anywhere_in_a_module_count(tmp_path: Path, monkeypatch) -> None:
+    # A small package: `a` imports `b` inside a function (a lazy import runs when the stage
+    # does), `sub.c` with a relative import, and `sub` imports `d`; `e` is imported by no one.
+    package = tmp_path / "rlt_core"
+    (package / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": "from .sub import c\n\ndef f():\n    from rlt_core import b\n",
+        "b.py": "import os\n",
+        "sub/__init__.py": "from rlt_core.d import thing\n",
+        "sub/c.py": "from ..b import name\n",
+        "d.py": "thing = 1\n",
+        "e.py": "",
+    }
+    for name, text in files.items():
+        (package / name).write_text(text)
+    monkeypatch.setattr(code_closure, "ROOT", package)
+    assert module_closure("rlt_core.a") == (
+        "rlt_core",
+        "rlt_core.a",
+        "rlt_core.b",
+        "rlt_core.d",
+        "rlt_core.sub",
+        "rlt_core.sub.c",
+    )
+    assert module_closure("rlt_core.e") == ("rlt_core", "rlt_core.e")
+    with pytest.raises(ValueError, match="not an rlt_core module"):
+        module_closure("rlt_core.nothing_here")
