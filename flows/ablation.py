@@ -7,6 +7,7 @@ reward, so every variant shares them (cache hits), and the full-reward variant i
 pipeline's own teacher when that already ran.
 
     python -m flows.ablation --lambda 0 [--alpha 0] [--profile tiny] [--set key.path=value]
+    python -m flows.ablation --lambda 0 --plan [--json]   # what would run and why
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ import typer
 from prefect import flow
 
 from flows.common import (
+    Caller,
+    JsonOption,
     OverridesOption,
+    PlanOption,
     ProfileOption,
     RecipeOption,
-    Runner,
     StoreOption,
     file_in,
     finish,
+    print_plan,
+    start_plan,
     start_run,
 )
-from flows.full_pipeline import train_teacher
+from flows.full_pipeline import MODEL, train_teacher
+from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
 
-def variants(base: Runner, lam: float | None, alpha: float | None) -> dict[str, Runner]:
+def variants(base: Caller, lam: float | None, alpha: float | None) -> dict[str, Caller]:
     """The full reward and each requested ablation, by their Table 9 label."""
     reward = base.cfg.reward
     runs = {f"full (lambda = {reward.lam:g}, alpha = {reward.alpha:g})": base}
@@ -41,7 +47,7 @@ def variants(base: Runner, lam: float | None, alpha: float | None) -> dict[str, 
     return runs
 
 
-def student_recipe(runner: Runner, recipe: str | None) -> str:
+def student_recipe(runner: Caller, recipe: str | None) -> str:
     """The student recipe of the ablation: `recipe`, else the first corpus recipe of the runs."""
     corpus_recipes = [
         name
@@ -73,6 +79,14 @@ def ablation(
     if lam is None and alpha is None:
         raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
     base = start_run(profile, overrides, store)
+    report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
+    return finish(base, report, "rlt-ablation")
+
+
+def ablation_dag(
+    base: Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
+) -> dict[str, str]:
+    """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
     recipe = student_recipe(base, recipe)
     data = base(stages.data, "data")
     rows, lengths = [], {}
@@ -82,26 +96,19 @@ def ablation(
             stages.student_sft,
             f"student_sft[{recipe}, {label}]",
             recipe=recipe,
-            dataset=file_in(teacher["traces"], "traces.parquet"),
+            dataset=file_in(teacher["traces"], GENERATE_TRACES.outputs.traces),
         )
         evaluation = runner(
             stages.evaluate,
             f"evaluate[{label}]",
-            model=file_in(student, "model"),
-            eval_dir=file_in(data, "eval"),
+            model=file_in(student, MODEL),
+            eval_dir=file_in(data, DATA.outputs.eval),
         )
         rows.append(
             {"labels": {"Reward": label}, "evaluation": evaluation, "traces": teacher["traces"]}
         )
         lengths[label] = {"traces": teacher["traces"]}
-    report = base(
-        stages.report,
-        "report",
-        title=f"RLT reward ablations ({profile})",
-        tables={"table_9": rows},
-        lengths=lengths,
-    )
-    return finish(base, report, "rlt-ablation")
+    return base(stages.report, "report", title=title, tables={"table_9": rows}, lengths=lengths)
 
 
 def main(
@@ -113,10 +120,18 @@ def main(
     overrides: OverridesOption = None,
     store: StoreOption = "artifacts",
     recipe: RecipeOption = None,
+    plan: PlanOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
+    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0` (with
+    --plan: print what it would run and why)."""
     if lam is None and alpha is None:
         raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
+    if plan:
+        planner = start_plan(profile, overrides, store)
+        ablation_dag(planner, lam, alpha, recipe, title="plan")
+        print_plan(planner, as_json=as_json)
+        return
     ablation(
         profile=profile, overrides=overrides or [], store=store, lam=lam, alpha=alpha, recipe=recipe
     )

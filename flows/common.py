@@ -10,6 +10,7 @@ its cache and a remote store serves cache hits to every worker.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,18 @@ import typer
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.filesystems import RemoteFileSystem
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from rlt_core.config import PipelineConfig, load_config
+from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
+from rlt_core.stages.specs import STAGES
 from rlt_core.store import ArtifactStore
-from tasks.runtime import Input
+from tasks.runtime import Input, input_digest
 
 RESULTS_DIR = ".prefect-results"
+STAGE_NAMES = frozenset(STAGES)
 
 # The command-line options every flow module's `main` shares (typer).
 ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
@@ -34,6 +41,10 @@ OverridesOption = Annotated[
 ]
 StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
 RecipeOption = Annotated[str | None, typer.Option(help="student_sft recipe")]
+PlanOption = Annotated[
+    bool, typer.Option("--plan", help="print what would run and why; run nothing")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="with --plan: print the plan as JSON")]
 
 
 def result_storage(store: ArtifactStore) -> Path | RemoteFileSystem:
@@ -102,6 +113,64 @@ def start_run(
     return Runner(run, cfg, opened, result_storage(opened))
 
 
+@dataclass
+class Planner:
+    """Stands in for a Runner to plan a flow without running it (`rlt plan`): each stage call
+    is looked up in the store (`rlt_core.stages.plan.plan_stage`) and answered with the cached
+    artifact's ref, or with a pending ref that makes its downstream stages wait on it."""
+
+    run: dict[str, Any]
+    cfg: PipelineConfig
+    index: StoreIndex
+    rows: list[PlanRow] = field(default_factory=list)
+
+    def __call__(self, task: Any, label: str, **inputs: Any) -> dict[str, str]:
+        """The ref `task` would return, without running it; records the plan row."""
+        if task.name not in STAGE_NAMES:  # the report: assembled after the stages, uncached
+            return {"uri": "", "digest": "", "pending": label}
+        recipe = inputs.pop("recipe", None)
+        upstream, pending = {}, []
+        for name, value in inputs.items():
+            ref = value.get("ref", value) if isinstance(value, Mapping) else None
+            if ref is not None and "pending" in ref:
+                pending.append(ref["pending"])
+            elif value is not None:
+                upstream[name] = input_digest(value)
+        row = plan_stage(label, task.name, self.cfg, recipe, upstream, pending, self.index)
+        self.rows.append(row)
+        if row.status == "cached":
+            return {"uri": str(row.uri), "digest": str(row.digest)}
+        return {"uri": "", "digest": "", "pending": label}
+
+    def derive(self, extra_overrides: Sequence[str]) -> Planner:
+        """A planner for the same store with more overrides (an ablation's variant)."""
+        variant = start_plan(
+            self.run["profile"], [*self.run["overrides"], *extra_overrides], self.run["store"],
+            storage_options=self.run.get("storage_options"),
+        )  # fmt: skip
+        variant.index, variant.rows = self.index, self.rows  # one plan for the whole flow
+        return variant
+
+
+def start_plan(
+    profile: str,
+    overrides: Sequence[str] | None,
+    store: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Planner:
+    """A Planner over `store` (read only: nothing is created or written)."""
+    cfg = load_config(profile, list(overrides or ()))  # ConfigError before anything else
+    root = store if "://" in store else str(Path(store).expanduser().resolve())
+    run = {
+        "profile": profile,
+        "overrides": list(overrides or ()),
+        "store": root,
+        "storage_options": dict(storage_options or {}) or None,
+    }
+    return Planner(run, cfg, StoreIndex(root, storage_options))
+
+
 def file_in(ref: Mapping[str, str], name: str) -> Input:
     """A task input naming one file (or folder) inside an artifact."""
     return {"ref": dict(ref), "file": name}
@@ -134,3 +203,34 @@ def finish(runner: Runner, report: Mapping[str, str], prefix: str) -> dict[str, 
     publish_report(runner, report, key=f"{prefix}-report")
     times = publish_times(runner, key=f"{prefix}-stage-times")
     return {"report": dict(report), "stage_times": times}
+
+
+Caller = Runner | Planner  # what the flows' DAG functions call stages through
+
+
+def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any]]:
+    """Print the plan's rows (a table, or JSON with `as_json`) and return them as dicts."""
+    rows = [row.to_dict() for row in planner.rows]
+    if as_json:
+        summary = {
+            "profile": planner.run["profile"],
+            "overrides": planner.run["overrides"],
+            "store": planner.run["store"],
+            "stages": rows,
+            "cached": sum(r["status"] == "cached" for r in rows),
+            "run": sum(r["status"] == "run" for r in rows),
+        }
+        print(json.dumps(summary, indent=2))
+        return rows
+    table = Table(title=f"rlt plan: {planner.run['profile']} on {planner.run['store']}")
+    for column in ("stage run", "status", "key", "why it runs"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = "[green]cached[/]" if row["status"] == "cached" else "[yellow]run[/]"
+        why = "\n".join(row["reasons"])
+        table.add_row(escape(row["label"]), status, row["key"] or "—", escape(why))
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    cached = sum(r["status"] == "cached" for r in rows)
+    console.print(f"{cached} cached, {len(rows) - cached} to run (the report is rebuilt after).")
+    return rows

@@ -18,14 +18,20 @@ import typer
 from prefect import flow
 
 from flows.common import (
+    Caller,
+    JsonOption,
     OverridesOption,
+    PlanOption,
     ProfileOption,
     StoreOption,
     file_in,
     finish,
+    print_plan,
+    start_plan,
     start_run,
 )
-from rlt_core.stages.data import DATASET_FILES
+from flows.full_pipeline import MODEL
+from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
 RECIPE = "countdown"
@@ -42,22 +48,28 @@ def countdown_transfer(
 ) -> dict[str, Any]:
     """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4)."""
     runner = start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
+    report = countdown_dag(runner, title=f"RLT zero-shot transfer to countdown ({profile})")
+    return finish(runner, report, "rlt-countdown-transfer")
+
+
+def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
+    """The DAG of section 4.4 on `runner` (its config carries COUNTDOWN_RUNS); the report."""
     data = runner(stages.data, "data")
-    corpus = file_in(data, DATASET_FILES["corpus"])
-    countdown = file_in(data, DATASET_FILES["countdown"])
+    corpus = file_in(data, DATA.outputs.corpus)
+    countdown = file_in(data, DATA.outputs.countdown)
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
     teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
     traces = runner(
         stages.generate_traces,
         "generate_traces[countdown, zero-shot]",
-        teacher=file_in(teacher, "model"),
+        teacher=file_in(teacher, MODEL),
         corpus=countdown,
     )
     student = runner(
         stages.student_sft,
         f"student_sft[{RECIPE}, RLT traces]",
         recipe=RECIPE,
-        dataset=file_in(traces, "traces.parquet"),
+        dataset=file_in(traces, GENERATE_TRACES.outputs.traces),
     )
     rl = runner.cfg.student_rl[RECIPE]
     direct = runner(
@@ -71,36 +83,45 @@ def countdown_transfer(
         stages.student_rl,
         f"student_rl[{RECIPE}, cold start: RLT traces]",
         recipe=RECIPE,
-        start_model=file_in(student, "model"),
+        start_model=file_in(student, MODEL),
         dataset=countdown,
     )
     models = [  # (Model, Cold start, model input): the rows of the section 4.4 comparison
-        ("RLT traces, SFT", "—", file_in(student, "model")),
-        ("RL", "none", file_in(direct, "model")),
-        ("RLT traces + RL", "RLT traces", file_in(after, "model")),
+        ("RLT traces, SFT", "—", file_in(student, MODEL)),
+        ("RL", "none", file_in(direct, MODEL)),
+        ("RLT traces + RL", "RLT traces", file_in(after, MODEL)),
     ]
     rows = []
     for name, cold_start, model in models:
         evaluation = runner(
-            stages.evaluate, f"evaluate[{name}]", model=model, eval_dir=file_in(data, "eval")
+            stages.evaluate,
+            f"evaluate[{name}]",
+            model=model,
+            eval_dir=file_in(data, DATA.outputs.eval),
         )
         rows.append({"labels": {"Model": name, "Cold start": cold_start}, "evaluation": evaluation})
-    report = runner(
+    return runner(
         stages.report,
         "report",
-        title=f"RLT zero-shot transfer to countdown ({profile})",
+        title=title,
         tables={"table_2": rows},
         lengths={"RLT (countdown, zero-shot)": {"traces": traces}, "corpus": {"corpus": data}},
     )
-    return finish(runner, report, "rlt-countdown-transfer")
 
 
 def main(
     profile: ProfileOption = "tiny",
     overrides: OverridesOption = None,
     store: StoreOption = "artifacts",
+    plan: PlanOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Run the section 4.4 flow in this process."""
+    """Run the section 4.4 flow in this process (with --plan: print what it would run)."""
+    if plan:
+        planner = start_plan(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
+        countdown_dag(planner, title="plan")
+        print_plan(planner, as_json=as_json)
+        return
     countdown_transfer(profile=profile, overrides=overrides or [], store=store)
 
 

@@ -15,12 +15,14 @@ import hashlib
 import json
 import os
 import platform
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rlt_core.code_closure import code_fingerprint, module_hashes
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("rlt", "torch", "transformers", "trl", "datasets", "prefect", "lighteval")
@@ -47,6 +49,80 @@ def digest_json(obj: Any) -> str:
 def stage_key(config: Any, upstream: dict[str, str], code: str = "") -> str:
     """The cache key of a stage run: its config, its upstream digests and a code fingerprint."""
     return digest_json({"config": config, "upstream": upstream, "code": code})[:16]
+
+
+@dataclass(frozen=True)
+class StageKey:
+    """What a stage run is keyed on, and the key: `digest` names its artifact directory
+    `<store>/<stage>/<digest>/`, and `cache_key` (`<stage>-<digest>`) is the orchestrator's
+    cache key for the same run. `modules` (each module's source hash) and the rest are kept in
+    the manifest, so `rlt plan` can say which config value, input or module changed."""
+
+    stage: str
+    config: Any
+    upstream: dict[str, str]
+    code: str
+    modules: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, stage: str, config: Any, upstream: Mapping[str, str], module: str) -> StageKey:
+        """The key of `stage` with this config and these input identities, its code being
+        the import closure of `module` (`rlt_core.code_closure`)."""
+        return cls(stage, config, dict(upstream), code_fingerprint(module), module_hashes(module))
+
+    @property
+    def digest(self) -> str:
+        return stage_key(self.config, self.upstream, self.code)
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.stage}-{self.digest}"
+
+    def dir(self, store: str | Path) -> Path:
+        """`<store>/<stage>/<digest>`: the directory this run writes into."""
+        return stage_dir(store, self.stage, self.digest)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form kept in the manifest (`rlt plan` reads it back)."""
+        return {
+            "digest": self.digest,
+            "config": self.config,
+            "upstream": self.upstream,
+            "code": self.code,
+            "modules": self.modules,
+        }
+
+
+def member_identity(digest: str, member: str) -> str:
+    """The identity of a file or folder `member` inside the artifact of `digest`."""
+    member = Path(member).as_posix().strip("/")
+    return digest if member in ("", ".") else f"{digest}:{member}"
+
+
+def input_identity(value: str | Path) -> str:
+    """What identifies a stage input in its key, the same in the stage and in the orchestrator.
+
+    - a finished artifact directory: its digest; a file or folder inside one:
+      `<digest>:<relative path>` (location-free: the same artifact in a cache or on S3 has it);
+    - another local file or directory: the sha256 of its bytes (`files_digest` for a folder);
+    - anything else (an offline model name, a hub id): the reference itself.
+    """
+    path = Path(value).expanduser()
+    if not path.exists():
+        return str(value)
+    path = path.resolve()
+    for artifact in (path, *path.parents):
+        if is_complete(artifact):
+            return member_identity(
+                read_manifest(artifact)["digest"], str(path.relative_to(artifact))
+            )
+    if path.is_dir():
+        return files_digest(path)
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def stage_dir(store: str | Path, stage: str, key: str) -> Path:
@@ -89,12 +165,18 @@ def write_manifest(
     config: Any,
     upstream: dict[str, str],
     metrics: dict[str, Any],
+    key: StageKey | None = None,
 ) -> ArtifactRef:
-    """Write `manifest.json` last (atomically, via rename) and return the artifact's ref."""
+    """Write `manifest.json` last (atomically, via rename) and return the artifact's ref.
+
+    `config` is what the run resolved (the key's config and more, e.g. the trainer arguments);
+    `key` (the run's StageKey) is recorded as it is, for `rlt plan`.
+    """
     root = Path(path)
     digest = files_digest(root)
     manifest = {
         "stage": stage,
+        "key": key.record() if key is not None else None,
         "digest": digest,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,

@@ -21,13 +21,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from rlt_core import artifacts
-from rlt_core.code_closure import code_fingerprint
+from rlt_core.config import PipelineConfig
+from rlt_core.stages.specs import DATA, GENERATE_TRACES
+
+TRACES = GENERATE_TRACES.outputs.traces
 
 REPORT_STAGE = "report"
 REPORT_MD = "report.md"
@@ -156,7 +160,7 @@ def rank_correlation(ranks: Sequence[int], scores: Sequence[float]) -> Correlati
 def trace_think_lengths(generate_traces: str | Path) -> np.ndarray:
     """The think-token length of every kept trace of a finished generate_traces artifact."""
     artifacts.read_manifest(generate_traces)  # refuses an unfinished artifact
-    table = pd.read_parquet(Path(generate_traces) / "traces.parquet", columns=["think_tokens"])
+    table = pd.read_parquet(Path(generate_traces) / TRACES, columns=["think_tokens"])
     return table["think_tokens"].to_numpy()
 
 
@@ -164,7 +168,7 @@ def corpus_think_lengths(data: str | Path) -> np.ndarray:
     """The think-token length of every corpus trace, from a finished data artifact (the
     baseline traces of Figure 8; written when the data stage had a tokenizer)."""
     artifacts.read_manifest(data)
-    path = Path(data) / "think_tokens.parquet"
+    path = Path(data) / DATA.outputs.think_tokens
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the data stage measures think lengths only when it is given the "
@@ -267,8 +271,8 @@ def run_report(
         "ranks": [rank for rank, _ in ranked],
         "lengths": artifacts.digest_json(lengths),
     }
-    key = artifacts.stage_key(config, upstream, code_fingerprint(__name__))
-    out = artifacts.stage_dir(store, REPORT_STAGE, key)
+    key = artifacts.StageKey.of(REPORT_STAGE, config, upstream, __name__)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,7 +285,7 @@ def run_report(
     (out / REPORT_MD).write_text(f"# {title}\n\n" + "\n".join(sections))
     (out / REPORT_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return artifacts.write_manifest(
-        out, stage=REPORT_STAGE, config=config, upstream=upstream, metrics=summary
+        out, stage=REPORT_STAGE, config=config, upstream=upstream, metrics=summary, key=key
     )
 
 
@@ -332,4 +336,83 @@ def _figure_8(lengths: Mapping[str, Sequence[int]]) -> str:
     return (
         f"**Figure 8.** Think-token lengths per trace source\n\n{length_summary(lengths)}\n"
         f"![Figure 8]({FIGURE_8})\n"
+    )
+
+
+# --- the experiments' tables from the flows' refs -------------------------------------------------
+
+Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
+TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own traces
+
+
+def model_name(reference: str) -> str:
+    """A model reference's short name (`offline:smollm2-135m` -> `smollm2-135m`)."""
+    return reference.split(":")[-1].split("/")[-1]
+
+
+def pipeline_tables(
+    cfg: PipelineConfig,
+    students: Mapping[tuple[str, str], Ref],
+    trained: Mapping[tuple[str, str], Ref],
+    evaluations: Mapping[str, Ref],
+) -> dict[str, list[dict[str, Any]]]:
+    """Table 1 (the base model, then each (trace source, recipe) student) and Table 2 (each
+    (cold start, recipe) RL run) of the full pipeline, as report rows `{"labels",
+    "evaluation"}`. Evaluations are keyed `base`, `<source>-<recipe>`, `rl-<start>-<recipe>`."""
+    base = model_name(cfg.student_sft[cfg.student_sft_runs[0]].model)
+    table_1 = [{"labels": {"Model": base, "Traces": "—", "Student": base, "Data": "—"},
+                "evaluation": evaluations["base"]}]  # fmt: skip
+    for source, recipe in students:
+        recipe_cfg = cfg.student_sft[recipe]
+        labels = {
+            "Model": f"{source}-{recipe}",
+            "Traces": "RLT" if source == "RLT" else "corpus (R1 / search)",
+            "Student": model_name(recipe_cfg.model),
+            "Data": f"{recipe} ({recipe_cfg.num_train_samples or 'all'})",
+        }
+        table_1.append({"labels": labels, "evaluation": evaluations[f"{source}-{recipe}"]})
+    table_2 = [
+        {
+            "labels": {"Model": f"RL[{recipe}]", "Cold start": source},
+            "evaluation": evaluations[f"rl-{source}-{recipe}"],
+        }
+        for source, recipe in trained
+    ]
+    return {"table_1": table_1, "table_2": table_2}
+
+
+def report_from_refs(
+    store: Any,
+    *,
+    title: str,
+    tasks: Sequence[str],
+    tables: Mapping[str, Sequence[Mapping[str, Any]]],
+    lengths: Mapping[str, Mapping[str, Any]] | None = None,
+) -> artifacts.ArtifactRef:
+    """`run_report` over refs: each is fetched from `store` (an `rlt_core.store.ArtifactStore`)
+    into its working directory, where the report is written.
+
+    `tables` maps table_1 / table_2 / table_9 to rows `{"labels", "evaluation"[, "traces"]}`
+    and `ranked` to rows with a `rank` too; `lengths` maps a trace source to `{"traces": ref}`
+    (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own traces).
+    """
+
+    def entry(row: Mapping[str, Any]) -> Evaluated:
+        traces = str(store.fetch(row["traces"])) if row.get("traces") else None
+        return Evaluated(row["labels"], str(store.fetch(row["evaluation"])), traces)
+
+    def think_lengths(source: Mapping[str, Any]) -> list[int]:
+        if "traces" in source:
+            return trace_think_lengths(store.fetch(source["traces"])).tolist()
+        return corpus_think_lengths(store.fetch(source["corpus"])).tolist()
+
+    return run_report(
+        store.working,
+        title=title,
+        tasks=tasks,
+        table1=[entry(r) for r in tables.get("table_1", ())],
+        table2=[entry(r) for r in tables.get("table_2", ())],
+        table9=[entry(r) for r in tables.get("table_9", ())],
+        lengths={name: think_lengths(source) for name, source in (lengths or {}).items()},
+        ranked=[(int(r["rank"]), entry(r)) for r in tables.get("ranked", ())],
     )

@@ -13,8 +13,12 @@ local *working* store laid out as `<working>/<stage>/<key>/`. The store root is 
 Never half-written: publishing uploads every file first and `manifest.json` last, so a remote
 directory without its manifest (an upload cut by a crash or a dropped connection) is never
 taken as finished, and publishing it again replaces it. Fetching checks the digest of what it
-downloaded against the manifest's. Connection failures surface as `StoreUnavailableError`
-(an OSError, so the orchestration layer's retries for transient errors apply).
+downloaded against the manifest's.
+
+Failures are told apart (`classify_store_error`): a connection that failed, timed out or was
+throttled surfaces as `StoreUnavailableError` (transient: the orchestration layer retries it);
+refused credentials, a permission denied or a bucket that does not exist surface at once as
+`StoreAccessError`, naming what to fix (retrying cannot help).
 """
 
 from __future__ import annotations
@@ -38,6 +42,58 @@ logger = logging.getLogger(__name__)
 
 class StoreUnavailableError(OSError):
     """The store could not be read or written (a transient failure: retry, then report)."""
+
+
+class StoreAccessError(RuntimeError):
+    """The store refused the request for a reason a retry cannot change (credentials,
+    permissions, a missing bucket); the message says what to fix."""
+
+
+# Connection-level failures of botocore / aiohttp / urllib3, by class name (none is imported).
+_TRANSIENT_NAMES = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+    "ConnectionClosedError", "ConnectionError", "ProxyConnectionError", "HTTPClientError",
+    "ResponseStreamingError", "ClientConnectorError", "ClientConnectionError",
+    "ServerDisconnectedError", "ServerTimeoutError", "ClientOSError", "ClientPayloadError",
+    "ProtocolError", "NewConnectionError", "MaxRetryError",
+})  # fmt: skip
+# S3 error codes that mean "try again later".
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestLimitExceeded", "503", "500",
+})  # fmt: skip
+_CLIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs")
+
+
+def classify_store_error(error: BaseException) -> bool | None:
+    """True for a transient store failure, False for one a retry cannot fix, None for an
+    error that is not the store's (it propagates as it is). Wrapped errors (s3fs re-raises
+    botocore's as OSError) are judged by their cause."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    verdicts = []
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        verdicts.append(_judge(current))
+        current = current.__cause__ or current.__context__
+    decided = [v for v in verdicts if v is not None]
+    return decided[0] if decided else None
+
+
+def _judge(error: BaseException) -> bool | None:
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, (PermissionError, FileNotFoundError)):
+        return False
+    if type(error).__module__.startswith(_CLIENT_MODULES):
+        name = type(error).__name__
+        if name == "ClientError":
+            response = getattr(error, "response", {}) or {}
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            return code in _TRANSIENT_CODES or status >= 500 or status == 429
+        return name in _TRANSIENT_NAMES or "Timeout" in name
+    return None
 
 
 def is_remote(root: str | Path) -> bool:
@@ -172,22 +228,25 @@ class ArtifactStore:
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Turn connection failures inside the block into StoreUnavailableError (with `what`)."""
+    """Turn store failures inside the block into StoreUnavailableError (transient) or
+    StoreAccessError (not), with `what` and the fix (module docstring)."""
     try:
         yield
-    except (ValueError, StoreUnavailableError):
+    except (ValueError, StoreUnavailableError, StoreAccessError):
         raise
     except Exception as error:
-        if not isinstance(error, (OSError, TimeoutError)) and not _is_client_error(error):
+        transient = classify_store_error(error)
+        if transient is None:
             raise
-        raise StoreUnavailableError(
-            f"store unavailable while {what}: {type(error).__name__}: {error}. Check that the "
-            "endpoint is reachable and the credentials are valid; the stage's local files are "
-            "kept, so a retry resumes."
+        detail = f"{type(error).__name__}: {error}"
+        if transient:
+            raise StoreUnavailableError(
+                f"store unavailable while {what}: {detail}. The endpoint did not answer or asked "
+                "to slow down; the stage's local files are kept, so a retry resumes."
+            ) from error
+        raise StoreAccessError(
+            f"the store refused {what}: {detail}. A retry cannot fix this: check that the "
+            "bucket in the store URI exists, that the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY, or the profile in storage_options) are valid, and that they "
+            "may read and write that prefix; the stage's local files are kept."
         ) from error
-
-
-def _is_client_error(error: BaseException) -> bool:
-    """botocore / aiohttp connection errors, recognised by module so neither is imported."""
-    module = type(error).__module__
-    return module.startswith(("botocore", "aiohttp", "urllib3"))

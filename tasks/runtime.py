@@ -4,12 +4,13 @@ A *run* is the JSON-ready dict every task receives: the profile, the `key.path=v
 overrides and the artifact store root (`flows.common.start_run` builds it). Tasks return
 artifact refs (`{"uri", "digest"}`), never models or tables, and Prefect persists them as JSON.
 
-Cache key (`StageCache`): `rlt_core.stages.plan.stage_cache_key` over the stage's config
-section, its inputs' digests and a fingerprint of the rlt_core code it runs, prefixed with the
-stage name (Prefect's cache records share one namespace). Prefect's own TASK_SOURCE would only
-hash the task's few lines. A cached ref is served without running anything; a stage that is
-not cached still returns at once when its artifact is finished (the stage functions check
-their manifest), and a killed one resumes from its checkpoints.
+Cache key (`StageCache`): the stage's own artifact key (`rlt_core.stages.specs`: the config it
+reads, its inputs' identities and the rlt_core code it imports), prefixed with the stage name
+(Prefect's cache records share one namespace): `<stage>-<key>` for `<store>/<stage>/<key>/`.
+Prefect's own TASK_SOURCE would only hash the task's few lines. A cached ref is served without
+running anything; a stage that is not cached still returns at once when its artifact is
+finished (the stage functions check their manifest), and a killed one resumes from its
+checkpoints.
 
 Where a stage runs (`RLT_STAGE_PROCESS`): `subprocess` starts `python -m rlt_core.stages`
 (through `accelerate launch` with ZeRO-3 on a multi-GPU node), so GPU memory is returned between
@@ -32,10 +33,10 @@ import torch
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from rlt_core.artifacts import ArtifactRef
+from rlt_core.artifacts import input_identity, member_identity
 from rlt_core.config import PipelineConfig, load_config
-from rlt_core.stages.dispatch import run_stage
 from rlt_core.stages.plan import stage_cache_key
+from rlt_core.stages.specs import spec_of
 from rlt_core.store import ArtifactStore, StoreUnavailableError
 from rlt_core.training.launch import launch_stage
 
@@ -61,11 +62,12 @@ def open_store(run: Run) -> ArtifactStore:
 
 
 def input_digest(value: Input) -> str:
-    """What identifies a task input in the cache key (module docstring, `Input`)."""
+    """What identifies a task input in the key: what the stage itself computes from the local
+    path (`rlt_core.artifacts.input_identity`), from the ref alone."""
     if isinstance(value, str):
-        return value
+        return input_identity(value)
     if "ref" in value:
-        return f"{value['ref']['digest']}:{value['file']}"
+        return member_identity(value["ref"]["digest"], value["file"])
     return str(value["digest"])
 
 
@@ -122,7 +124,7 @@ def execute(
     """
     store = open_store(run)
     paths = {name: local_input(store, v) for name, v in inputs.items() if v is not None}
-    if in_subprocess():
+    if in_subprocess() and not spec_of(stage).in_driver:
         local = launch_stage(
             stage,
             profile=run["profile"],
@@ -132,12 +134,7 @@ def execute(
             recipe=recipe,
         )
     else:
-        local = run_stage(stage, run_config(run), store.working, paths, recipe)
+        local = spec_of(stage).call(run_config(run), store.working, paths, recipe)
     ref = store.publish(Path(local.uri))
     logger.info("%s: %s", stage, ref.uri)
     return ref.to_dict()
-
-
-def as_ref(value: Mapping[str, str]) -> ArtifactRef:
-    """A task result (JSON dict) as an ArtifactRef."""
-    return ArtifactRef(uri=value["uri"], digest=value["digest"])

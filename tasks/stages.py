@@ -13,8 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from rlt_core.reports import Evaluated, corpus_think_lengths, run_report, trace_think_lengths
-from rlt_core.stages.data import run_data
+from rlt_core.reports import report_from_refs
 from tasks.runtime import Input, Run, StageCache, execute, is_transient, open_store, run_config
 
 STAGE_TASK: dict[str, Any] = {
@@ -27,20 +26,10 @@ STAGE_TASK: dict[str, Any] = {
 }
 
 
-def _teacher_tokenizer(run: Run) -> Any:
-    from transformers import AutoTokenizer
-
-    from rlt_core.models import resolve_model
-
-    return AutoTokenizer.from_pretrained(resolve_model(run_config(run).teacher_sft.model))
-
-
 @task(name="data", **STAGE_TASK)
 def data(run: Run) -> dict[str, str]:
-    """The data stage (corpus, subsets, eval sets, countdown, think lengths)."""
-    store = open_store(run)
-    out = run_data(run_config(run), store.working, tokenizer=_teacher_tokenizer(run))
-    return store.publish(out.path).to_dict()
+    """The data stage (corpus, eval sets, countdown, LIMR, think lengths)."""
+    return execute("data", run, {})
 
 
 @task(name="teacher_sft", **STAGE_TASK)
@@ -92,32 +81,11 @@ def report(
     tables: Mapping[str, Sequence[Mapping[str, Any]]],
     lengths: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, str]:
-    """The experiment tables (Tables 1, 2, 9, section 4.5) and Figure 8 as a report artifact.
-
-    `tables` maps table_1 / table_2 / table_9 to rows `{"labels", "evaluation"[, "traces"]}`
-    (refs) and `ranked` to rows with a `rank` too; `lengths` maps a trace source to
-    `{"traces": ref}` (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own
-    traces). Not cached by Prefect: the report artifact caches itself on its inputs' digests.
-    """
+    """The experiment tables (Tables 1, 2, 9, section 4.5) and Figure 8 as a report artifact
+    (`rlt_core.reports.report_from_refs`). Not cached by Prefect: the report artifact caches
+    itself on its inputs' digests."""
     store = open_store(run)
-
-    def entry(row: Mapping[str, Any]) -> Evaluated:
-        traces = str(store.fetch(row["traces"])) if row.get("traces") else None
-        return Evaluated(row["labels"], str(store.fetch(row["evaluation"])), traces)
-
-    def think_lengths(source: Mapping[str, Any]) -> list[int]:
-        if "traces" in source:
-            return trace_think_lengths(store.fetch(source["traces"])).tolist()
-        return corpus_think_lengths(store.fetch(source["corpus"])).tolist()
-
-    out = run_report(
-        store.working,
-        title=title,
-        tasks=run_config(run).evaluate.tasks,
-        table1=[entry(r) for r in tables.get("table_1", ())],
-        table2=[entry(r) for r in tables.get("table_2", ())],
-        table9=[entry(r) for r in tables.get("table_9", ())],
-        lengths={name: think_lengths(source) for name, source in (lengths or {}).items()},
-        ranked=[(int(r["rank"]), entry(r)) for r in tables.get("ranked", ())],
+    out = report_from_refs(
+        store, title=title, tasks=run_config(run).evaluate.tasks, tables=tables, lengths=lengths
     )
     return store.publish(out.uri).to_dict()

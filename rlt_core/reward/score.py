@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated
@@ -272,3 +273,28 @@ def score(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"scored {run.scored} rows ({run.skipped} already scored) -> {run.out}")
+
+
+def score_file(
+    model_path: str, reward_cfg: RewardConfig, source: Path, scored: Path, dtype_name: str
+) -> pd.DataFrame:
+    """Score every row of `source` with r_RLT (`rlt_core.reward.score.score_dataset`, teacher
+    `model_path`, student `reward.student_model`; resumable) into `scored`, and return it.
+
+    float32 on CPU, `dtype_name` on a GPU. The scorer's resume parts are removed once the
+    scored table holds every row.
+    """
+    from rlt_core.generation.engine import inference_device
+
+    device = inference_device()
+    score_dataset(
+        model_path,
+        reward_cfg.student_model,
+        source,
+        scored,
+        cfg=reward_cfg,
+        dtype="float32" if device.type == "cpu" else dtype_name,
+        device=str(device),
+    )
+    shutil.rmtree(parts_dir(scored), ignore_errors=True)
+    return pd.read_parquet(scored)

@@ -70,6 +70,20 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def load_frozen_student(
+    reference: str, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Any]:
+    """The frozen student of the reward (`reward.student_model`) and its tokenizer: the one
+    place it is loaded, for RL (teacher_rl), the 32B keep rule and offline scoring."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlt_core.models import resolve_model
+
+    path = resolve_model(reference)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(path)
+
+
 def _check_vocab(model: nn.Module, tokenizer: Any, role: str) -> None:
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
@@ -140,9 +154,8 @@ class RLTScorer:
         tokenizer, student_tokenizer = (AutoTokenizer.from_pretrained(p) for p in paths)
         check_same_vocabulary(tokenizer, student_tokenizer)
         check_layout(tokenizer)
-        teacher_model, student_model = (
-            AutoModelForCausalLM.from_pretrained(p, dtype=dtype).to(device) for p in paths
-        )
+        teacher_model = AutoModelForCausalLM.from_pretrained(paths[0], dtype=dtype).to(device)
+        student_model, _ = load_frozen_student(student or cfg.student_model, dtype, device)
         if offload_student:
             student_model.to("cpu")
         return cls(
@@ -153,6 +166,21 @@ class RLTScorer:
             offload_student=offload_student,
             batch_size=batch_size,
         )
+
+    @classmethod
+    def with_student(
+        cls,
+        cfg: RewardConfig,
+        tokenizer: Any,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        **options: Any,
+    ) -> RLTScorer:
+        """A scorer on the frozen student `cfg.student_model`, the teacher set later
+        (`set_teacher`: the live policy in RL) or never (r_SS only, the 32B keep rule)."""
+        student, student_tokenizer = load_frozen_student(cfg.student_model, dtype, device)
+        return cls(None, student, tokenizer, cfg, student_tokenizer=student_tokenizer, **options)
 
     def set_teacher(self, model: nn.Module) -> None:
         """Use `model` for the teacher log-probs (for RL: the live policy, reference behaviour)."""

@@ -1,4 +1,4 @@
-"""Command line that runs ONE model stage: what `rlt_core.training.launch` starts per process.
+"""Command line that runs ONE stage: what `rlt_core.training.launch` starts per process.
 
     python -m rlt_core.stages student_sft --profile tiny --store ./store \\
         --input dataset=traces.parquet --recipe countdown [--set k=v ...] [--ref-out ref.json]
@@ -22,7 +22,7 @@ import typer
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, load_config
-from rlt_core.stages.dispatch import run_stage
+from rlt_core.stages.specs import STAGES, spec_of
 
 app = typer.Typer(add_completion=False, help="Run one RLT training stage in this process.")
 
@@ -57,10 +57,7 @@ def write_ref(ref: ArtifactRef, ref_out: Path | None) -> None:
 def main(
     stage: Annotated[
         str,
-        typer.Argument(
-            help="teacher_sft, teacher_rl, generate_traces, rank_traces, student_sft, "
-            "student_rl, evaluate"
-        ),
+        typer.Argument(help=", ".join(STAGES)),
     ],
     profile: Annotated[str, typer.Option(help="profile name (tiny, paper-7b, ...) or YAML path")],
     store: Annotated[Path, typer.Option(help="artifact store root (a local directory)")],
@@ -77,7 +74,7 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         cfg = load_config(profile, overrides or [])
-        ref = run_stage(stage, cfg, store, parse_inputs(input_pairs or []), recipe)
+        ref = spec_of(stage).call(cfg, store, parse_inputs(input_pairs or []), recipe)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
         sys.stderr.write(f"error: {error}\n")
         raise typer.Exit(2) from None

@@ -2,13 +2,14 @@
 
 Reads the question-solution corpus (Bespoke-Stratos-17k, any question/solution table, or the
 generated countdown task of section 4.4), validates it (strict: fail with row ids; lenient: drop
-and count), draws the seeded subset of each student recipe that asks for fewer rows (the 1K
-subset of Table 1), and writes the held-out sets that evaluation and student RL need (countdown
+and count), and writes the held-out sets that evaluation and student RL need (countdown
 test, LIMR, AIME24 / MATH500 / GPQA Diamond). It also records think-length statistics of the
 corpus' own traces (the baseline of Figure 8) in the teacher's tokens, and a preview of one row
 rendered in the teacher (Figure 7) and student (Figure 6) formats with the real tokenizer.
 
-Output (`<store>/data/<key>/`): `corpus.parquet`, `subsets/<recipe>.parquet`,
+The training stages draw their own seeded row subsets (`data.subset_seed`, in their keys).
+
+Output (`<store>/data/<key>/`, names in `rlt_core.stages.specs.DataFiles`): `corpus.parquet`,
 `eval/<task>.parquet`, `limr.parquet` and `countdown.parquet` (countdown training rows; each
 when a run uses it), `think_tokens.parquet` (per-row
 corpus think lengths), `report.json`, `preview.md`, and `manifest.json` last.
@@ -23,33 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from rlt_core import artifacts, formats
-from rlt_core.code_closure import code_fingerprint
-from rlt_core.config import PipelineConfig, to_dict
+from rlt_core.config import PipelineConfig
 from rlt_core.data import (
     countdown_rows,
     countdown_splits,
     load_corpus,
     load_eval_set,
     load_limr,
-    seeded_subset,
     validate_rows,
 )
 from rlt_core.data.benchmarks import EVAL_SETS
+from rlt_core.generation.trace_stats import think_length_stats
+from rlt_core.stages.specs import DATA, needs_countdown_train, needs_limr
 
 logger = logging.getLogger(__name__)
 
-STAGE = "data"
-# The table of each recipe `dataset` value inside the data artifact.
-DATASET_FILES = {
-    "corpus": "corpus.parquet",
-    "limr": "limr.parquet",
-    "countdown": "countdown.parquet",
-}
-THINK_TOKENS = "think_tokens.parquet"
+STAGE = DATA.name
+FILES = DATA.outputs
 COUNTDOWN_KEEP = ("numbers", "target")
 
 
@@ -62,18 +56,6 @@ class DataOutputs:
     report: dict[str, Any]
 
 
-def data_config_view(cfg: PipelineConfig) -> dict[str, Any]:
-    """The parts of the pipeline config the data stage depends on (its cache key)."""
-    return {
-        "data": to_dict(cfg.data),
-        "teacher_tokenizer": cfg.teacher_sft.model,
-        "subsets": {name: _recipe_rows(cfg, name) for name in cfg.student_sft_runs},
-        "eval_tasks": list(cfg.evaluate.tasks),
-        "limr": _needs_limr(cfg),
-        "countdown_train": _needs_countdown_train(cfg),
-    }
-
-
 def run_data(
     cfg: PipelineConfig, store: str | Path, *, tokenizer: Any | None = None
 ) -> DataOutputs:
@@ -82,51 +64,45 @@ def run_data(
     `tokenizer` (optional) measures think lengths and renders the preview; without it they are
     skipped and the report says so.
     """
-    view = data_config_view(cfg)
-    key = artifacts.stage_key(view, {}, code_fingerprint(__name__))
-    out = artifacts.stage_dir(store, STAGE, key)
+    key = DATA.key_of({"cfg": cfg}, {})
+    out = key.dir(store)
     if artifacts.is_complete(out):
         logger.info("data: cached at %s", out)
         return DataOutputs(artifacts.load_ref(out), out, artifacts.read_manifest(out)["metrics"])
     if out.exists():
         shutil.rmtree(out)  # an unfinished earlier run: start over, it is cheap
-    (out / "eval").mkdir(parents=True)
+    (out / FILES.eval).mkdir(parents=True)
     report = _write_datasets(cfg, out)
     if tokenizer is not None:
-        corpus = pd.read_parquet(out / "corpus.parquet")
+        corpus = pd.read_parquet(out / FILES.corpus)
         lengths = corpus_think_lengths(corpus, tokenizer)
-        lengths.to_parquet(out / THINK_TOKENS, index=False)
+        lengths.to_parquet(out / FILES.think_tokens, index=False)
         report["think_tokens"] = think_length_stats(lengths["think_tokens"].to_numpy())
-        (out / "preview.md").write_text(format_preview(corpus, tokenizer))
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    ref = artifacts.write_manifest(out, stage=STAGE, config=view, upstream={}, metrics=report)
+        (out / FILES.preview).write_text(format_preview(corpus, tokenizer))
+    (out / FILES.report).write_text(json.dumps(report, indent=2, sort_keys=True))
+    ref = artifacts.write_manifest(
+        out, stage=STAGE, config=key.config, upstream={}, metrics=report, key=key
+    )
     logger.info("data: wrote %s (%d corpus rows)", out, report["corpus"]["kept"])
     return DataOutputs(ref, out, report)
 
 
 def _write_datasets(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
     corpus, report, (countdown_train, countdown_test) = _corpus(cfg)
-    corpus.to_parquet(out / "corpus.parquet", index=False)
-    result: dict[str, Any] = {"corpus": report, "subsets": {}, "eval": {}}
-    if _needs_countdown_train(cfg):  # the countdown corpus itself when it is the corpus
+    corpus.to_parquet(out / FILES.corpus, index=False)
+    result: dict[str, Any] = {"corpus": report, "eval": {}}
+    if needs_countdown_train(cfg):  # the countdown corpus itself when it is the corpus
         train = corpus if cfg.data.corpus_schema == "countdown" else countdown_train
-        train.to_parquet(out / DATASET_FILES["countdown"], index=False)
+        train.to_parquet(out / FILES.countdown, index=False)
         result["countdown_train"] = len(train)
-    for name in cfg.student_sft_runs:
-        rows = _recipe_rows(cfg, name)
-        if rows is not None and rows < len(corpus):
-            subset = seeded_subset(corpus, rows, cfg.data.subset_seed)
-            (out / "subsets").mkdir(exist_ok=True)
-            subset.to_parquet(out / "subsets" / f"{name}.parquet", index=False)
-            result["subsets"][name] = len(subset)
     for task in cfg.evaluate.tasks:
         table = _eval_table(cfg, task, countdown_test)
         if table is not None:
-            table.to_parquet(out / "eval" / f"{task}.parquet", index=False)
+            table.to_parquet(out / FILES.eval_table(task), index=False)
             result["eval"][task] = len(table)
-    if _needs_limr(cfg):
+    if needs_limr(cfg):
         limr = load_limr(cfg.data.limr_source)
-        limr.to_parquet(out / "limr.parquet", index=False)
+        limr.to_parquet(out / FILES.limr, index=False)
         result["limr"] = len(limr)
     return result
 
@@ -152,7 +128,7 @@ def _countdown(cfg: PipelineConfig) -> tuple[pd.DataFrame | None, pd.DataFrame |
     needed = (
         data.corpus_schema == "countdown"
         or "countdown" in cfg.evaluate.tasks
-        or _needs_countdown_train(cfg)
+        or needs_countdown_train(cfg)
     )
     if not needed:
         return None, None
@@ -178,21 +154,6 @@ def _eval_table(
     return None
 
 
-def _recipe_rows(cfg: PipelineConfig, name: str) -> int | None:
-    recipe = cfg.student_sft[name]
-    return recipe.num_train_samples if recipe.dataset == "corpus" else None
-
-
-def _needs_countdown_train(cfg: PipelineConfig) -> bool:
-    sft = any(cfg.student_sft[name].dataset == "countdown" for name in cfg.student_sft_runs)
-    rl = any(cfg.student_rl[name].dataset == "countdown" for name in cfg.student_rl_runs)
-    return sft or rl
-
-
-def _needs_limr(cfg: PipelineConfig) -> bool:
-    return any(cfg.student_rl[name].dataset == "limr" for name in cfg.student_rl_runs)
-
-
 def corpus_think_lengths(corpus: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
     """Think-token length of each corpus trace (id, think_tokens): the baseline of Figure 8."""
     rows = corpus[corpus["thought"].map(lambda t: isinstance(t, str))]
@@ -202,19 +163,6 @@ def corpus_think_lengths(corpus: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
         else []
     )
     return pd.DataFrame({"id": rows["id"].tolist(), "think_tokens": [len(i) for i in ids]})
-
-
-def think_length_stats(lengths: np.ndarray) -> dict[str, Any]:
-    """Count, mean, p10/p50/p90 and max of think-token lengths (Figure 8)."""
-    if not lengths.size:
-        return {"count": 0}
-    quantiles = np.percentile(lengths, [10, 50, 90]).round(1).tolist()
-    return {
-        "count": int(lengths.size),
-        "mean": round(float(lengths.mean()), 1),
-        "p10_p50_p90": quantiles,
-        "max": int(lengths.max()),
-    }
 
 
 def format_preview(corpus: pd.DataFrame, tokenizer: Any) -> str:
@@ -228,3 +176,14 @@ def format_preview(corpus: pd.DataFrame, tokenizer: Any) -> str:
         f"# Row {row.id}\n\n## Teacher prompt (Figure 7), generation starts at the end\n\n"
         f"```\n{teacher}\n```\n\n## Student sample (Figure 6)\n\n```\n{student}{answer}\n```\n"
     )
+
+
+def run_data_stage(cfg: PipelineConfig, store: str | Path) -> artifacts.ArtifactRef:
+    """The data stage as the pipeline runs it (`rlt_core.stages.specs.DATA`): think lengths
+    and the preview in the teacher's tokens (`teacher_sft.model`'s tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from rlt_core.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher_sft.model))
+    return run_data(cfg, store, tokenizer=tokenizer).ref

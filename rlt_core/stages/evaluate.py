@@ -17,12 +17,13 @@ artifact directory, generate and grade, write. Output, `<store>/evaluate/<key>/`
                              model, data size, each benchmark, Overall)
     manifest.json            written LAST; metrics = the per-task scores
 
-The key hashes the EvaluateConfig, lighteval's version, the model's digest (the digest of its
-files for a local directory, so weights retrained at the same path get a new key), the digest
-of each evaluation file and the code. lighteval's scratch (the local datasets it reads, its
-prediction cache) lives in `work/` inside that directory while the stage runs and is removed
-before the manifest: predictions can only ever be served to the weights that made them. A
-directory without a manifest (a killed run) is wiped and evaluated again.
+The key (`rlt_core.stages.specs.EVALUATE`) hashes the EvaluateConfig, lighteval's version, the
+model's identity (its artifact's digest, or the digest of its files for another local
+directory, so weights retrained at the same path get a new key), the evaluation folder's
+identity (the data artifact it is in) and the code. lighteval's scratch (the local datasets
+it reads, its prediction cache) lives in `work/` inside that directory while the stage runs
+and is removed before the manifest: predictions can only ever be served to the weights that
+made them. A directory without a manifest (a killed run) is wiped and evaluated again.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import json
 import logging
 import math
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rlt_core import artifacts, reports
-from rlt_core.config import EvaluateConfig, to_dict
+from rlt_core.artifacts import StageKey, input_identity
+from rlt_core.config import EvaluateConfig
 from rlt_core.evaluation import engines, tasks
 from rlt_core.evaluation.lighteval_run import (
     LightevalOutcome,
@@ -45,15 +46,16 @@ from rlt_core.evaluation.lighteval_run import (
 )
 from rlt_core.generation import check_backend
 from rlt_core.models import model_input
+from rlt_core.stages.specs import EVALUATE
 from rlt_core.training import run
 
 logger = logging.getLogger(__name__)
 
-STAGE = "evaluate"
-RESULTS = "results.json"
-TABLE = "results.md"
-DETAILS = "details"
-WORK = "work"
+STAGE = EVALUATE.name
+RESULTS = EVALUATE.outputs.results
+TABLE = EVALUATE.outputs.table
+DETAILS = EVALUATE.outputs.details
+WORK = EVALUATE.outputs.work
 
 
 def run_evaluate(
@@ -80,7 +82,8 @@ def run_evaluate(
     require_grading_thread(cfg.tasks)
     tables = {t: tasks.read_eval_table(t, eval_dir) for t in cfg.tasks if t in tasks.PROJECT_TASKS}
     # the artifact directory of this recipe, model and data; a finished one is reused
-    out, upstream = evaluate_dir(cfg, model, eval_dir, store)
+    key = evaluate_key(cfg, model, eval_dir)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         logger.info("evaluate: cached at %s", out)
         return artifacts.load_ref(out)
@@ -90,38 +93,35 @@ def run_evaluate(
         shutil.rmtree(out)  # an unfinished earlier run: never taken as finished
     out.mkdir(parents=True)
     # generate and grade with lighteval, its scratch inside this directory
-    label = engines.student_label(upstream["model"])
+    label = engines.student_label(key.upstream["model"])
     outcome = evaluate_model(cfg, model_path, tables, label=label, work_dir=out / WORK)
     # write the results, drop the scratch, manifest last
     write_results(out, outcome, cfg, model_title(model))
     shutil.rmtree(out / WORK)
     ref = artifacts.write_manifest(
-        out, stage=STAGE, config=key_config(cfg), upstream=upstream, metrics=outcome.scores
+        out,
+        stage=STAGE,
+        config=key.config,
+        upstream=key.upstream,
+        metrics=outcome.scores,
+        key=key,
     )
     logger.info("evaluate: %s -> %s", outcome.scores, out)
     return ref
 
 
-def key_config(cfg: EvaluateConfig) -> dict[str, Any]:
-    """What of the configuration the key hashes: the recipe and lighteval's version (grading)."""
-    return {"evaluate": to_dict(cfg), "lighteval": metadata.version("lighteval")}
+def evaluate_key(cfg: EvaluateConfig, model: str | Path, eval_dir: str | Path) -> StageKey:
+    """The key of an evaluation (module docstring)."""
+    upstream = {"model": input_identity(model), "eval_dir": input_identity(eval_dir)}
+    return EVALUATE.key_of({"cfg": cfg}, upstream)
 
 
 def evaluate_dir(
     cfg: EvaluateConfig, model: str | Path, eval_dir: str | Path, store: str | Path
 ) -> tuple[Path, dict[str, str]]:
-    """The artifact directory of an evaluation and its upstream digests (module docstring).
-
-    Built-in tasks are identified by their lighteval module (their data is on the Hub).
-    """
-    upstream = {"model": model_input(model).digest}
-    for task in cfg.tasks:
-        if task in tasks.PROJECT_TASKS:
-            upstream[f"eval/{task}"] = run.input_digest(Path(eval_dir) / f"{task}.parquet")
-        else:
-            upstream[f"eval/{task}"] = f"lighteval:{tasks.BUILTIN_TASKS[task][0]}"
-    out = run.run_dir(store, STAGE, config=key_config(cfg), upstream=upstream, module=__name__)
-    return out, upstream
+    """The artifact directory of an evaluation and its input identities."""
+    key = evaluate_key(cfg, model, eval_dir)
+    return key.dir(store), key.upstream
 
 
 def model_title(model: str | Path) -> str:

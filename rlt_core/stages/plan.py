@@ -1,51 +1,42 @@
-"""What each stage run depends on, for cache keys computed before the stage runs.
+"""Keys before running, and what a run would do: cached, or run and why.
 
-The stage entry functions key their own artifact directories (config, input digests, code).
-An orchestrator that wants to skip a finished stage without calling it (Prefect's task cache)
-needs the same ingredients up front: `config_view` (the parts of the pipeline config the stage
-reads), `code_modules` (the rlt_core source it runs: the import closure of its module,
-`rlt_core.code_closure`) and the digests of its inputs.
-`stage_cache_key` combines them. Keep `config_view` in step with
-`rlt_core.stages.dispatch.run_stage`, which hands each stage exactly these sections.
+The stage entry functions key their artifact directories with `StageSpec.key`; an orchestrator
+that wants to skip a finished stage without calling it (Prefect's task cache) computes the same
+key up front with `stage_cache_key`. `plan_stage` goes one step further for `rlt plan`: it
+looks the key up in the store and, when the stage must run, compares it with the keys of the
+stage's earlier artifacts there (every manifest records its key) to say why: which config
+value changed, which input, which module of its code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from rlt_core import artifacts
-from rlt_core.code_closure import code_fingerprint, module_closure
-from rlt_core.config import PipelineConfig, to_dict
-from rlt_core.stages import data, evaluate, generate_traces
+import fsspec
 
-STAGES = (
-    "data",
-    "teacher_sft",
-    "teacher_rl",
-    "generate_traces",
-    "rank_traces",
-    "student_sft",
-    "student_rl",
-    "evaluate",
-)
-# The module of each stage's entry function: its import closure is the code the stage runs.
-MODULES = {
-    "data": "data",
-    "teacher_sft": "sft",
-    "teacher_rl": "teacher_rl",
-    "generate_traces": "generate_traces",
-    "rank_traces": "rank_traces",
-    "student_sft": "sft",
-    "student_rl": "student_rl",
-    "evaluate": "evaluate",
-}
+from rlt_core.artifacts import MANIFEST, StageKey
+from rlt_core.code_closure import module_closure
+from rlt_core.config import PipelineConfig
+from rlt_core.stages.specs import STAGES, spec_of
+
+__all__ = [
+    "STAGES",
+    "PlanRow",
+    "StoreIndex",
+    "code_modules",
+    "plan_stage",
+    "stage_cache_key",
+    "stage_module",
+]
+MAX_CONFIG_CHANGES = 4  # config paths shown per reason line
 
 
 def stage_module(stage: str) -> str:
-    """The full name of the module holding `stage`'s entry function."""
-    _check_stage(stage)
-    return f"rlt_core.stages.{MODULES[stage]}"
+    """The module of `stage`'s entry function (its import closure is the stage's code)."""
+    return spec_of(stage).module
 
 
 def code_modules(stage: str) -> tuple[str, ...]:
@@ -53,48 +44,140 @@ def code_modules(stage: str) -> tuple[str, ...]:
     return module_closure(stage_module(stage))
 
 
-def config_view(cfg: PipelineConfig, stage: str, recipe: str | None = None) -> dict[str, Any]:
-    """The parts of `cfg` a run of `stage` (and `recipe`, for the student stages) reads."""
-    _check_stage(stage)
-    seed = cfg.data.subset_seed
-    views = {
-        "data": lambda: data.data_config_view(cfg),
-        "teacher_sft": lambda: {"recipe": to_dict(cfg.teacher_sft), "subset_seed": seed},
-        "teacher_rl": lambda: {"recipe": to_dict(cfg.teacher_rl), "reward": to_dict(cfg.reward)},
-        "generate_traces": lambda: generate_traces.key_config(cfg.generate_traces, cfg.reward),
-        "rank_traces": lambda: {
-            "recipe": to_dict(cfg.generate_traces),
-            "reward": to_dict(cfg.reward),
-        },
-        "student_sft": lambda: {"recipe": to_dict(_recipe(cfg.student_sft, stage, recipe))},
-        "student_rl": lambda: {"recipe": to_dict(_recipe(cfg.student_rl, stage, recipe))},
-        "evaluate": lambda: evaluate.key_config(cfg.evaluate),
-    }
-    view = views[stage]()
-    if stage in ("student_sft", "student_rl"):
-        view |= {"name": recipe, "subset_seed": seed}
-    return view
-
-
 def stage_cache_key(
     stage: str, cfg: PipelineConfig, upstream: Mapping[str, str], recipe: str | None = None
 ) -> str:
-    """A key that changes when the stage's config, its inputs' digests or its code change.
-
-    `upstream` maps input names to digests (an artifact's digest, a file's sha256, or a model
-    reference such as a hub id).
-    """
-    view = {"stage": stage, "config": config_view(cfg, stage, recipe)}
-    code = code_fingerprint(stage_module(stage))
-    return f"{stage}-{artifacts.stage_key(view, dict(upstream), code)}"
+    """`<stage>-<digest>`: the run's artifact directory key, prefixed with the stage name for
+    the orchestrator's cache (one namespace for every stage). `upstream` maps input names to
+    identities (`rlt_core.artifacts.input_identity`)."""
+    return spec_of(stage).key(cfg, recipe, upstream).cache_key
 
 
-def _recipe(recipes: Mapping[str, Any], stage: str, recipe: str | None) -> Any:
-    if recipe not in recipes:
-        raise ValueError(f"{stage} has no recipe {recipe!r}; known: {sorted(recipes)}")
-    return recipes[recipe]
+class StoreIndex:
+    """The finished artifacts of a store (a local directory or `s3://...`), read through fsspec
+    and cached per stage: their manifests, by digest."""
+
+    def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, **dict(storage_options or {}))
+        self._manifests: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def manifests(self, stage: str) -> dict[str, dict[str, Any]]:
+        """The manifest of every finished `<stage>/<digest>/` in the store, by digest."""
+        if stage not in self._manifests:
+            found = {}
+            for file in sorted(self.fs.glob(f"{self.path}/{stage}/*/{MANIFEST}")):
+                digest = file.rstrip("/").split("/")[-2]
+                with self.fs.open(file, "r") as handle:
+                    found[digest] = json.load(handle)
+            self._manifests[stage] = found
+        return self._manifests[stage]
+
+    def started(self, stage: str, digest: str) -> bool:
+        """Whether `<stage>/<digest>/` exists (finished or not: a cut run resumes there)."""
+        return bool(self.fs.exists(f"{self.path}/{stage}/{digest}"))
+
+    def uri(self, stage: str, digest: str) -> str:
+        return f"{self.root}/{stage}/{digest}"
 
 
-def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; the stages are {list(STAGES)}")
+@dataclass
+class PlanRow:
+    """One stage run of a plan: its key, and `cached`, or `run` with the reasons."""
+
+    label: str
+    stage: str
+    recipe: str | None
+    status: str  # "cached" | "run"
+    key: str | None  # the artifact digest; None while an upstream stage still has to run
+    reasons: list[str] = field(default_factory=list)
+    uri: str | None = None
+    digest: str | None = None  # the finished artifact's content digest (cached rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "stage": self.stage,
+            "recipe": self.recipe,
+            "status": self.status,
+            "key": self.key,
+            "reasons": list(self.reasons),
+            "uri": self.uri,
+        }
+
+
+def plan_stage(
+    label: str,
+    stage: str,
+    cfg: PipelineConfig,
+    recipe: str | None,
+    upstream: Mapping[str, str],
+    pending: Iterable[str],
+    index: StoreIndex,
+) -> PlanRow:
+    """Whether the run `label` of `stage` is cached in `index`'s store, or why it would run.
+
+    `upstream`: the identities of its inputs that are known (finished upstream artifacts,
+    files, model references); `pending`: the labels of upstream runs that have to run first
+    (the key is unknown until they have)."""
+    pending = list(dict.fromkeys(pending))  # each upstream run once
+    spec = spec_of(stage)
+    if pending:
+        reasons = [f"upstream {name} runs first" for name in pending]
+        return PlanRow(label, stage, recipe, "run", None, reasons)
+    key = spec.key(cfg, recipe, upstream)
+    manifest = index.manifests(stage).get(key.digest)
+    if manifest is not None:
+        uri = index.uri(stage, key.digest)
+        return PlanRow(label, stage, recipe, "cached", key.digest, [], uri, manifest["digest"])
+    reasons = _why(key, index.manifests(stage).values())
+    if index.started(stage, key.digest):
+        reasons.append("an unfinished run of this key is in the store: it resumes")
+    return PlanRow(label, stage, recipe, "run", key.digest, reasons)
+
+
+def _why(key: StageKey, earlier: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What differs between `key` and the nearest earlier key of the same stage."""
+    records = [m["key"] for m in earlier if m.get("key")]
+    if not records:
+        return ["no earlier run of this stage in the store"]
+    diffs = [_differences(key, record) for record in records]
+    return min(diffs, key=lambda d: (len(d), d))
+
+
+def _differences(key: StageKey, record: Mapping[str, Any]) -> list[str]:
+    reasons = []
+    old_config, new_config = _flatten(record.get("config")), _flatten(key.config)
+    changed = sorted(k for k in old_config.keys() | new_config.keys()
+                     if old_config.get(k, "—") != new_config.get(k, "—"))  # fmt: skip
+    if changed:
+        shown = [f"{k}: {old_config.get(k, '—')!r} -> {new_config.get(k, '—')!r}"
+                 for k in changed[:MAX_CONFIG_CHANGES]]  # fmt: skip
+        more = (
+            f" (+{len(changed) - MAX_CONFIG_CHANGES} more)"
+            if len(changed) > MAX_CONFIG_CHANGES
+            else ""
+        )
+        reasons.append("config changed: " + "; ".join(shown) + more)
+    old_inputs, new_inputs = dict(record.get("upstream") or {}), key.upstream
+    inputs = sorted(n for n in old_inputs.keys() | new_inputs.keys()
+                    if old_inputs.get(n) != new_inputs.get(n))  # fmt: skip
+    if inputs:
+        reasons.append("input changed: " + ", ".join(inputs))
+    old_modules, new_modules = dict(record.get("modules") or {}), key.modules
+    modules = sorted(m for m in old_modules.keys() | new_modules.keys()
+                     if old_modules.get(m) != new_modules.get(m))  # fmt: skip
+    if modules:
+        reasons.append("code changed: " + ", ".join(modules))
+    elif record.get("code") != key.code:
+        reasons.append("code changed")
+    return reasons
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for name, item in value.items():
+            flat |= _flatten(item, f"{prefix}{name}.")
+        return flat
+    return {prefix.rstrip("."): value}

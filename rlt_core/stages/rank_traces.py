@@ -22,30 +22,18 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from rlt_core import artifacts, formats
-from rlt_core.config import GenerateTracesConfig, RewardConfig, to_dict
+from rlt_core.artifacts import input_identity
+from rlt_core.config import GenerateTracesConfig, RewardConfig
 from rlt_core.generation import Engine, check_backend, load_engine
+from rlt_core.generation.shards import fill_shards, read_pairs, read_shards
 from rlt_core.models import model_input
-from rlt_core.stages.generate_traces import (
-    SHARDS,
-    missing_shards,
-    read_pairs,
-    read_shards,
-    score_file,
-    shard_rows,
-    write_shard,
-)
-from rlt_core.training import run
+from rlt_core.reward.score import score_file
+from rlt_core.stages.specs import RANK_TRACES
 
-STAGE = "rank_traces"
-RANKS = "ranks"
-
-
-def rank_file(rank: int) -> str:
-    """The dataset of rank `rank` (1 = the best explanation of every pair) in the artifact."""
-    return f"{RANKS}/rank-{rank:02d}.parquet"
+STAGE = RANK_TRACES.name
+FILES = RANK_TRACES.outputs
 
 
 def run_rank_traces(
@@ -69,24 +57,24 @@ def run_rank_traces(
             "completions per pair (section 4.5 uses 16)."
         )
     source = model_input(teacher)
-    upstream = {"teacher": source.digest, "corpus": run.input_digest(corpus)}
-    config = {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
-    out = run.run_dir(store, STAGE, config=config, upstream=upstream, module=__name__)
+    upstream = {"teacher": input_identity(teacher), "corpus": input_identity(corpus)}
+    key = RANK_TRACES.key_of({"cfg": cfg, "reward_cfg": reward_cfg}, upstream)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     # sample: every completion of every pair, shard by shard
     sample_shards(cfg, source.path, rows, out)
     candidates = read_shards(out)
-    candidates.to_parquet(out / "candidates.parquet", index=False)
+    candidates.to_parquet(out / FILES.candidates, index=False)
     # score every completion with r_RLT (resumable), then rank per pair
     scored = score_file(
-        source.path, reward_cfg, out / "candidates.parquet", out / "scored.parquet", cfg.dtype
+        source.path, reward_cfg, out / FILES.candidates, out / FILES.scored, cfg.dtype
     )
     stats = write_ranks(scored, out, cfg.num_candidates)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
-    config["teacher"] = str(teacher)
+    (out / FILES.stats).write_text(json.dumps(stats, indent=2, sort_keys=True))
+    config = key.config | {"teacher": str(teacher)}
     return artifacts.write_manifest(
-        out, stage=STAGE, config=config, upstream=upstream, metrics=stats
+        out, stage=STAGE, config=config, upstream=upstream, metrics=stats, key=key
     )
 
 
@@ -94,17 +82,14 @@ def sample_shards(
     cfg: GenerateTracesConfig, model_path: str, rows: pd.DataFrame, out: Path
 ) -> None:
     """Write the missing shards of sampled completions (one row per pair and completion)."""
-    todo = missing_shards(rows, cfg.shard_size, out)
-    if not todo:
-        return
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    engine = load_engine(cfg, model_path, batch_size=cfg.batch_size)
-    try:
-        for number in tqdm(todo, desc=STAGE, unit="shard"):
-            table = candidate_rows(engine, shard_rows(rows, cfg.shard_size, number), cfg, number)
-            write_shard(table, out, number)
-    finally:
-        engine.close()
+    fill_shards(
+        rows,
+        cfg.shard_size,
+        out,
+        lambda: load_engine(cfg, model_path, batch_size=cfg.batch_size),
+        lambda engine, part, number: candidate_rows(engine, part, cfg, number),
+        desc=STAGE,
+    )
 
 
 def candidate_rows(
@@ -138,7 +123,7 @@ def write_ranks(scored: pd.DataFrame, out: Path, num_ranks: int) -> dict[str, ob
     """Split the scored completions into one dataset per rank; return the per-rank figures."""
     ordered = scored.sort_values(["pair_id", "reward"], ascending=[True, False], kind="stable")
     ordered = ordered.assign(rank=ordered.groupby("pair_id").cumcount() + 1)
-    (out / RANKS).mkdir(exist_ok=True)
+    (out / FILES.ranks).mkdir(exist_ok=True)
     figures = {}
     for rank in range(1, num_ranks + 1):
         table = ordered[ordered["rank"] == rank]
@@ -152,7 +137,7 @@ def write_ranks(scored: pd.DataFrame, out: Path, num_ranks: int) -> dict[str, ob
                 "format_ok": table["format_ok"].tolist(),
             }
         )
-        dataset.to_parquet(out / rank_file(rank), index=False)
+        dataset.to_parquet(out / FILES.rank(rank), index=False)
         figures[str(rank)] = {
             "rows": len(dataset),
             "mean_reward": round(float(dataset["reward"].mean()), 4),

@@ -23,13 +23,11 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from rlt_core import artifacts, sft_data
-from rlt_core.config import StudentSFTConfig, TeacherSFTConfig, to_dict
+from rlt_core.config import StudentSFTConfig, TeacherSFTConfig
 from rlt_core.config.sft import SFTRecipe
+from rlt_core.stages.specs import STUDENT_SFT, TEACHER_SFT, StageSpec
 from rlt_core.training import run
 from rlt_core.training.batching import BatchPlan, count_devices, plan_batch
-
-TEACHER_STAGE = "teacher_sft"
-STUDENT_STAGE = "student_sft"
 
 
 def run_teacher_sft(
@@ -49,7 +47,7 @@ def run_teacher_sft(
     Prompt = Figure 7 system prompt + question + prefilled solution; completion = explanation.
     """
     return _run_sft(
-        TEACHER_STAGE,
+        TEACHER_SFT,
         cfg,
         ("corpus", corpus),
         store,
@@ -77,7 +75,7 @@ def run_student_sft(
     Prompt = Figure 6 system prompt + question; completion = thought and solution sections.
     """
     return _run_sft(
-        STUDENT_STAGE,
+        STUDENT_SFT,
         cfg,
         ("dataset", dataset),
         store,
@@ -92,7 +90,7 @@ PairsFn = Callable[[Any, Any], tuple[list[str], list[str]]]
 
 
 def _run_sft(
-    stage: str,
+    spec: StageSpec[Any],
     cfg: SFTRecipe,
     rows_input: tuple[str, str | Path],
     store: str | Path,
@@ -102,14 +100,14 @@ def _run_sft(
     max_per_device_batch: int,
     callbacks: Sequence[TrainerCallback],
 ) -> artifacts.ArtifactRef:
-    """The SFT stage both SFT entry functions run; they differ in their stage name, input
-    and format (`pairs`: `sft_data.teacher_pairs` or `student_pairs`)."""
+    """The SFT stage both SFT entry functions run; they differ in their declaration (stage
+    name, input), and format (`pairs`: `sft_data.teacher_pairs` or `student_pairs`)."""
     # setup: the artifact dir; its key holds the recipe, the subset seed (it picks the rows
-    # trained on) and the rows' digest; a finished run is returned as it is
+    # trained on) and the rows' identity; a finished run is returned as it is
     name, rows_path = rows_input
-    upstream = {name: run.input_digest(rows_path)}
-    key_config = {"recipe": to_dict(cfg), "subset_seed": subset_seed}
-    out = run.run_dir(store, stage, config=key_config, upstream=upstream, module=__name__)
+    upstream = {name: artifacts.input_identity(rows_path)}
+    key = spec.key_of({"cfg": cfg, "subset_seed": subset_seed}, upstream)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(cfg.model)
@@ -125,10 +123,8 @@ def _run_sft(
     # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
     figures = run.train_resuming(trainer, out)
     metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
-    config = key_config | {"sft_config": sft_arguments(cfg, out, plan)}
-    return run.finish_run(
-        trainer, tokenizer, out, stage=stage, config=config, upstream=upstream, metrics=metrics
-    )
+    config = key.config | {"sft_config": sft_arguments(cfg, out, plan)}
+    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
 
 
 def sft_arguments(cfg: SFTRecipe, out: Path, plan: BatchPlan) -> dict[str, Any]:

@@ -37,11 +37,12 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from rlt_core import artifacts, formats
-from rlt_core.config import StudentRLConfig, to_dict
+from rlt_core.config import StudentRLConfig
 from rlt_core.data import read_table, seeded_subset
 from rlt_core.data.sources import require_columns
-from rlt_core.models import model_input, resolve_model
+from rlt_core.models import resolve_model
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
+from rlt_core.stages.specs import STUDENT_RL
 from rlt_core.training import run
 from rlt_core.training.grpo import DEFAULT_MAX_PER_DEVICE_BATCH, grpo_training_args
 from rlt_core.training.step_times import time_summary
@@ -49,7 +50,7 @@ from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_e
 
 logger = logging.getLogger(__name__)
 
-STAGE = "student_rl"
+STAGE = STUDENT_RL.name
 RewardFunc = Callable[..., list[float | None]]
 
 
@@ -84,9 +85,12 @@ def run_student_rl(
     reward = correctness_reward(cfg)
     require_grading_thread(reward.task)
     model_path = resolve_model(str(start_model))
-    upstream = {"start_model": model_digest(start_model), "dataset": run.input_digest(dataset)}
-    key_config = {"recipe": to_dict(cfg), "subset_seed": subset_seed}
-    out = run.run_dir(store, STAGE, config=key_config, upstream=upstream, module=__name__)
+    upstream = {
+        "start_model": artifacts.input_identity(start_model),
+        "dataset": artifacts.input_identity(dataset),
+    }
+    key = STUDENT_RL.key_of({"cfg": cfg, "subset_seed": subset_seed}, upstream)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(str(start_model))
@@ -112,10 +116,8 @@ def run_student_rl(
         "rewards": reward_figures(trainer.state.log_history, reward.__name__),
         "time": time_summary(trainer.state.log_history),
     }
-    config = {"recipe": to_dict(cfg), "subset_seed": subset_seed, "grpo_config": args.to_dict()}
-    return run.finish_run(
-        trainer, tokenizer, out, stage=STAGE, config=config, upstream=upstream, metrics=metrics
-    )
+    config = key.config | {"grpo_config": args.to_dict()}
+    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
 
 
 def build_student_rl_trainer(
@@ -151,15 +153,6 @@ def require_grading_thread(task: Task) -> None:
             "run_student_rl from the main thread of its own process (e.g. a subprocess launched "
             "by the flow), not from a worker thread."
         )
-
-
-def model_digest(start_model: str | Path) -> str:
-    """What identifies the starting weights in the cache key (`rlt_core.models.model_input`).
-
-    A model inside a finished artifact: that artifact's digest (cheap, location-free); another
-    local directory: the digest of its files; an offline name or hub id: the reference itself.
-    """
-    return model_input(start_model).digest
 
 
 def read_rl_rows(

@@ -34,16 +34,17 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from rlt_core import artifacts, formats
-from rlt_core.config import RewardConfig, TeacherRLConfig, to_dict
+from rlt_core.config import RewardConfig, TeacherRLConfig
 from rlt_core.data import read_table
 from rlt_core.data.sources import require_columns
 from rlt_core.models import resolve_model
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.trl import RLTReward
+from rlt_core.stages.specs import TEACHER_RL
 from rlt_core.training import run
 from rlt_core.training.grpo import (
     DEFAULT_MAX_PER_DEVICE_BATCH,
@@ -56,7 +57,7 @@ from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_e
 
 logger = logging.getLogger(__name__)
 
-STAGE = "teacher_rl"
+STAGE = TEACHER_RL.name
 PROMPT_COLUMNS = ("id", "question", "solution")
 REWARD_LOG = "reward_log.json"
 # What the per-step reward log keeps from each trainer log entry, besides every `rlt/*` term.
@@ -98,9 +99,9 @@ def run_teacher_rl(
     # setup: inputs checked, the artifact dir of this recipe; a finished run is returned as it is
     check_reward_config(cfg, reward_cfg)
     policy, upstream = policy_start(cfg, teacher_sft)
-    upstream["corpus"] = run.input_digest(corpus)
-    config = {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
-    out = run.run_dir(store, STAGE, config=config, upstream=upstream, module=__name__)
+    upstream["corpus"] = artifacts.input_identity(corpus)
+    key = TEACHER_RL.key_of({"cfg": cfg, "reward_cfg": reward_cfg}, upstream)
+    out = key.dir(store)
     if artifacts.is_complete(out):
         return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(policy)
@@ -119,7 +120,7 @@ def run_teacher_rl(
     if trainer.is_world_process_zero():
         (out / REWARD_LOG).write_text(json.dumps(steps, indent=1))
     grpo_kwargs, batch = resolved_arguments(cfg, out, trainer.args.world_size, max_per_device_batch)
-    config |= {"policy_start": policy, "grpo_config": grpo_kwargs}
+    config = key.config | {"policy_start": policy, "grpo_config": grpo_kwargs}
     metrics = {
         "data": data_stats,
         "batch": batch,
@@ -127,9 +128,7 @@ def run_teacher_rl(
         "reward": reward_summary(steps),
         "time": time_summary(steps),
     }
-    return run.finish_run(
-        trainer, tokenizer, out, stage=STAGE, config=config, upstream=upstream, metrics=metrics
-    )
+    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
 
 
 def resolved_arguments(
@@ -160,13 +159,14 @@ def check_reward_config(cfg: TeacherRLConfig, reward_cfg: RewardConfig) -> None:
 def policy_start(
     cfg: TeacherRLConfig, teacher_sft: str | Path | None
 ) -> tuple[str, dict[str, str]]:
-    """The model the policy starts from (a local path or hub id) and its upstream digests.
+    """The model the policy starts from (a local path or hub id) and its input identities.
 
-    With a teacher_sft artifact: its `model/` and its manifest digest; without: `cfg.model`.
+    With a teacher_sft artifact: its `model/` and the artifact's identity; without: `cfg.model`
+    (in the key through the recipe) and no input.
     Raises FileNotFoundError for an artifact dir that is missing or unfinished.
     """
     if teacher_sft is None:
-        return resolve_model(cfg.model), {"model": cfg.model}
+        return resolve_model(cfg.model), {}
     model_dir = Path(teacher_sft) / run.MODEL
     if not artifacts.is_complete(teacher_sft) or not model_dir.is_dir():
         raise FileNotFoundError(
@@ -174,7 +174,7 @@ def policy_start(
             f"has no {run.MODEL}/ directory; the RL policy starts from its model. Run the "
             "teacher_sft stage first (it resumes if it was cut) and pass the dir it returns."
         )
-    return str(model_dir), {"teacher_sft": artifacts.load_ref(teacher_sft).digest}
+    return str(model_dir), {"teacher_sft": artifacts.input_identity(teacher_sft)}
 
 
 def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[str, int]]:
@@ -226,15 +226,7 @@ def frozen_student(reward_cfg: RewardConfig, tokenizer: Any, dtype: str) -> RLTS
     The student's tokenizer must share the policy's vocabulary (checked: Eq. 4 compares the
     two models' log-probs of the same token ids).
     """
-    path = resolve_model(reward_cfg.student_model)
-    student = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return RLTScorer(
-        None,
-        student,
-        tokenizer,
-        reward_cfg,
-        student_tokenizer=AutoTokenizer.from_pretrained(path),
-    )
+    return RLTScorer.with_student(reward_cfg, tokenizer, dtype=getattr(torch, dtype))
 
 
 def build_rlt_trainer(

@@ -34,25 +34,10 @@ import torch
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import config_dir
+from rlt_core.stages.specs import spec_of
 
 logger = logging.getLogger(__name__)
 
-# Inputs of each stage entry function (rlt_core.stages), by the name `--input NAME=PATH` uses.
-REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
-    "teacher_sft": ("corpus",),
-    "teacher_rl": ("corpus",),
-    "generate_traces": ("teacher", "corpus"),
-    "rank_traces": ("teacher", "corpus"),
-    "student_sft": ("dataset",),
-    "student_rl": ("start_model", "dataset"),
-    "evaluate": ("model", "eval_dir"),
-}
-OPTIONAL_INPUTS: dict[str, tuple[str, ...]] = {"teacher_rl": ("teacher_sft",)}
-RECIPE_STAGES = ("student_sft", "student_rl")
-# Generation stages run as one process: vLLM starts its own tensor-parallel workers.
-SINGLE_PROCESS_STAGES = ("generate_traces", "rank_traces", "evaluate")
-# Inputs that may be a model reference (offline name, hub id) rather than a local path.
-MODEL_INPUTS = ("start_model", "teacher", "model")
 STDERR_TAIL_LINES = 40
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -74,35 +59,19 @@ def default_accelerate_config() -> Path | None:
 def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: str | None) -> None:
     """Raise ValueError when `stage`, its `inputs` or `recipe` cannot make a stage run.
 
-    Checked in the driver before a process starts, and again in the child: an unknown stage,
-    a missing or unknown input name, an input path that does not exist (model inputs may be
-    references), and a recipe missing for student_sft/student_rl or given to another stage.
+    Checked in the driver before a process starts, and again in the child, against the stage's
+    declaration (`rlt_core.stages.specs`): an unknown stage, a missing or unknown input name, an
+    input path that does not exist (model inputs may be references), and a recipe missing for
+    student_sft/student_rl or given to another stage.
     """
-    if stage not in REQUIRED_INPUTS:
+    spec = spec_of(stage)
+    if spec.in_driver:
         raise ValueError(
-            f"unknown stage {stage!r}: this launcher runs {sorted(REQUIRED_INPUTS)}; "
-            "the data stage runs in the driver process"
+            f"stage {stage!r} runs in the driver process (no model, seconds): call "
+            "rlt_core.stages.specs.DATA.call(cfg, store, {}) or `python -m rlt_core.stages data`"
         )
-    required, optional = REQUIRED_INPUTS[stage], OPTIONAL_INPUTS.get(stage, ())
-    missing = [name for name in required if name not in inputs]
-    if missing:
-        given = ", ".join(f"{name}=PATH" for name in missing)
-        raise ValueError(f"stage {stage!r} needs input(s) {missing}: pass --input {given}")
-    unknown = sorted(set(inputs) - set(required) - set(optional))
-    if unknown:
-        raise ValueError(
-            f"stage {stage!r} takes no input(s) {unknown}; its inputs are {[*required, *optional]}"
-        )
-    for name, path in inputs.items():
-        if name not in MODEL_INPUTS and not Path(path).exists():
-            raise ValueError(f"input {name}={path} of stage {stage!r} does not exist: fix the path")
-    if (stage in RECIPE_STAGES) != (recipe is not None):
-        need = (
-            "needs --recipe NAME (a key of its config section)"
-            if recipe is None
-            else (f"takes no recipe (got {recipe!r})")
-        )
-        raise ValueError(f"stage {stage!r} {need}")
+    spec.check_inputs(inputs)
+    spec.check_recipe(recipe)
 
 
 def stage_arguments(
@@ -221,13 +190,13 @@ def launch_stage(
     """Run one stage in a child process and return the ArtifactRef it wrote.
 
     `accelerate_config` None means `default_accelerate_config()` (ZeRO-3 on a multi-GPU node),
-    unless `num_processes` is 1 or the stage generates (`SINGLE_PROCESS_STAGES`): then a plain
-    process. `env` (default: this process'
-    environment) is the child's environment. Bad requests raise ValueError before anything
+    unless `num_processes` is 1 or the stage generates (its declaration's `single_process`):
+    then a plain process. `env` (default: this process' environment) is the child's
+    environment. Bad requests raise ValueError before anything
     starts; a failed child raises StageLaunchError (stage, command, stderr tail).
     """
     check_stage_request(stage, inputs, recipe)
-    single = num_processes == 1 or stage in SINGLE_PROCESS_STAGES
+    single = num_processes == 1 or spec_of(stage).single_process
     if accelerate_config is None and not single:
         accelerate_config = default_accelerate_config()
     with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:

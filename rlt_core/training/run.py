@@ -18,7 +18,6 @@ fp32 master weights, which the model is loaded in).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -31,48 +30,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
 from rlt_core import artifacts
-from rlt_core.code_closure import code_fingerprint
 from rlt_core.models import resolve_model
 from rlt_core.sft_data import end_of_turn
+from rlt_core.stages.specs import TrainedFiles
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-MODEL = "model"
-LOG_HISTORY = "log_history.json"
+_FILES = TrainedFiles()  # every training stage's files (rlt_core.stages.specs)
+CHECKPOINTS = _FILES.checkpoints
+MODEL = _FILES.model
+LOG_HISTORY = _FILES.log_history
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def input_digest(path: str | Path) -> str:
-    """sha256 of an input file's bytes, or of a directory's files (`artifacts.files_digest`)."""
-    path = Path(path)
-    if path.is_dir():
-        return artifacts.files_digest(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"input {path} does not exist; pass the file the upstream stage wrote (e.g. the "
-            "data stage's corpus.parquet or subsets/<recipe>.parquet)."
-        )
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def run_dir(
-    store: str | Path,
-    stage: str,
-    *,
-    config: dict[str, Any],
-    upstream: dict[str, str],
-    module: str,
-) -> Path:
-    """`<store>/<stage>/<key>/`, the key hashing the resolved config, the inputs' digests and
-    the source of every rlt_core module the stage's `module` imports
-    (`rlt_core.code_closure.code_fingerprint`)."""
-    key = artifacts.stage_key(config, upstream, code_fingerprint(module))
-    return artifacts.stage_dir(store, stage, key)
 
 
 def last_checkpoint(out: Path) -> Path | None:
@@ -156,24 +124,26 @@ def train_resuming(trainer: Trainer, out: Path) -> dict[str, Any]:
 def finish_run(
     trainer: Trainer,
     tokenizer: Any,
-    out: Path,
+    key: artifacts.StageKey,
     *,
-    stage: str,
     config: dict[str, Any],
-    upstream: dict[str, str],
     metrics: dict[str, Any],
+    store: str | Path,
 ) -> artifacts.ArtifactRef:
     """Save the model and tokenizer to `model/`, drop the checkpoints, write the manifest last.
 
+    `key`: the run's key (its directory in `store`); `config`: the resolved config recorded.
+
     Every process calls it (the Trainer gathers sharded weights); only the main one writes.
     """
+    out = key.dir(store)
     trainer.save_model(str(out / MODEL))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / MODEL)
         (out / LOG_HISTORY).write_text(json.dumps(trainer.state.log_history, indent=1))
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         artifacts.write_manifest(
-            out, stage=stage, config=config, upstream=upstream, metrics=metrics
+            out, stage=key.stage, config=config, upstream=key.upstream, metrics=metrics, key=key
         )
     trainer.accelerator.wait_for_everyone()
     return artifacts.load_ref(out)

@@ -15,6 +15,7 @@ import pytest
 from flows.full_pipeline import full_pipeline
 from rlt_core import artifacts
 from rlt_core.config import ConfigError
+from rlt_core.stages.specs import SPECS
 from tests.e2e.conftest import E2E
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +38,26 @@ def test_first_run_then_cache_hits_then_a_reward_change(e2e: E2E, tmp_path: Path
     assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
     assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
 
+    # One key per stage run: the artifact directory's name is the Prefect cache key.
+    results = {p.name for p in (tmp_path / "store" / ".prefect-results").iterdir()}
+    keys = {f"{d.parent.name}-{d.name}" for d in (tmp_path / "store").glob("*/*")
+            if d.parent.name in SPECS}  # fmt: skip
+    assert len(keys) == 15 and keys <= results
+
     again = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
     assert {s for name, s in again.items() if name != "report"} == {"Cached"}
+
+    # `rlt plan` on the finished store: every stage cached; with another lambda, the stages
+    # that read the reward run and say why, the ones after them wait on them.
+    finished = _plan(store, e2e.overrides)
+    assert len(finished["stages"]) == 15 and finished["run"] == 0
+    planned = _plan(store, [*e2e.overrides, "reward.lambda=1"])
+    rows = {row["label"]: row for row in planned["stages"]}
+    assert rows["data"]["status"] == rows["teacher_sft"]["status"] == "cached"
+    assert rows["teacher_rl"]["status"] == "run"
+    assert rows["teacher_rl"]["reasons"] == ["config changed: reward.lambda: 3.0 -> 1.0"]
+    assert rows["generate_traces"]["reasons"] == ["upstream teacher_rl runs first"]
+    assert rows["evaluate[corpus-countdown]"]["status"] == "cached"
 
     changed = _states(
         full_pipeline(profile="tiny", overrides=[*e2e.overrides, "reward.lambda=1"], store=store)
@@ -53,6 +72,28 @@ def test_first_run_then_cache_hits_then_a_reward_change(e2e: E2E, tmp_path: Path
     assert len(teacher_rl) == 2 and all(artifacts.is_complete(p) for p in teacher_rl)
     lambdas = {artifacts.read_manifest(p)["config"]["reward"]["lambda"] for p in teacher_rl}
     assert lambdas == {3.0, 1.0}
+
+    # A new subset seed: the data stage does not draw subsets (cached), every stage that does
+    # runs again (both SFT stages, the RL students), and what follows them.
+    reseeded = _states(
+        full_pipeline(profile="tiny", overrides=[*e2e.overrides, "data.subset_seed=7"], store=store)
+    )
+    assert reseeded["data"] == reseeded["evaluate[base]"] == "Cached"
+    assert reseeded["teacher_sft"] == reseeded["teacher_rl"] == "Completed"
+    rerun = [name for name in reseeded if name.startswith(("student_sft", "student_rl"))]
+    assert len(rerun) == 5 and {reseeded[name] for name in rerun} == {"Completed"}
+
+
+def _plan(store: str, overrides: list[str]) -> dict:
+    """`rlt plan --json` on `store` with `overrides`, in this process."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    done = CliRunner().invoke(app, ["plan", "--store", store, "--json", *sets])
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout)
 
 
 def test_bad_config_fails_before_any_task_runs(e2e: E2E, tmp_path: Path) -> None:

@@ -23,13 +23,13 @@ from lighteval.tasks.requests import Doc
 from transformers import AutoTokenizer
 
 from rlt_core import artifacts, formats
+from rlt_core.artifacts import input_identity
 from rlt_core.config import ConfigError, EvaluateConfig
 from rlt_core.data import countdown_rows, countdown_splits, extract_answer, load_eval_set
 from rlt_core.evaluation import engines, lighteval_run, score_predictions, tasks
 from rlt_core.models import make_tiny_model
 from rlt_core.stages import evaluate as evaluate_stage
 from rlt_core.stages.evaluate import evaluate_dir, read_results, run_evaluate
-from rlt_core.training.run import input_digest
 
 DATA = Path(__file__).parents[1] / "fixtures" / "data"
 # 4 countdown questions, 8 new tokens each, the transformers engine: ~3 s per run on 2 cores.
@@ -277,9 +277,7 @@ def test_stage_writes_a_complete_artifact_and_reuses_it(
     manifest = artifacts.read_manifest(out)
     results = read_results(out)
     assert manifest["metrics"] == {"countdown": results["tasks"]["countdown"]["pass@1"]}
-    assert manifest["upstream"]["eval/countdown"] == input_digest(
-        countdown_eval / "countdown.parquet"
-    )
+    assert manifest["upstream"]["eval_dir"] == input_identity(countdown_eval)
     assert results["tasks"]["countdown"]["num_samples"] == 4  # max_samples
     assert results["generation"]["max_new_tokens"] == 8
     details = pd.read_parquet(out / "details" / "countdown.parquet")

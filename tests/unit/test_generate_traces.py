@@ -25,18 +25,15 @@ from rlt_core.generation import (
     vllm_sampling_kwargs,
 )
 from rlt_core.generation import engine as engine_module
-from rlt_core.stages.generate_traces import (
-    REJECTED,
-    SHARDS,
-    STATS,
-    TRACES,
-    choose_candidate,
-    run_generate_traces,
-)
+from rlt_core.generation.keep_rule import choose_candidate
+from rlt_core.stages.generate_traces import run_generate_traces
+from rlt_core.stages.specs import GENERATE_TRACES, RANK_TRACES
 from tests.fixtures_models import SCRIPTED_EXPLANATION, scripted_rows, write_scripted_corpus
 from tests.stage_kill import generate_traces_script, kill_when
 
 TINY = load_config("tiny")
+FILES = GENERATE_TRACES.outputs
+TRACES, REJECTED, STATS, SHARDS = FILES.traces, FILES.rejected, FILES.stats, FILES.shards
 # The stage's logic on the transformers engine (the vLLM engine: tests/vllm/test_engines_vllm.py).
 RECIPE = dataclasses.replace(
     TINY.generate_traces, backend="transformers", max_new_tokens=24, shard_size=3, batch_size=4
@@ -272,7 +269,9 @@ def test_killed_run_resumes_without_duplicates_or_missing_rows(
 def test_rank_traces_orders_every_pairs_completions_by_reward(
     scripted_teacher_path: Path, tiny_model_path: Path, tmp_path: Path
 ) -> None:
-    from rlt_core.stages.rank_traces import rank_file, run_rank_traces
+    from rlt_core.stages.rank_traces import run_rank_traces
+
+    rank_file = RANK_TRACES.outputs.rank
 
     cfg = dataclasses.replace(RECIPE, num_candidates=3)
     reward = dataclasses.replace(TINY.reward, student_model=str(tiny_model_path))

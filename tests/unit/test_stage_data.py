@@ -1,4 +1,4 @@
-"""The data stage: files on disk, counts, seeded subsets, caching, unfinished runs redone."""
+"""The data stage: files on disk, counts, caching, unfinished runs redone."""
 
 from __future__ import annotations
 
@@ -55,14 +55,13 @@ def test_tiny_profile_writes_countdown_corpus_and_test_set(tmp_path, tokenizer):
     assert manifest["stage"] == "data" and manifest["digest"] == out.ref.digest
 
 
-def test_bespoke_corpus_lenient_counts_drops_and_draws_subset(tmp_path):
+def test_bespoke_corpus_lenient_counts_drops(tmp_path):
     out = run_data(load_config("tiny", BESPOKE), tmp_path)
     # The fixture has 7 rows: 4 valid, a duplicate, a blank question, a missing end tag.
     assert (out.report["corpus"]["total"], out.report["corpus"]["kept"]) == (7, 4)
     assert sum(out.report["corpus"]["dropped"].values()) == 3
-    subset = pd.read_parquet(out.path / "subsets" / "1k.parquet")
-    corpus = pd.read_parquet(out.path / "corpus.parquet")
-    assert len(subset) == 2 and set(subset.id) <= set(corpus.id)
+    # No subset files: the training stages draw their rows themselves (data.subset_seed).
+    assert not (out.path / "subsets").exists()
     assert out.report["eval"] == {"aime24": 5, "math500": 5}
     assert "think_tokens" not in out.report  # no tokenizer given
 

@@ -9,7 +9,13 @@ import boto3
 import pytest
 
 from rlt_core import artifacts
-from rlt_core.store import ArtifactStore, StoreUnavailableError, is_remote
+from rlt_core.store import (
+    ArtifactStore,
+    StoreAccessError,
+    StoreUnavailableError,
+    classify_store_error,
+    is_remote,
+)
 from tests.fixtures_s3 import MotoServer, S3Endpoint
 
 
@@ -109,3 +115,49 @@ def test_unreachable_s3_is_a_store_unavailable_error(tmp_path: Path, monkeypatch
         store.publish(local)
     assert isinstance(caught.value, OSError)  # transient: the task layer retries it
     assert artifacts.is_complete(local)  # the local artifact is untouched
+
+
+def test_a_missing_bucket_fails_at_once_and_says_what_to_fix(
+    s3_server: S3Endpoint, tmp_path: Path
+) -> None:
+    options = s3_server.storage_options
+    store = ArtifactStore.open(
+        "s3://no-such-bucket/runs", cache_dir=tmp_path, storage_options=options
+    )
+    with pytest.raises(StoreAccessError, match="bucket in the store URI exists") as caught:
+        store.publish(_artifact(store.working))
+    assert not isinstance(caught.value, OSError)  # not retried by the task layer
+
+
+def test_store_errors_are_told_apart_by_what_a_retry_can_fix() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    def client_error(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(response, "PutObject")
+
+    def wrapped(cause: BaseException) -> OSError:  # as s3fs re-raises botocore's errors
+        try:
+            raise OSError("s3fs: request failed") from cause
+        except OSError as error:
+            return error
+
+    transient = [
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        client_error("SlowDown", 503),
+        client_error("InternalError", 500),
+        wrapped(client_error("ServiceUnavailable", 503)),
+        ConnectionResetError(),
+        TimeoutError(),
+    ]
+    permanent = [
+        client_error("InvalidAccessKeyId", 403),
+        client_error("AccessDenied", 403),
+        wrapped(client_error("SignatureDoesNotMatch", 403)),
+        NoCredentialsError(),
+        PermissionError("denied"),
+        FileNotFoundError("no bucket"),
+    ]
+    assert [classify_store_error(e) for e in transient] == [True] * len(transient)
+    assert [classify_store_error(e) for e in permanent] == [False] * len(permanent)
+    assert classify_store_error(KeyError("not the store's")) is None

@@ -23,7 +23,8 @@ from rlt_core.data import (
 from rlt_core.evaluation import score_predictions
 from rlt_core.generation import load_engine
 from rlt_core.stages.evaluate import read_results, run_evaluate
-from rlt_core.stages.generate_traces import SHARDS, STATS, TRACES, run_generate_traces
+from rlt_core.stages.generate_traces import run_generate_traces
+from rlt_core.stages.specs import GENERATE_TRACES
 from tests.fixtures_models import (
     SCRIPTED_EXPLANATION,
     scripted_rows,
@@ -35,6 +36,7 @@ from tests.stage_kill import generate_traces_script, kill_when
 pytestmark = pytest.mark.vllm
 
 TINY = load_config("tiny")
+SHARDS, STATS, TRACES = (getattr(GENERATE_TRACES.outputs, n) for n in ("shards", "stats", "traces"))
 RECIPE = dataclasses.replace(
     TINY.generate_traces, backend="vllm", max_new_tokens=24, shard_size=2, batch_size=4
 )

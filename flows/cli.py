@@ -1,0 +1,55 @@
+"""The `rlt` command: the library's commands (`rlt_core.cli`) plus `rlt plan`, which reads the
+flows' DAGs and so lives beside them (rlt_core never imports the orchestration layer).
+
+    rlt plan [--flow full-pipeline] [--profile tiny] [--set key.path=value ...] [--store DIR]
+             [--json]
+
+For every stage run of the flow: its key and `cached`, or `run` and why (which config value,
+input or module changed against the stage's nearest earlier artifact in the store, or which
+upstream run has to go first). Nothing runs and nothing is written; no Prefect server needed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.common import JsonOption, OverridesOption, ProfileOption, StoreOption, start_plan
+from rlt_core.cli import app
+
+FLOWS = ("full-pipeline", "ablation", "reward-rank", "countdown-transfer")
+
+
+@app.command()
+def plan(
+    flow: Annotated[str, typer.Option(help=f"one of {', '.join(FLOWS)}")] = "full-pipeline",
+    profile: ProfileOption = "tiny",
+    overrides: OverridesOption = None,
+    store: StoreOption = "artifacts",
+    as_json: JsonOption = False,
+) -> None:
+    """Print what a flow run would do on `store`: each stage cached, or run and why."""
+    from flows import ablation, countdown_transfer, full_pipeline, reward_rank
+    from flows.common import print_plan
+
+    if flow not in FLOWS:
+        raise typer.BadParameter(f"unknown flow {flow!r}; the flows are {', '.join(FLOWS)}")
+    extra = {
+        "countdown-transfer": countdown_transfer.COUNTDOWN_RUNS,
+        "reward-rank": reward_rank.rank_overrides(16),
+    }.get(flow, [])
+    planner = start_plan(profile, [*(overrides or []), *extra], store)
+    if flow == "full-pipeline":
+        full_pipeline.pipeline(planner, title="plan")
+    elif flow == "ablation":
+        ablation.ablation_dag(planner, 0.0, None, None, title="plan")
+    elif flow == "reward-rank":
+        reward_rank.rank_dag(planner, 16, None, title="plan")
+    else:
+        countdown_transfer.countdown_dag(planner, title="plan")
+    print_plan(planner, as_json=as_json)
+
+
+if __name__ == "__main__":
+    app()

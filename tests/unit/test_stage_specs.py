@@ -1,0 +1,247 @@
+"""One declaration per stage (rlt_core.stages.specs): keys hold exactly the config a stage reads,
+the artifact key is the orchestrator's cache key, and `rlt plan` says what would run and why."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from rlt_core import artifacts
+from rlt_core.config import ConfigError, PipelineConfig, available_profiles, load_config
+from rlt_core.stages.data import run_data
+from rlt_core.stages.plan import stage_cache_key
+from rlt_core.stages.specs import DATA, SPECS, TEACHER_SFT, StageSpec
+from tasks.runtime import input_digest
+
+PROFILES = [p for p in ("tiny", "paper-7b", "paper-32b") if p in available_profiles()]
+Path_ = tuple[str, ...]
+
+
+def _leaves(obj: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    """Every leaf value of the config, by its path (recipes of a mapping by their name)."""
+    if dataclasses.is_dataclass(obj):
+        for field in dataclasses.fields(obj):
+            yield from _leaves(getattr(obj, field.name), (*path, field.name))
+    elif isinstance(obj, Mapping):
+        for name, value in obj.items():
+            yield from _leaves(value, (*path, name))
+    else:
+        yield path, obj
+
+
+def _replace(obj: Any, path: Path_, value: Any) -> Any:
+    """`obj` with the leaf at `path` set to `value` (frozen dataclasses and mappings rebuilt)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value)})
+    changed = {**obj, head: _replace(obj[head], rest, value)}
+    return MappingProxyType(changed) if isinstance(obj, MappingProxyType) else changed
+
+
+def _alternatives(cfg: PipelineConfig, path: Path_, value: Any, seen: dict[str, set]) -> list:
+    """Other values for one leaf: other numbers, the flipped flag, the other choices of a
+    Literal field, every other value the profiles give a field of that name (e.g. each
+    `dataset`), other recipe names for the runs."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value * 2, max(value - 1, 0), 0, 1, 2]
+    if isinstance(value, float):
+        return [value * 1.1, value * 0.5, value + 0.1, value - 0.05, 0.0, 0.5, 1.0]
+    if value is None:
+        return [1, 2, 0.5, "x", "offline:smollm2-135m-instruct"]
+    if isinstance(value, str):
+        return [*_choices(cfg, path), value + "-x", *sorted(seen.get(path[-1], ()))]
+    if isinstance(value, tuple):
+        runs = path[0].endswith("_runs")
+        recipes = getattr(cfg, path[0].removesuffix("_runs")) if runs else {}
+        extra = [(*value, name) for name in recipes if name not in value]
+        return [value[:-1], *extra] if value else [("x",), *extra]
+    raise AssertionError(f"no alternative for {path}: {value!r}")
+
+
+def _choices(cfg: PipelineConfig, path: Path_) -> list[str]:
+    """The values a Literal-typed field allows."""
+    parent: Any = cfg
+    for name in path[:-1]:
+        parent = parent[name] if isinstance(parent, Mapping) else getattr(parent, name)
+    if not dataclasses.is_dataclass(parent):
+        return []
+    hint = typing.get_type_hints(type(parent)).get(path[-1])
+    options = [a for a in typing.get_args(hint) if isinstance(a, str)]
+    return options if typing.get_origin(hint) is typing.Literal else []
+
+
+def _valid(cfg: PipelineConfig, path: Path_, values: list) -> list[PipelineConfig]:
+    """The configs with each alternative at `path` that validation accepts."""
+    configs = []
+    for value in values:
+        try:
+            configs.append(_replace(cfg, path, value))
+        except ConfigError:
+            continue
+    return configs
+
+
+def _reads(stage: str, recipe: str | None, path: Path_, cfg: PipelineConfig) -> bool | None:
+    """Whether a run of `stage` depends on the config value at `path` (the paper's pipeline:
+    SPEC.md). None: it depends on it only through a derived choice (which optional tables the
+    data stage writes), so a change may or may not matter."""
+    head = path[0]
+    if stage == "data":
+        if path == ("data", "subset_seed"):  # the training stages draw their own subsets
+            return False
+        if head == "data" or path in (("teacher_sft", "model"), ("evaluate", "tasks")):
+            return True
+        derived = head in ("student_sft", "student_rl") and path[-1] == "dataset"
+        return None if derived or head in ("student_sft_runs", "student_rl_runs") else False
+    if stage in ("teacher_sft", "student_sft", "student_rl"):
+        own = path[:2] == (stage, recipe) if recipe else head == stage
+        return own or path == ("data", "subset_seed")
+    if stage == "teacher_rl":
+        return head in ("teacher_rl", "reward")
+    if stage == "generate_traces":
+        uses_reward = cfg.generate_traces.num_candidates > 1 or cfg.generate_traces.score_traces
+        return head == "generate_traces" or (head == "reward" and uses_reward)
+    if stage == "rank_traces":
+        return head in ("generate_traces", "reward")
+    assert stage == "evaluate"
+    return head == "evaluate"
+
+
+def _runs(cfg: PipelineConfig) -> Iterator[tuple[StageSpec[Any], str | None]]:
+    for spec in SPECS.values():
+        recipes = getattr(cfg, spec.recipe_section) if spec.recipe_section else {None: None}
+        for recipe in recipes:
+            yield spec, recipe
+
+
+def _digest(spec: StageSpec[Any], cfg: PipelineConfig, recipe: str | None) -> str | None:
+    """The digest of the config part of the stage's key (its inputs and code held fixed, the
+    key changes exactly when this does: `StageKey.digest` hashes it with them)."""
+    try:
+        return artifacts.digest_json(spec.key_config(**spec.config_args(cfg, recipe)))
+    except (KeyError, ValueError):  # an alternative no valid config can hold (unknown recipe)
+        return None
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_config_value_is_in_a_stage_key_iff_the_stage_reads_it(profile: str) -> None:
+    configs = [load_config(p) for p in PROFILES]
+    seen: dict[str, set] = {}
+    for other in configs:
+        for path, value in _leaves(other):
+            if isinstance(value, str):
+                seen.setdefault(path[-1], set()).add(value)
+    cfg = load_config(profile)
+    base = {(spec.name, recipe): _digest(spec, cfg, recipe) for spec, recipe in _runs(cfg)}
+    wrong = []
+    for path, value in _leaves(cfg):
+        others = [alt for alt in _alternatives(cfg, path, value, seen) if alt != value]
+        changed_cfgs = _valid(cfg, path, others)
+        for spec, recipe in _runs(cfg):
+            expected = _reads(spec.name, recipe, path, cfg)
+            if expected is None:
+                continue
+            if not changed_cfgs:
+                continue  # no valid config differs in this value alone (a cross-field rule)
+            digests = [_digest(spec, changed, recipe) for changed in changed_cfgs]
+            changed = any(d is not None and d != base[spec.name, recipe] for d in digests)
+            if changed != expected:
+                wrong.append(f"{spec.name}[{recipe}] {'.'.join(path)}: changed={changed}")
+    assert not wrong, f"{len(wrong)} key(s) wrong on {profile}:\n" + "\n".join(wrong[:20])
+
+
+def test_the_subset_seed_is_read_by_every_stage_that_draws_rows() -> None:
+    # The bug this guards: the SFT stages drew rows with data.subset_seed but left it out of
+    # their key, so a new seed returned the model trained on the old subset.
+    cfg = load_config("tiny")
+    reseeded = load_config("tiny", ["data.subset_seed=7"])
+    for spec, recipe in _runs(cfg):
+        moved = spec.key(cfg, recipe, {}).digest != spec.key(reseeded, recipe, {}).digest
+        assert moved == (spec.name in ("teacher_sft", "student_sft", "student_rl")), spec.name
+
+
+@pytest.mark.parametrize("stage", sorted(SPECS))
+def test_each_entry_function_takes_exactly_what_its_declaration_gives(stage: str) -> None:
+    spec = SPECS[stage]
+    cfg = load_config("tiny")
+    recipe = next(iter(getattr(cfg, spec.recipe_section))) if spec.recipe_section else None
+    given = {*spec.config_args(cfg, recipe), *spec.input_names, "store"}
+    params = inspect.signature(spec.entry_function()).parameters
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    assert required <= given, f"{spec.entry} needs {sorted(required - given)}"
+    assert given <= set(params), f"{spec.entry} takes no {sorted(given - set(params))}"
+    # The key's config is built from the very arguments the entry function receives.
+    assert spec.key_of(spec.config_args(cfg, recipe), {}) == spec.key(cfg, recipe, {})
+
+
+def test_the_artifact_directory_key_is_the_orchestrators_cache_key(tmp_path: Path) -> None:
+    cfg = load_config("tiny")
+    ref = run_data(cfg, tmp_path).ref  # DATA.call also measures think lengths (e2e tier)
+    out = Path(ref.uri)
+    assert out == DATA.key(cfg, None, {}).dir(tmp_path)
+    assert stage_cache_key("data", cfg, {}) == f"data-{out.name}"
+    manifest = artifacts.read_manifest(out)
+    assert manifest["key"]["digest"] == out.name and manifest["key"]["modules"]
+    # An input as the stage sees it (a local path) and as the orchestrator does (a ref and a
+    # file name) has one identity, so both sides compute one key for the next stage.
+    as_ref = {"ref": ref.to_dict(), "file": DATA.outputs.corpus}
+    path = out / DATA.outputs.corpus
+    assert input_digest(as_ref) == artifacts.input_identity(path) == f"{ref.digest}:corpus.parquet"
+    assert input_digest(ref.to_dict()) == artifacts.input_identity(out) == ref.digest
+    assert input_digest("offline:smollm2-135m-instruct") == "offline:smollm2-135m-instruct"
+    stage_side = TEACHER_SFT.key(cfg, None, {"corpus": artifacts.input_identity(path)})
+    orchestrator_side = stage_cache_key("teacher_sft", cfg, {"corpus": input_digest(as_ref)})
+    assert orchestrator_side == f"teacher_sft-{stage_side.digest}"
+    # A copy of the same bytes outside any artifact is identified by its content instead.
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(path.read_bytes())
+    assert artifacts.input_identity(copy) != artifacts.input_identity(path)
+
+
+def test_bad_requests_fail_with_the_declarations_names(tmp_path: Path) -> None:
+    cfg = load_config("tiny")
+    with pytest.raises(ValueError, match=r"needs input\(s\) \['corpus'\]"):
+        TEACHER_SFT.call(cfg, tmp_path, {})
+    with pytest.raises(ValueError, match="takes no recipe"):
+        TEACHER_SFT.call(cfg, tmp_path, {"corpus": str(tmp_path)}, "countdown")
+    with pytest.raises(ValueError, match="student_sft has no recipe 'nope'"):
+        SPECS["student_sft"].call(cfg, tmp_path, {"dataset": str(tmp_path)}, "nope")
+
+
+def test_plan_says_cached_or_which_value_changed(tmp_path: Path, capsys) -> None:
+    from flows.common import print_plan, start_plan
+    from flows.full_pipeline import pipeline
+
+    store = tmp_path / "store"
+    run_data(load_config("tiny"), store)
+    planner = start_plan("tiny", [], str(store))
+    pipeline(planner, title="plan")
+    rows = {row.label: row for row in planner.rows}
+    assert rows["data"].status == "cached" and rows["data"].key == rows["data"].uri.split("/")[-1]
+    assert rows["teacher_sft"].status == "run" and rows["teacher_sft"].key is not None
+    assert rows["teacher_sft"].reasons == ["no earlier run of this stage in the store"]
+    assert rows["teacher_rl"].reasons == ["upstream teacher_sft runs first"]
+
+    changed = start_plan("tiny", ["data.countdown_seed=99"], str(store))
+    pipeline(changed, title="plan")
+    data_row = changed.rows[0]
+    assert data_row.status == "run"
+    assert data_row.reasons == ["config changed: data.countdown_seed: 0 -> 99"] or (
+        data_row.reasons[0].startswith("config changed: data.countdown_seed:")
+    )
+    printed = print_plan(changed, as_json=True)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["stages"] == printed and shown["cached"] == 0
+    assert not (store / "teacher_sft").exists()  # planning runs and writes nothing
