@@ -7,7 +7,7 @@ reward, so every variant shares them (cache hits), and the full-reward variant i
 pipeline's own teacher when that already ran.
 
     python -m flows.ablation --lambda 0 [--alpha 0] [--profile tiny] [--set key.path=value]
-    python -m flows.ablation --lambda 0 --plan [--json]   # what would run and why
+    rlt plan --flow ablation [--json]   # what the defaults (--lambda 0) would run and why
 """
 
 from __future__ import annotations
@@ -17,26 +17,15 @@ from typing import Annotated, Any
 import typer
 from prefect import flow
 
-from flows.common import (
-    Caller,
-    JsonOption,
-    OverridesOption,
-    PlanOption,
-    ProfileOption,
-    RecipeOption,
-    StoreOption,
-    file_in,
-    finish,
-    print_plan,
-    start_plan,
-    start_run,
-)
+from flows import common
 from flows.full_pipeline import MODEL, train_teacher
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
 
-def variants(base: Caller, lam: float | None, alpha: float | None) -> dict[str, Caller]:
+def variants(
+    base: common.Caller, lam: float | None, alpha: float | None
+) -> dict[str, common.Caller]:
     """The full reward and each requested ablation, by their Table 9 label."""
     reward = base.cfg.reward
     runs = {f"full (lambda = {reward.lam:g}, alpha = {reward.alpha:g})": base}
@@ -47,7 +36,7 @@ def variants(base: Caller, lam: float | None, alpha: float | None) -> dict[str, 
     return runs
 
 
-def student_recipe(runner: Caller, recipe: str | None) -> str:
+def student_recipe(runner: common.Caller, recipe: str | None) -> str:
     """The student recipe of the ablation: `recipe`, else the first corpus recipe of the runs."""
     corpus_recipes = [
         name
@@ -78,13 +67,13 @@ def ablation(
     """
     if lam is None and alpha is None:
         raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
-    base = start_run(profile, overrides, store)
+    base = common.start_run(profile, overrides, store)
     report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
-    return finish(base, report, "rlt-ablation")
+    return common.finish(base, report, "rlt-ablation")
 
 
 def ablation_dag(
-    base: Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
+    base: common.Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
 ) -> dict[str, str]:
     """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
     recipe = student_recipe(base, recipe)
@@ -96,13 +85,13 @@ def ablation_dag(
             stages.student_sft,
             f"student_sft[{recipe}, {label}]",
             recipe=recipe,
-            dataset=file_in(teacher["traces"], GENERATE_TRACES.outputs.traces),
+            dataset=common.file_in(teacher["traces"], GENERATE_TRACES.outputs.traces),
         )
         evaluation = runner(
             stages.evaluate,
             f"evaluate[{label}]",
-            model=file_in(student, MODEL),
-            eval_dir=file_in(data, DATA.outputs.eval),
+            model=common.file_in(student, MODEL),
+            eval_dir=common.file_in(data, DATA.outputs.eval),
         )
         rows.append(
             {"labels": {"Reward": label}, "evaluation": evaluation, "traces": teacher["traces"]}
@@ -116,22 +105,14 @@ def main(
         float | None, typer.Option("--lambda", help="ablated lambda (Eq. 5), e.g. 0")
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="ablated alpha (Eq. 3-4), e.g. 0")] = None,
-    profile: ProfileOption = "tiny",
-    overrides: OverridesOption = None,
-    store: StoreOption = "artifacts",
-    recipe: RecipeOption = None,
-    plan: PlanOption = False,
-    as_json: JsonOption = False,
+    profile: common.ProfileOption = "tiny",
+    overrides: common.OverridesOption = None,
+    store: common.StoreOption = "artifacts",
+    recipe: common.RecipeOption = None,
 ) -> None:
-    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0` (with
-    --plan: print what it would run and why)."""
+    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
     if lam is None and alpha is None:
         raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
-    if plan:
-        planner = start_plan(profile, overrides, store)
-        ablation_dag(planner, lam, alpha, recipe, title="plan")
-        print_plan(planner, as_json=as_json)
-        return
     ablation(
         profile=profile, overrides=overrides or [], store=store, lam=lam, alpha=alpha, recipe=recipe
     )

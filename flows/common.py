@@ -83,11 +83,20 @@ class Runner:
     def derive(self, extra_overrides: Sequence[str]) -> Runner:
         """A runner for the same store with more overrides (an ablation's variant)."""
         variant = start_run(
-            self.run["profile"], [*self.run["overrides"], *extra_overrides], self.run["store"],
-            storage_options=self.run.get("storage_options"), cache_dir=self.run.get("cache_dir"),
-        )  # fmt: skip
+            **_variant(self.run, extra_overrides), cache_dir=self.run.get("cache_dir")
+        )
         variant.times = self.times  # one timing table for the whole flow run
         return variant
+
+
+def _variant(run: Mapping[str, Any], extra_overrides: Sequence[str]) -> dict[str, Any]:
+    """The start_run / start_plan arguments of `run` with more overrides (a flow's variant)."""
+    return {
+        "profile": run["profile"],
+        "overrides": [*run["overrides"], *extra_overrides],
+        "store": run["store"],
+        "storage_options": run.get("storage_options"),
+    }
 
 
 def start_run(
@@ -144,10 +153,7 @@ class Planner:
 
     def derive(self, extra_overrides: Sequence[str]) -> Planner:
         """A planner for the same store with more overrides (an ablation's variant)."""
-        variant = start_plan(
-            self.run["profile"], [*self.run["overrides"], *extra_overrides], self.run["store"],
-            storage_options=self.run.get("storage_options"),
-        )  # fmt: skip
+        variant = start_plan(**_variant(self.run, extra_overrides))
         variant.index, variant.rows = self.index, self.rows  # one plan for the whole flow
         return variant
 

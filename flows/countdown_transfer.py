@@ -17,19 +17,7 @@ from typing import Any
 import typer
 from prefect import flow
 
-from flows.common import (
-    Caller,
-    JsonOption,
-    OverridesOption,
-    PlanOption,
-    ProfileOption,
-    StoreOption,
-    file_in,
-    finish,
-    print_plan,
-    start_plan,
-    start_run,
-)
+from flows import common
 from flows.full_pipeline import MODEL
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
@@ -47,29 +35,29 @@ def countdown_transfer(
     profile: str = "tiny", overrides: list[str] | None = None, store: str = "artifacts"
 ) -> dict[str, Any]:
     """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4)."""
-    runner = start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
+    runner = common.start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
     report = countdown_dag(runner, title=f"RLT zero-shot transfer to countdown ({profile})")
-    return finish(runner, report, "rlt-countdown-transfer")
+    return common.finish(runner, report, "rlt-countdown-transfer")
 
 
-def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
+def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
     """The DAG of section 4.4 on `runner` (its config carries COUNTDOWN_RUNS); the report."""
     data = runner(stages.data, "data")
-    corpus = file_in(data, DATA.outputs.corpus)
-    countdown = file_in(data, DATA.outputs.countdown)
+    corpus = common.file_in(data, DATA.outputs.corpus)
+    countdown = common.file_in(data, DATA.outputs.countdown)
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
     teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
     traces = runner(
         stages.generate_traces,
         "generate_traces[countdown, zero-shot]",
-        teacher=file_in(teacher, MODEL),
+        teacher=common.file_in(teacher, MODEL),
         corpus=countdown,
     )
     student = runner(
         stages.student_sft,
         f"student_sft[{RECIPE}, RLT traces]",
         recipe=RECIPE,
-        dataset=file_in(traces, GENERATE_TRACES.outputs.traces),
+        dataset=common.file_in(traces, GENERATE_TRACES.outputs.traces),
     )
     rl = runner.cfg.student_rl[RECIPE]
     direct = runner(
@@ -83,13 +71,13 @@ def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
         stages.student_rl,
         f"student_rl[{RECIPE}, cold start: RLT traces]",
         recipe=RECIPE,
-        start_model=file_in(student, MODEL),
+        start_model=common.file_in(student, MODEL),
         dataset=countdown,
     )
     models = [  # (Model, Cold start, model input): the rows of the section 4.4 comparison
-        ("RLT traces, SFT", "—", file_in(student, MODEL)),
-        ("RL", "none", file_in(direct, MODEL)),
-        ("RLT traces + RL", "RLT traces", file_in(after, MODEL)),
+        ("RLT traces, SFT", "—", common.file_in(student, MODEL)),
+        ("RL", "none", common.file_in(direct, MODEL)),
+        ("RLT traces + RL", "RLT traces", common.file_in(after, MODEL)),
     ]
     rows = []
     for name, cold_start, model in models:
@@ -97,7 +85,7 @@ def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
             stages.evaluate,
             f"evaluate[{name}]",
             model=model,
-            eval_dir=file_in(data, DATA.outputs.eval),
+            eval_dir=common.file_in(data, DATA.outputs.eval),
         )
         rows.append({"labels": {"Model": name, "Cold start": cold_start}, "evaluation": evaluation})
     return runner(
@@ -110,18 +98,11 @@ def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
 
 
 def main(
-    profile: ProfileOption = "tiny",
-    overrides: OverridesOption = None,
-    store: StoreOption = "artifacts",
-    plan: PlanOption = False,
-    as_json: JsonOption = False,
+    profile: common.ProfileOption = "tiny",
+    overrides: common.OverridesOption = None,
+    store: common.StoreOption = "artifacts",
 ) -> None:
-    """Run the section 4.4 flow in this process (with --plan: print what it would run)."""
-    if plan:
-        planner = start_plan(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
-        countdown_dag(planner, title="plan")
-        print_plan(planner, as_json=as_json)
-        return
+    """Run the section 4.4 flow in this process."""
     countdown_transfer(profile=profile, overrides=overrides or [], store=store)
 
 

@@ -22,19 +22,7 @@ from typing import Any
 import typer
 from prefect import flow
 
-from flows.common import (
-    Caller,
-    JsonOption,
-    OverridesOption,
-    PlanOption,
-    ProfileOption,
-    StoreOption,
-    file_in,
-    finish,
-    print_plan,
-    start_plan,
-    start_run,
-)
+from flows import common
 from rlt_core.reports import TRACE_SOURCES, pipeline_tables
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_RL
 from tasks import stages
@@ -43,31 +31,31 @@ MODEL = TEACHER_RL.outputs.model  # every training stage's model folder (Trained
 
 
 def train_teacher(
-    runner: Caller, data: dict[str, str], *, suffix: str = ""
+    runner: common.Caller, data: dict[str, str], *, suffix: str = ""
 ) -> dict[str, dict[str, str]]:
     """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1).
 
     `suffix` tells the task runs of several variants apart in the UI (e.g. " [lambda = 0]").
     """
-    corpus = file_in(data, DATA.outputs.corpus)
+    corpus = common.file_in(data, DATA.outputs.corpus)
     warm = runner(stages.teacher_sft, f"teacher_sft{suffix}", corpus=corpus)
     teacher = runner(stages.teacher_rl, f"teacher_rl{suffix}", teacher_sft=warm, corpus=corpus)
     traces = runner(
         stages.generate_traces,
         f"generate_traces{suffix}",
-        teacher=file_in(teacher, MODEL),
+        teacher=common.file_in(teacher, MODEL),
         corpus=corpus,
     )
     return {"teacher_sft": warm, "teacher_rl": teacher, "traces": traces}
 
 
 def distil(
-    runner: Caller, data: dict[str, str], traces: dict[str, str]
+    runner: common.Caller, data: dict[str, str], traces: dict[str, str]
 ) -> dict[tuple[str, str], dict[str, str]]:
     """Students of every corpus recipe of `student_sft_runs`, on each trace source (Table 1)."""
     sources = {
-        "RLT": file_in(traces, GENERATE_TRACES.outputs.traces),
-        "corpus": file_in(data, DATA.outputs.corpus),
+        "RLT": common.file_in(traces, GENERATE_TRACES.outputs.traces),
+        "corpus": common.file_in(data, DATA.outputs.corpus),
     }
     students = {}
     for recipe in runner.cfg.student_sft_runs:
@@ -82,17 +70,17 @@ def distil(
 
 
 def cold_start_rl(
-    runner: Caller, data: dict[str, str], students: dict[tuple[str, str], dict[str, str]]
+    runner: common.Caller, data: dict[str, str], students: dict[tuple[str, str], dict[str, str]]
 ) -> dict[tuple[str, str], dict[str, str]]:
     """RL from each trace set's student and from the base model (Table 2)."""
     trained = {}
     for recipe in runner.cfg.student_rl_runs:
         rl = runner.cfg.student_rl[recipe]
-        dataset = file_in(data, DATA.outputs.dataset(rl.dataset))
+        dataset = common.file_in(data, DATA.outputs.dataset(rl.dataset))
         starts: dict[str, Any] = {"none": rl.model}  # "RL no cold-start"
         for source in TRACE_SOURCES:
             if (source, rl.cold_start) in students:
-                starts[source] = file_in(students[source, rl.cold_start], MODEL)
+                starts[source] = common.file_in(students[source, rl.cold_start], MODEL)
         for source, start in starts.items():
             label = f"student_rl[{recipe}, cold start: {source}]"
             trained[source, recipe] = runner(
@@ -102,10 +90,10 @@ def cold_start_rl(
 
 
 def evaluate_all(
-    runner: Caller, data: dict[str, str], models: dict[str, Any]
+    runner: common.Caller, data: dict[str, str], models: dict[str, Any]
 ) -> dict[str, dict[str, str]]:
     """Evaluate each model (label -> model input) on the profile's tasks (Table 7)."""
-    eval_dir = file_in(data, DATA.outputs.eval)
+    eval_dir = common.file_in(data, DATA.outputs.eval)
     return {
         label: runner(stages.evaluate, f"evaluate[{label}]", model=model, eval_dir=eval_dir)
         for label, model in models.items()
@@ -121,12 +109,12 @@ def full_pipeline(
     `overrides` are `key.path=value` strings (e.g. `reward.lambda=0`); `store` is the artifact
     store root, a local directory or `s3://bucket/prefix`.
     """
-    runner = start_run(profile, overrides, store)
+    runner = common.start_run(profile, overrides, store)
     report = pipeline(runner, title=f"RLT ({profile})")
-    return finish(runner, report, "rlt")
+    return common.finish(runner, report, "rlt")
 
 
-def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
+def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
     """The DAG of the full pipeline (module docstring) on `runner`; the report's ref."""
     data = runner(stages.data, "data")
     teacher = train_teacher(runner, data)
@@ -134,8 +122,8 @@ def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
     trained = cold_start_rl(runner, data, students)
     base = runner.cfg.student_sft[runner.cfg.student_sft_runs[0]].model
     models: dict[str, Any] = {"base": base}
-    models |= {f"{s}-{r}": file_in(ref, MODEL) for (s, r), ref in students.items()}
-    models |= {f"rl-{s}-{r}": file_in(ref, MODEL) for (s, r), ref in trained.items()}
+    models |= {f"{s}-{r}": common.file_in(ref, MODEL) for (s, r), ref in students.items()}
+    models |= {f"rl-{s}-{r}": common.file_in(ref, MODEL) for (s, r), ref in trained.items()}
     evaluations = evaluate_all(runner, data, models)
     lengths = {"RLT": {"traces": teacher["traces"]}, "corpus": {"corpus": data}}
     tables = pipeline_tables(runner.cfg, students, trained, evaluations)
@@ -143,18 +131,18 @@ def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
 
 
 def main(
-    profile: ProfileOption = "tiny",
-    overrides: OverridesOption = None,
-    store: StoreOption = "artifacts",
-    plan: PlanOption = False,
-    as_json: JsonOption = False,
+    profile: common.ProfileOption = "tiny",
+    overrides: common.OverridesOption = None,
+    store: common.StoreOption = "artifacts",
+    plan: common.PlanOption = False,
+    as_json: common.JsonOption = False,
 ) -> None:
     """Run the full pipeline flow in this process (against PREFECT_API_URL, if set), or with
     --plan print what it would run and why, running nothing."""
     if plan:
-        planner = start_plan(profile, overrides, store)
+        planner = common.start_plan(profile, overrides, store)
         pipeline(planner, title=f"RLT ({profile})")
-        print_plan(planner, as_json=as_json)
+        common.print_plan(planner, as_json=as_json)
         return
     full_pipeline(profile=profile, overrides=overrides or [], store=store)
 

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -84,13 +84,7 @@ class StageKey:
 
     def record(self) -> dict[str, Any]:
         """The JSON form kept in the manifest (`rlt plan` reads it back)."""
-        return {
-            "digest": self.digest,
-            "config": self.config,
-            "upstream": self.upstream,
-            "code": self.code,
-            "modules": self.modules,
-        }
+        return {"digest": self.digest, **asdict(self)}
 
 
 def member_identity(digest: str, member: str) -> str:

@@ -54,7 +54,3 @@ class ConfigError(ValueError):
     def under(self, prefix: str) -> "ConfigError":
         """Return the same error with every path placed under the section `prefix`."""
         return ConfigError([issue.under(prefix) for issue in self.issues], self.source)
-
-    def with_source(self, source: str) -> "ConfigError":
-        """Return the same error naming where the config came from (profile, overrides)."""
-        return ConfigError(self.issues, source)

@@ -6,45 +6,27 @@
 - `engines`: the transformers (CPU) and vLLM (GPU) engines and the generation budget.
 - `lighteval_run`: the narrowed registry, the Pipeline run, per-sample details, rescoring of
   saved predictions (`score_predictions`).
+- `grad_mode`: lighteval switches gradients off process-wide; every module here imports and
+  runs it under `keep_grad_mode`.
 The paper-layout tables over several evaluations are `rlt_core.reports`.
 
-lighteval switches gradients off for the whole process, once when its transformers model module
-is imported and again whenever a TransformersModel is built, which would silently break any
-training later in the same process (a notebook, the CPU pipeline, a test session). The package
-imports lighteval here under `keep_grad_mode`, before anything else, and `evaluate_model` runs
-lighteval under it too.
+Importing the package loads nothing of lighteval: the names below load `lighteval_run` on
+first use (PEP 562).
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from __future__ import annotations
 
-import torch
+import importlib
+from typing import Any
 
+from rlt_core.evaluation.grad_mode import keep_grad_mode
 
-@contextmanager
-def keep_grad_mode() -> Iterator[None]:
-    """Restore torch's gradient mode on exit, whatever the block did to it."""
-    enabled = torch.is_grad_enabled()
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(enabled)
+_LAZY = ("LightevalOutcome", "ReplayModel", "evaluate_model", "score_predictions")
+__all__ = ["keep_grad_mode", *_LAZY]
 
 
-with keep_grad_mode():
-    import lighteval.pipeline  # noqa: F401  (imports every lighteval model module)
-
-from rlt_core.evaluation.lighteval_run import (  # noqa: E402
-    LightevalOutcome,
-    ReplayModel,
-    evaluate_model,
-    score_predictions,
-)
-
-__all__ = [
-    "LightevalOutcome",
-    "keep_grad_mode",
-    "ReplayModel",
-    "evaluate_model",
-    "score_predictions",
-]
+def __getattr__(name: str) -> Any:
+    """`evaluate_model` and the rest from `lighteval_run`, imported on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module("rlt_core.evaluation.lighteval_run"), name)
+    raise AttributeError(f"module 'rlt_core.evaluation' has no attribute {name!r}")

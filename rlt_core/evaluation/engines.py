@@ -40,8 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lighteval.models.model_input import GenerationParameters
-from lighteval.models.transformers.transformers_model import TransformersModelConfig
+
+from rlt_core.evaluation.grad_mode import keep_grad_mode
+
+with keep_grad_mode():  # lighteval turns gradients off when imported
+    from lighteval.models.model_input import GenerationParameters
+    from lighteval.models.transformers.transformers_model import TransformersModelConfig
+
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from rlt_core import formats

@@ -38,24 +38,29 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import lighteval.pipeline as lighteval_pipeline
 import pandas as pd
 import torch
-from lighteval.logging.evaluation_tracker import EvaluationTracker
-from lighteval.models.abstract_model import LightevalModel, ModelConfig
-from lighteval.models.model_output import ModelResponse
-from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
-from lighteval.tasks.lighteval_task import LightevalTaskConfig
-from lighteval.tasks.registry import Registry
-from lighteval.tasks.requests import Doc
-from lighteval.utils.cache_management import SampleCache
+
+from rlt_core.evaluation.grad_mode import keep_grad_mode
+
+with keep_grad_mode():  # lighteval turns gradients off when imported
+    import lighteval.pipeline as lighteval_pipeline
+    from lighteval.logging.evaluation_tracker import EvaluationTracker
+    from lighteval.models.abstract_model import LightevalModel, ModelConfig
+    from lighteval.models.model_output import ModelResponse
+    from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig
+    from lighteval.tasks.registry import Registry
+    from lighteval.tasks.requests import Doc
+    from lighteval.utils.cache_management import SampleCache
+
 from transformers import AutoTokenizer
 
 from rlt_core import formats
 from rlt_core.config import EvaluateConfig
 from rlt_core.data import read_table
 from rlt_core.data.sources import require_columns
-from rlt_core.evaluation import engines, keep_grad_mode, tasks
+from rlt_core.evaluation import engines, tasks
 
 REASONING_TAGS = [(formats.BEGIN_THOUGHT, formats.END_THOUGHT)]
 _REGISTRY_LOCK = threading.Lock()

@@ -42,12 +42,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lighteval.metrics.metrics import Metrics
-from lighteval.metrics.metrics_sample import SampleLevelComputation
-from lighteval.metrics.utils.metric_utils import Metric, SampleLevelMetric
-from lighteval.models.model_output import ModelResponse
-from lighteval.tasks.lighteval_task import LightevalTaskConfig
-from lighteval.tasks.requests import Doc, SamplingMethod
+
+from rlt_core.evaluation.grad_mode import keep_grad_mode
+
+with keep_grad_mode():  # lighteval turns gradients off when imported
+    from lighteval.metrics.metrics import Metrics
+    from lighteval.metrics.metrics_sample import SampleLevelComputation
+    from lighteval.metrics.utils.metric_utils import Metric, SampleLevelMetric
+    from lighteval.models.model_output import ModelResponse
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig
+    from lighteval.tasks.requests import Doc, SamplingMethod
+
 
 from rlt_core.data.benchmarks import GPQA_LETTERS
 from rlt_core.data.countdown_verify import score_countdown_completion

@@ -28,12 +28,17 @@ import gc
 from typing import Any
 
 import torch
-from lighteval.models.abstract_model import LightevalModel
-from lighteval.models.model_output import ModelResponse
-from lighteval.models.vllm.vllm_model import VLLMModelConfig
-from lighteval.tasks.prompt_manager import PromptManager
-from lighteval.tasks.requests import Doc, SamplingMethod
-from lighteval.utils.cache_management import SampleCache, cached
+
+from rlt_core.evaluation.grad_mode import keep_grad_mode
+
+with keep_grad_mode():  # lighteval turns gradients off when imported
+    from lighteval.models.abstract_model import LightevalModel
+    from lighteval.models.model_output import ModelResponse
+    from lighteval.models.vllm.vllm_model import VLLMModelConfig
+    from lighteval.tasks.prompt_manager import PromptManager
+    from lighteval.tasks.requests import Doc, SamplingMethod
+    from lighteval.utils.cache_management import SampleCache, cached
+
 
 from rlt_core.generation import open_llm, shutdown_llm
 

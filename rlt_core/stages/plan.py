@@ -10,6 +10,7 @@ value changed, which input, which module of its code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,15 +96,8 @@ class PlanRow:
     digest: str | None = None  # the finished artifact's content digest (cached rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "stage": self.stage,
-            "recipe": self.recipe,
-            "status": self.status,
-            "key": self.key,
-            "reasons": list(self.reasons),
-            "uri": self.uri,
-        }
+        """JSON-ready (what `rlt plan --json` prints), without the content digest."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "digest"}
 
 
 def plan_stage(

@@ -12,8 +12,9 @@ Every GRPO value of Table 6 is set explicitly by `rlt_core.training.grpo.grpo_tr
 
 Deliberate choices:
 - Prompts are plain text rendered by `formats.render_student_prompt` (the exact context the
-  student sees at evaluation); TRL tokenizes text prompts with the tokenizer's special tokens,
-  so a tokenizer that would add any (a second BOS) is refused before training.
+  student sees at evaluation), tokenised as they are by the GRPO path both GRPO stages share
+  (`rlt_core.training.grpo_run`: training, resume, rollout engine, save), so a tokenizer that
+  adds a BOS does not get a second one.
 - Gold columns travel in the dataset (`answer` for math, `numbers` and `target` for countdown)
   and TRL hands them to the reward per completion. Golds are checked before training: a math
   gold that math-verify cannot parse would otherwise stop the run at its first step.
@@ -45,8 +46,7 @@ from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.stages.specs import STUDENT_RL
 from rlt_core.training import run
 from rlt_core.training.grpo import DEFAULT_MAX_PER_DEVICE_BATCH, grpo_training_args
-from rlt_core.training.step_times import time_summary
-from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
+from rlt_core.training.grpo_run import build_grpo_trainer, train_grpo
 
 logger = logging.getLogger(__name__)
 
@@ -103,21 +103,17 @@ def run_student_rl(
     train_set = rl_dataset(tokenizer, rows, reward.task)
     # trainer: GRPO with every Table 6 value; the global batch split over this machine
     args = grpo_training_args(cfg, out / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch)
-    trainer = build_student_rl_trainer(model_path, tokenizer, train_set, args, [reward], callbacks)
+    trainer = build_grpo_trainer(model_path, tokenizer, train_set, args, [reward], callbacks)
     # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
-    try:
-        figures = run.train_resuming(trainer, out)
-    finally:
-        release_rollout_engine(trainer)  # a vLLM-CPU engine leaves the process as it was
-    metrics = {
-        "data": row_stats,
-        "batch": batch_figures(args),
-        "train": figures,
-        "rewards": reward_figures(trainer.state.log_history, reward.__name__),
-        "time": time_summary(trainer.state.log_history),
-    }
-    config = key.config | {"grpo_config": args.to_dict()}
-    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
+    return train_grpo(
+        trainer,
+        tokenizer,
+        key,
+        store,
+        config={"grpo_config": args.to_dict()},
+        metrics={"data": row_stats, "batch": batch_figures(args)},
+        log_figures=lambda log: {"rewards": reward_figures(log, reward.__name__)},
+    )
 
 
 def build_student_rl_trainer(
@@ -128,20 +124,9 @@ def build_student_rl_trainer(
     reward_funcs: Sequence[RewardFunc],
     callbacks: Sequence[TrainerCallback] = (),
 ) -> GRPOTrainer:
-    """A GRPOTrainer on the model at `model_path` with a prompt dataset and reward functions.
-
-    The model goes in as a path so TRL loads the policy and the reference model itself with
-    `args.model_init_kwargs` (the recipe's dtype on GPU, fp32 on CPU).
-    """
-    return make_grpo_trainer(
-        GRPOTrainer,
-        model=model_path,
-        reward_funcs=list(reward_funcs),
-        args=args,
-        train_dataset=train_set,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
+    """The shared GRPO trainer (`rlt_core.training.grpo_run.build_grpo_trainer`) on the model
+    at `model_path`, with a prompt dataset and reward functions."""
+    return build_grpo_trainer(model_path, tokenizer, train_set, args, reward_funcs, callbacks)
 
 
 def require_grading_thread(task: Task) -> None:
@@ -216,17 +201,10 @@ def _is_int_list(values: Any) -> bool:
 def rl_dataset(tokenizer: Any, rows: pd.DataFrame, task: Task) -> Dataset:
     """TRL prompt dataset: `prompt` = the Figure 6 student prompt as text, plus id and golds.
 
-    Raises ValueError when the tokenizer adds special tokens to a rendered prompt (TRL tokenizes
-    text prompts with them; the chat template already holds every special token it needs).
+    The shared GRPO trainer tokenises the prompts without added special tokens (the chat
+    template already holds every one it needs), so a BOS-adding tokenizer is fine.
     """
     prompts = [formats.render_student_prompt(tokenizer, q) for q in rows["question"]]
-    with_special = tokenizer(prompts[0])["input_ids"]
-    if with_special != tokenizer(prompts[0], add_special_tokens=False)["input_ids"]:
-        raise ValueError(
-            f"tokenizer {tokenizer.name_or_path!r} adds special tokens (e.g. a BOS) to text "
-            "prompts, so TRL would feed the student a doubled one after the chat template's. "
-            "Use a tokenizer that adds none (Qwen2.5, SmolLM2) or set add_bos_token=False."
-        )
     columns: dict[str, list[Any]] = {"prompt": prompts, "id": [str(i) for i in rows["id"]]}
     if task == "math":
         columns["answer"] = [str(a) for a in rows["answer"]]

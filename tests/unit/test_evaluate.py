@@ -340,3 +340,20 @@ def test_a_half_written_directory_is_never_taken_as_finished(
     ref = run_evaluate(TINY, tiny_model_path, countdown_eval, tmp_path)
     assert Path(ref.uri) == out.resolve() and artifacts.is_complete(out)
     assert read_results(out)["tasks"]["countdown"]["num_samples"] == 4
+
+
+def test_the_package_loads_no_lighteval_and_its_modules_keep_gradients_on() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "import rlt_core.evaluation as e\n"
+        "assert 'lighteval' not in sys.modules, 'the package imported lighteval'\n"
+        "from rlt_core.evaluation import engines, tasks, lighteval_run, vllm_engine\n"
+        "assert 'lighteval.models.transformers.transformers_model' in sys.modules\n"
+        "assert torch.is_grad_enabled(), 'importing lighteval switched gradients off'\n"
+        "assert e.evaluate_model is lighteval_run.evaluate_model\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
