@@ -15,10 +15,17 @@ from typing import Annotated
 
 import typer
 
-from flows.common import JsonOption, OverridesOption, ProfileOption, StoreOption, start_plan
 from rlt_core.cli import app
 
 FLOWS = ("full-pipeline", "ablation", "reward-rank", "countdown-transfer")
+# The flows' own options (flows.common), spelled here so that `rlt config` and `rlt score`
+# do not import Prefect: the flows load only when `rlt plan` runs.
+ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
+OverridesOption = Annotated[
+    list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+]
+StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the plan as JSON")]
 
 
 @app.command()
@@ -31,7 +38,7 @@ def plan(
 ) -> None:
     """Print what a flow run would do on `store`: each stage cached, or run and why."""
     from flows import ablation, countdown_transfer, full_pipeline, reward_rank
-    from flows.common import print_plan
+    from flows.common import print_plan, start_plan
 
     if flow not in FLOWS:
         raise typer.BadParameter(f"unknown flow {flow!r}; the flows are {', '.join(FLOWS)}")

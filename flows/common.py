@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlt_core.config import PipelineConfig, load_config
+from rlt_core.reports import FIGURE_8, REPORT_MD
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
 from rlt_core.stages.specs import STAGES
 from rlt_core.store import ArtifactStore
@@ -193,12 +194,12 @@ def publish_times(runner: Runner, key: str) -> list[dict[str, Any]]:
 def publish_report(runner: Runner, report: Mapping[str, str], key: str) -> str:
     """The report's markdown as a Prefect artifact, with a link artifact to its figure."""
     local = runner.store.fetch(report)
-    markdown = (local / "report.md").read_text()
-    figure = local / "think_lengths.png"
+    markdown = (local / REPORT_MD).read_text()
+    figure = local / FIGURE_8
     if figure.is_file():
-        uri = f"{report['uri']}/think_lengths.png"
+        uri = f"{report['uri']}/{FIGURE_8}"
         create_link_artifact(uri, link_text="Figure 8 (think lengths, PNG)", key=f"{key}-figure")
-        markdown = markdown.replace("](think_lengths.png)", f"]({uri})")
+        markdown = markdown.replace(f"]({FIGURE_8})", f"]({uri})")
     create_markdown_artifact(markdown, key=key, description="RLT experiment report")
     return markdown
 
