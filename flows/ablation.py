@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows import common
 from flows.full_pipeline import MODEL, train_teacher
+from rlt_core.reports import ablation_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
@@ -93,9 +94,7 @@ def ablation_dag(
             model=common.file_in(student, MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append(
-            {"labels": {"Reward": label}, "evaluation": evaluation, "traces": teacher["traces"]}
-        )
+        rows.append(ablation_row(label, evaluation, teacher["traces"]))
         lengths[label] = {"traces": teacher["traces"]}
     return base(stages.report, "report", title=title, tables={"table_9": rows}, lengths=lengths)
 

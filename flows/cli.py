@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from rlt_core.cli import app
+from rlt_core.config import ConfigError
 
 FLOWS = ("full-pipeline", "ablation", "reward-rank", "countdown-transfer")
 # The flows' own options (flows.common), spelled here so that `rlt config` and `rlt score`
@@ -46,7 +47,11 @@ def plan(
         "countdown-transfer": countdown_transfer.COUNTDOWN_RUNS,
         "reward-rank": reward_rank.rank_overrides(16),
     }.get(flow, [])
-    planner = start_plan(profile, [*(overrides or []), *extra], store)
+    try:
+        planner = start_plan(profile, [*(overrides or []), *extra], store)
+    except ConfigError as error:  # what, why and the fix, without a traceback
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     if flow == "full-pipeline":
         full_pipeline.pipeline(planner, title="plan")
     elif flow == "ablation":

@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows import common
 from flows.full_pipeline import MODEL
+from rlt_core.reports import transfer_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
@@ -87,7 +88,7 @@ def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
             model=model,
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append({"labels": {"Model": name, "Cold start": cold_start}, "evaluation": evaluation})
+        rows.append(transfer_row(name, cold_start, evaluation))
     return runner(
         stages.report,
         "report",

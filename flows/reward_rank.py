@@ -18,6 +18,7 @@ from prefect import flow
 from flows import common
 from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
+from rlt_core.reports import rank_row
 from rlt_core.stages.specs import DATA, RANK_TRACES
 from tasks import stages
 
@@ -69,7 +70,7 @@ def rank_dag(
             model=common.file_in(student, MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append({"labels": {"Rank": str(rank)}, "rank": rank, "evaluation": evaluation})
+        rows.append(rank_row(rank, evaluation))
     return runner(stages.report, "report", title=title, tables={"ranked": rows})
 
 

@@ -381,6 +381,22 @@ def pipeline_tables(
     return {"table_1": table_1, "table_2": table_2}
 
 
+def ablation_row(label: str, evaluation: Ref, traces: Ref) -> dict[str, Any]:
+    """A Table 9 row: the reward variant, its student's evaluation and the teacher's traces
+    (their mean think length is shown)."""
+    return {"labels": {"Reward": label}, "evaluation": evaluation, "traces": traces}
+
+
+def rank_row(rank: int, evaluation: Ref) -> dict[str, Any]:
+    """A section 4.5 row: the reward rank of the student's dataset and its evaluation."""
+    return {"labels": {"Rank": str(rank)}, "rank": rank, "evaluation": evaluation}
+
+
+def transfer_row(model: str, cold_start: str, evaluation: Ref) -> dict[str, Any]:
+    """A section 4.4 row (in Table 2's layout): the model, its cold start, its evaluation."""
+    return {"labels": {"Model": model, "Cold start": cold_start}, "evaluation": evaluation}
+
+
 def report_from_refs(
     store: Any,
     *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 from pathlib import Path
 
@@ -90,3 +91,40 @@ def test_imports_anywhere_in_a_module_count(tmp_path: Path, monkeypatch) -> None
     assert module_closure("rlt_core.e") == ("rlt_core", "rlt_core.e")
     with pytest.raises(ValueError, match="not an rlt_core module"):
         module_closure("rlt_core.nothing_here")
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    """The names a module binds at its top level (what `from it import name` can find
+    without running its `__getattr__`)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_no_rlt_core_module_imports_through_a_lazy_package_facade() -> None:
+    # The closure reads import statements; a name a package serves from `__getattr__`
+    # (rlt_core.stages, rlt_core.evaluation load theirs on first use) would hide the module it
+    # comes from. Inside rlt_core, import such names from their own module.
+    hidden = []
+    for name in ALL_MODULES:
+        path = code_closure.module_file(name)
+        assert path is not None
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            package = code_closure.module_file(node.module)
+            if package is None or package.name != "__init__.py":
+                continue
+            bound = _bound_names(ast.parse(package.read_text()))
+            for alias in node.names:
+                submodule = code_closure.module_file(f"{node.module}.{alias.name}")
+                if submodule is None and alias.name not in bound:
+                    hidden.append(f"{name}: from {node.module} import {alias.name}")
+    assert not hidden, "imports the closure cannot follow:\n" + "\n".join(hidden)

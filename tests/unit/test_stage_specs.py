@@ -245,3 +245,16 @@ def test_plan_says_cached_or_which_value_changed(tmp_path: Path, capsys) -> None
     shown = json.loads(capsys.readouterr().out)
     assert shown["stages"] == printed and shown["cached"] == 0
     assert not (store / "teacher_sft").exists()  # planning runs and writes nothing
+
+
+def test_rlt_plan_refuses_a_bad_profile_or_flow_with_a_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    bad = CliRunner().invoke(app, ["plan", "--store", str(tmp_path), "--set", "reward.lambda=-1"])
+    assert bad.exit_code == 2 and "reward.lambda: -1.0 must be >= 0" in bad.output
+    assert "Traceback" not in bad.output
+    unknown = CliRunner().invoke(app, ["plan", "--flow", "nope"])
+    assert unknown.exit_code == 2 and "unknown flow 'nope'" in unknown.output
+    assert not any(tmp_path.iterdir())  # planning writes nothing
