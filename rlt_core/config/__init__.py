@@ -13,6 +13,7 @@ from rlt_core.config.data import DataConfig
 from rlt_core.config.errors import ConfigError, ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.loader import available_profiles, config_dir, load_config
+from rlt_core.config.resources import STAGE_NAMES, StageResources
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig
 from rlt_core.config.schema import PAPER_STUDENT_RL, PAPER_STUDENT_SFT, PipelineConfig
@@ -29,6 +30,8 @@ __all__ = [
     "GenerateTracesConfig",
     "PipelineConfig",
     "RewardConfig",
+    "STAGE_NAMES",
+    "StageResources",
     "StudentRLConfig",
     "StudentSFTConfig",
     "TeacherRLConfig",

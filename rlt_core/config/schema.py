@@ -16,6 +16,7 @@ from rlt_core.config.checks import finalize
 from rlt_core.config.data import DataConfig
 from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
+from rlt_core.config.resources import PAPER_RESOURCES, STAGE_NAMES, StageResources
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
@@ -79,6 +80,14 @@ class PipelineConfig:
         default=("limr",),
         metadata={"help": "student_rl recipes this profile trains (Table 2)"},
     )
+    resources: Mapping[str, StageResources] = field(
+        default_factory=lambda: PAPER_RESOURCES,
+        metadata={"help": "GPUs and CPU cores of one run of each stage, by stage name"},
+    )
+
+    def stage_resources(self, stage: str) -> StageResources:
+        """What one run of `stage` is given (`resources.<stage>`; else 0 GPUs, 1 core)."""
+        return self.resources.get(stage, StageResources())
 
     def __post_init__(self) -> None:
         finalize(self, self._issues)
@@ -95,7 +104,10 @@ class PipelineConfig:
                     "set cold_start: null"
                 )
                 issues.append(ConfigIssue(f"student_rl.{name}.cold_start", message))
-        return issues + self._cross_stage_issues()
+        return issues + self._cross_stage_issues() + self._resource_issues()
+
+    def _resource_issues(self) -> list[ConfigIssue]:
+        return _resource_issues_of(self)
 
     def _cross_stage_issues(self) -> list[ConfigIssue]:
         issues = []
@@ -111,6 +123,26 @@ class PipelineConfig:
                 message = f"{task!r} has no data.eval_sources.{task}; add its hub id or path"
                 issues.append(ConfigIssue("evaluate.tasks", message))
         return issues
+
+
+def _resource_issues_of(config: "PipelineConfig") -> list[ConfigIssue]:
+    issues = []
+    for name in config.resources:
+        if name not in STAGE_NAMES:
+            close = difflib.get_close_matches(name, STAGE_NAMES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            message = f"no stage named {name!r}; the stages are {', '.join(STAGE_NAMES)}.{hint}"
+            issues.append(ConfigIssue(f"resources.{name}", message))
+    for stage in ("generate_traces", "rank_traces", "evaluate"):
+        recipe = config.evaluate if stage == "evaluate" else config.generate_traces
+        gpus = config.stage_resources(stage).gpus
+        if recipe.backend == "vllm" and 0 < gpus < recipe.tensor_parallel_size:
+            message = (
+                f"{gpus} GPU(s), but its vLLM engine spans tensor_parallel_size="
+                f"{recipe.tensor_parallel_size}; give it at least that many"
+            )
+            issues.append(ConfigIssue(f"resources.{stage}.gpus", message))
+    return issues
 
 
 def _run_issues(

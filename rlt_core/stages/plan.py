@@ -94,6 +94,8 @@ class PlanRow:
     reasons: list[str] = field(default_factory=list)
     uri: str | None = None
     digest: str | None = None  # the finished artifact's content digest (cached rows)
+    gpus: int = 0  # what one run is given (`resources.<stage>`)
+    cpus: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what `rlt plan --json` prints), without the content digest."""
@@ -116,18 +118,21 @@ def plan_stage(
     (the key is unknown until they have)."""
     pending = list(dict.fromkeys(pending))  # each upstream run once
     spec = spec_of(stage)
+    given = spec.resources(cfg)
+    row = PlanRow(label, stage, recipe, "run", None, gpus=given.gpus, cpus=given.cpus)
     if pending:
-        reasons = [f"upstream {name} runs first" for name in pending]
-        return PlanRow(label, stage, recipe, "run", None, reasons)
+        row.reasons = [f"upstream {name} runs first" for name in pending]
+        return row
     key = spec.key(cfg, recipe, upstream)
+    row.key = key.digest
     manifest = index.manifests(stage).get(key.digest)
     if manifest is not None:
-        uri = index.uri(stage, key.digest)
-        return PlanRow(label, stage, recipe, "cached", key.digest, [], uri, manifest["digest"])
-    reasons = _why(key, index.manifests(stage).values())
+        row.status, row.uri, row.digest = "cached", index.uri(stage, key.digest), manifest["digest"]
+        return row
+    row.reasons = _why(key, index.manifests(stage).values())
     if index.started(stage, key.digest):
-        reasons.append("an unfinished run of this key is in the store: it resumes")
-    return PlanRow(label, stage, recipe, "run", key.digest, reasons)
+        row.reasons.append("an unfinished run of this key is in the store: it resumes")
+    return row
 
 
 def _why(key: StageKey, earlier: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -32,6 +32,7 @@ from rlt_core.config import (
     GenerateTracesConfig,
     PipelineConfig,
     RewardConfig,
+    StageResources,
     to_dict,
 )
 
@@ -172,6 +173,10 @@ class StageSpec(Generic[O]):
     def model_inputs(self) -> tuple[str, ...]:
         """Inputs that may be a model reference (an offline name, a hub id), not a path."""
         return tuple(i.name for i in self.inputs if i.kind == "model")
+
+    def resources(self, cfg: PipelineConfig) -> StageResources:
+        """What one run of this stage is given (`resources.<stage>` of the profile)."""
+        return cfg.stage_resources(self.name)
 
     def entry_function(self) -> Callable[..., ArtifactRef]:
         module, function = self.entry.split(":")

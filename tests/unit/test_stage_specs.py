@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from rlt_core import artifacts
-from rlt_core.config import ConfigError, PipelineConfig, available_profiles, load_config
+from rlt_core.config import (
+    STAGE_NAMES,
+    ConfigError,
+    PipelineConfig,
+    available_profiles,
+    load_config,
+)
 from rlt_core.stages.data import run_data
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import DATA, SPECS, TEACHER_SFT, StageSpec
@@ -258,3 +264,21 @@ def test_rlt_plan_refuses_a_bad_profile_or_flow_with_a_clear_error(tmp_path: Pat
     unknown = CliRunner().invoke(app, ["plan", "--flow", "nope"])
     assert unknown.exit_code == 2 and "unknown flow 'nope'" in unknown.output
     assert not any(tmp_path.iterdir())  # planning writes nothing
+
+
+def test_each_stage_states_its_resources_from_the_profile_and_no_key_holds_them() -> None:
+    assert tuple(SPECS) == STAGE_NAMES
+    paper, large, tiny = (load_config(p) for p in ("paper-7b", "paper-32b", "tiny"))
+    assert (SPECS["teacher_rl"].resources(paper).gpus, SPECS["evaluate"].resources(paper).gpus) == (
+        8,
+        1,
+    )  # a training run spans the node; a 7B student's evaluation fits one GPU
+    assert SPECS["evaluate"].resources(large).gpus == large.evaluate.tensor_parallel_size == 4
+    assert {(s.resources(tiny).gpus, s.resources(tiny).cpus) for s in SPECS.values()} == {(0, 1)}
+    moved = load_config("tiny", ["resources.teacher_rl.cpus=2", "resources.evaluate.gpus=1"])
+    for spec, recipe in _runs(tiny):  # the same run on other hardware: the same artifact
+        assert spec.key(tiny, recipe, {}) == spec.key(moved, recipe, {}), spec.name
+    with pytest.raises(ConfigError, match="no stage named 'teacher_lr'.*Did you mean 'teacher_rl'"):
+        load_config("tiny", ["resources.teacher_lr.gpus=1"])
+    with pytest.raises(ConfigError, match="tensor_parallel_size=4; give it at least that many"):
+        load_config("paper-32b", ["resources.evaluate.gpus=2"])
