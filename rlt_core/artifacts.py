@@ -72,10 +72,12 @@ class StageKey:
 
     @property
     def digest(self) -> str:
+        """The key: 16 hex digits over config, input identities and code."""
         return stage_key(self.config, self.upstream, self.code)
 
     @property
     def cache_key(self) -> str:
+        """`<stage>-<digest>`: the orchestrator's cache key of this run."""
         return f"{self.stage}-{self.digest}"
 
     def dir(self, store: str | Path) -> Path:

@@ -414,10 +414,12 @@ def report_from_refs(
     """
 
     def entry(row: Mapping[str, Any]) -> Evaluated:
+        """A report row's refs fetched into an `Evaluated`."""
         traces = str(store.fetch(row["traces"])) if row.get("traces") else None
         return Evaluated(row["labels"], str(store.fetch(row["evaluation"])), traces)
 
     def think_lengths(source: Mapping[str, Any]) -> list[int]:
+        """The think-token lengths of one trace source, fetched."""
         if "traces" in source:
             return trace_think_lengths(store.fetch(source["traces"])).tolist()
         return corpus_think_lengths(store.fetch(source["corpus"])).tolist()

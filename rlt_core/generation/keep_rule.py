@@ -81,6 +81,7 @@ def row_outcome(
     candidates: Sequence[Generation],
     cfg: GenerateTracesConfig,
 ) -> dict[str, Any]:
+    """One row's kept candidate and its figures (a record of `explain_shard`'s table)."""
     explanations = [usable_explanation(c) for c in candidates]
     lengths = [
         None if e is None else student_length(tokenizer, row["question"], e, row["solution"])

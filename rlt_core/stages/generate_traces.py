@@ -106,6 +106,7 @@ def generate_shards(
     scorer = None
 
     def open_engine():  # noqa: ANN202  (an Engine)
+        """The engine, and the r_SS scorer on its tokenizer (32B rule only)."""
         nonlocal scorer
         engine = load_engine(cfg, model_path, batch_size=cfg.batch_size)
         scorer = candidate_scorer(cfg, reward_cfg, engine.tokenizer)

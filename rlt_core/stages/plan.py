@@ -79,6 +79,7 @@ class StoreIndex:
         return bool(self.fs.exists(f"{self.path}/{stage}/{digest}"))
 
     def uri(self, stage: str, digest: str) -> str:
+        """Where the artifact `<stage>/<digest>` is (or would be) in the store."""
         return f"{self.root}/{stage}/{digest}"
 
 

@@ -163,10 +163,12 @@ class StageSpec(Generic[O]):
 
     @property
     def input_names(self) -> tuple[str, ...]:
+        """The entry function's input parameters, in order."""
         return tuple(i.name for i in self.inputs)
 
     @property
     def required_inputs(self) -> tuple[str, ...]:
+        """The inputs a run cannot do without."""
         return tuple(i.name for i in self.inputs if not i.optional)
 
     @property
@@ -179,6 +181,7 @@ class StageSpec(Generic[O]):
         return cfg.stage_resources(self.name)
 
     def entry_function(self) -> Callable[..., ArtifactRef]:
+        """The entry function itself (its module imported now)."""
         module, function = self.entry.split(":")
         return getattr(importlib.import_module(module), function)
 
@@ -204,6 +207,7 @@ class StageSpec(Generic[O]):
         return self.key_of(self.config_args(cfg, recipe), upstream)
 
     def check_recipe(self, recipe: str | None) -> None:
+        """Raise ValueError for a recipe missing on a recipe stage or given to another."""
         if (self.recipe_section is not None) != (recipe is not None):
             need = (
                 f"needs --recipe NAME (a key of its config section {self.recipe_section})"
@@ -304,6 +308,7 @@ def evaluate_key_config(cfg: EvaluateConfig) -> dict[str, Any]:
 
 def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, Any]]:
     def reads(cfg: PipelineConfig, recipe: str | None) -> dict[str, Any]:
+        """The recipe of `section` and the subset seed its rows are drawn with."""
         return {"cfg": getattr(cfg, section)[recipe], "subset_seed": cfg.data.subset_seed}
 
     return reads
