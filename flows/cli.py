@@ -15,18 +15,11 @@ from typing import Annotated
 
 import typer
 
+from flows.options import JsonOption, OverridesOption, ProfileOption, StoreOption
 from rlt_core.cli import app
 from rlt_core.config import ConfigError
 
 FLOWS = ("full-pipeline", "ablation", "reward-rank", "countdown-transfer")
-# The flows' own options (flows.common), spelled here so that `rlt config` and `rlt score`
-# do not import Prefect: the flows load only when `rlt plan` runs.
-ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
-OverridesOption = Annotated[
-    list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-]
-StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print the plan as JSON")]
 
 
 @app.command()

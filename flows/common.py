@@ -15,9 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.filesystems import RemoteFileSystem
@@ -25,6 +24,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.options import (  # noqa: F401  (the flows' options, re-exported)
+    JsonOption,
+    OverridesOption,
+    PlanOption,
+    ProfileOption,
+    RecipeOption,
+    StoreOption,
+)
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.reports import FIGURE_8, REPORT_MD
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
@@ -36,16 +43,6 @@ RESULTS_DIR = ".prefect-results"
 STAGE_NAMES = frozenset(STAGES)
 
 # The command-line options every flow module's `main` shares (typer).
-ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
-OverridesOption = Annotated[
-    list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
-]
-StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
-RecipeOption = Annotated[str | None, typer.Option(help="student_sft recipe")]
-PlanOption = Annotated[
-    bool, typer.Option("--plan", help="print what would run and why; run nothing")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="with --plan: print the plan as JSON")]
 
 
 def result_storage(store: ArtifactStore) -> Path | RemoteFileSystem:

@@ -46,7 +46,7 @@ from datasets import Dataset
 
 from rlt_core import formats
 from rlt_core.data import read_table, seeded_subset
-from rlt_core.data.sources import require_columns
+from rlt_core.data.sources import is_text, require_columns
 from rlt_core.data.validation import none_if_missing
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def read_sft_rows(
         "data stage or generate_traces, or rename your columns to these.",
     )
     thoughts = table["thought"].map(none_if_missing)
-    has_thought = thoughts.map(lambda t: isinstance(t, str) and bool(t.strip()))
+    has_thought = thoughts.map(is_text)
     rows = table[has_thought].reset_index(drop=True)
     if rows.empty:
         raise ValueError(

@@ -106,6 +106,11 @@ def read_table(
         return _read_bytes(handle.read(), _extension(path), uri)
 
 
+def is_text(value: Any) -> bool:
+    """Whether a table cell holds non-blank text (not None, NaN or whitespace)."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 def require_columns(df: pd.DataFrame, required: Iterable[str], *, source: str, hint: str) -> None:
     """Raise ValueError naming the missing and present columns when `df` lacks any of `required`.
 

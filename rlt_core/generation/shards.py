@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from rlt_core import artifacts
 from rlt_core.data import read_table
-from rlt_core.data.sources import require_columns
+from rlt_core.data.sources import is_text, require_columns
 from rlt_core.generation.engine import Engine
 from rlt_core.stages.specs import TraceFiles
 
@@ -45,7 +44,7 @@ def read_pairs(corpus: str | Path) -> pd.DataFrame:
     blank = [
         row.id
         for row in table.itertuples(index=False)
-        if not _is_text(row.question) or not _is_text(row.solution)
+        if not is_text(row.question) or not is_text(row.solution)
     ]
     if blank:
         raise ValueError(
@@ -57,10 +56,6 @@ def read_pairs(corpus: str | Path) -> pd.DataFrame:
     if repeated:
         raise ValueError(f"{corpus}: repeated ids {repeated[:10]}; ids must be unique.")
     return table
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 def shard_path(out: Path, number: int) -> Path:

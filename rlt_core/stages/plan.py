@@ -19,7 +19,6 @@ from typing import Any
 import fsspec
 
 from rlt_core.artifacts import MANIFEST, StageKey
-from rlt_core.code_closure import module_closure
 from rlt_core.config import PipelineConfig
 from rlt_core.stages.specs import STAGES, spec_of
 
@@ -27,7 +26,6 @@ __all__ = [
     "STAGES",
     "PlanRow",
     "StoreIndex",
-    "code_modules",
     "plan_stage",
     "stage_cache_key",
     "stage_module",
@@ -38,11 +36,6 @@ MAX_CONFIG_CHANGES = 4  # config paths shown per reason line
 def stage_module(stage: str) -> str:
     """The module of `stage`'s entry function (its import closure is the stage's code)."""
     return spec_of(stage).module
-
-
-def code_modules(stage: str) -> tuple[str, ...]:
-    """The rlt_core modules whose source a run of `stage` depends on (its import closure)."""
-    return module_closure(stage_module(stage))
 
 
 def stage_cache_key(

@@ -35,7 +35,7 @@ import pandas as pd
 from datasets import Dataset
 from math_verify import parse
 from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from rlt_core import artifacts, formats
 from rlt_core.config import StudentRLConfig
@@ -114,19 +114,6 @@ def run_student_rl(
         metrics={"data": row_stats, "batch": batch_figures(args)},
         log_figures=lambda log: {"rewards": reward_figures(log, reward.__name__)},
     )
-
-
-def build_student_rl_trainer(
-    model_path: str,
-    tokenizer: Any,
-    train_set: Dataset,
-    args: GRPOConfig,
-    reward_funcs: Sequence[RewardFunc],
-    callbacks: Sequence[TrainerCallback] = (),
-) -> GRPOTrainer:
-    """The shared GRPO trainer (`rlt_core.training.grpo_run.build_grpo_trainer`) on the model
-    at `model_path`, with a prompt dataset and reward functions."""
-    return build_grpo_trainer(model_path, tokenizer, train_set, args, reward_funcs, callbacks)
 
 
 def require_grading_thread(task: Task) -> None:

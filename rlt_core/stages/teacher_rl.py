@@ -37,7 +37,7 @@ from transformers import TrainerCallback
 from rlt_core import artifacts, formats
 from rlt_core.config import RewardConfig, TeacherRLConfig
 from rlt_core.data import read_table
-from rlt_core.data.sources import require_columns
+from rlt_core.data.sources import is_text, require_columns
 from rlt_core.models import resolve_model
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.trl import RLTReward
@@ -171,7 +171,7 @@ def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[s
         hint="teacher_rl reads the corpus contract (rlt_core.data.corpus): pass the data "
         "stage's corpus.parquet, or rename your columns to these.",
     )
-    filled = table["question"].map(_is_text) & table["solution"].map(_is_text)
+    filled = table["question"].map(is_text) & table["solution"].map(is_text)
     rows = table[filled]
     if rows.empty:
         raise ValueError(
@@ -194,10 +194,6 @@ def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[s
         }
     )
     return dataset, {"rows_read": len(table), "dropped_empty": len(table) - len(rows)}
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 def frozen_student(reward_cfg: RewardConfig, tokenizer: Any, dtype: str) -> RLTScorer:

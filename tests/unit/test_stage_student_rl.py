@@ -31,12 +31,12 @@ from rlt_core.config import PAPER_STUDENT_RL, ConfigError, StudentRLConfig
 from rlt_core.data import countdown_rows, countdown_splits
 from rlt_core.reward.correctness import correctness_reward
 from rlt_core.stages.student_rl import (
-    build_student_rl_trainer,
     read_rl_rows,
     rl_dataset,
     run_student_rl,
 )
 from rlt_core.training.grpo import grpo_training_args
+from rlt_core.training.grpo_run import build_grpo_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def test_trainer_receives_every_table6_value(
             tmp_path / "c.parquet", 1), reward.task, num_rows=None, seed=0,
     )[0]  # fmt: skip
     args = grpo_training_args(cfg, tmp_path / "run", on_gpu=False)
-    trainer = build_student_rl_trainer(
+    trainer = build_grpo_trainer(
         str(tiny_model_path), tokenizer, rl_dataset(tokenizer, rows, reward.task), args, [reward]
     )
     # Table 6: LIMR 86 steps x batch 1024, countdown 250 steps x batch 256; the rest shared
@@ -155,7 +155,7 @@ def test_two_steps_change_every_parameter_and_log_rewards(
     )  # fmt: skip
     args = grpo_training_args(cfg, tmp_path / "run", on_gpu=False)
     rewards = [correctness_reward(cfg), token_sum_reward]
-    trainer = build_student_rl_trainer(str(tiny_model_path), tokenizer, data, args, rewards)
+    trainer = build_grpo_trainer(str(tiny_model_path), tokenizer, data, args, rewards)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]

@@ -1,0 +1,17 @@
+"""The command-line options the flows' `main`s and `rlt plan` share (typer), in a module that
+imports no Prefect, so that `rlt config` and `rlt score` stay light."""
+
+from typing import Annotated
+
+import typer
+
+ProfileOption = Annotated[str, typer.Option(help="tiny, paper-7b, paper-32b or a YAML path")]
+OverridesOption = Annotated[
+    list[str] | None, typer.Option("--set", help="key.path=value; repeatable")
+]
+StoreOption = Annotated[str, typer.Option(help="artifact store: a directory or s3://...")]
+RecipeOption = Annotated[str | None, typer.Option(help="student_sft recipe")]
+PlanOption = Annotated[
+    bool, typer.Option("--plan", help="print what would run and why; run nothing")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="with --plan: print the plan as JSON")]
