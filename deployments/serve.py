@@ -12,7 +12,9 @@ then, from any shell pointed at the same server:
 Each flow run executes in a child process of this one (working directory: where this was
 started); `--limit` bounds how many run at once (1 by default: stages are memory-hungry).
 Entrypoints are module paths (`flows.full_pipeline.full_pipeline`), so the flow modules import
-as part of the `flows` package. For a cluster, see deployments/README.md (Kubernetes work pool).
+as part of the `flows` package. With `--runner ray [--ray-address auto]` every deployment
+runs its stages side by side on a Ray cluster by default; for a cluster, see
+deployments/README.md (Ray, Kubernetes work pool).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prefect.deployments.runner import EntrypointType
 from flows.ablation import ablation
 from flows.countdown_transfer import countdown_transfer
 from flows.full_pipeline import full_pipeline
+from flows.options import RayAddressOption, RunnerOption
 from flows.reward_rank import reward_rank
 
 DEPLOYMENTS = {
@@ -37,14 +40,20 @@ DEPLOYMENTS = {
 }
 
 
-def deployments(profile: str, store: str) -> list[Any]:
-    """Every RLT deployment with `profile` and `store` as default parameters."""
+def deployments(
+    profile: str, store: str, runner: str = "sequential", ray_address: str | None = None
+) -> list[Any]:
+    """Every RLT deployment with `profile`, `store`, `runner` and `ray_address` as default
+    parameters (a run can override each: `prefect deployment run ... -p runner=ray`)."""
     if "://" not in store:
         store = str(Path(store).expanduser().resolve())  # the same store from any run's cwd
+    defaults = {"profile": profile, "store": store, "runner": runner}
+    if ray_address:
+        defaults["ray_address"] = ray_address
     return [
         flow.to_deployment(
             name=name,
-            parameters={"profile": profile, "store": store},
+            parameters=defaults,
             entrypoint_type=EntrypointType.MODULE_PATH,
             description=(flow.fn.__doc__ or "").splitlines()[0],
         )
@@ -55,11 +64,13 @@ def deployments(profile: str, store: str) -> list[Any]:
 def main(
     profile: Annotated[str, typer.Option(help="default profile of every deployment")] = "tiny",
     store: Annotated[str, typer.Option(help="default artifact store root")] = "artifacts",
+    runner: RunnerOption = "sequential",
+    ray_address: RayAddressOption = None,
     limit: Annotated[int, typer.Option(help="flow runs at once")] = 1,
     poll: Annotated[float, typer.Option(help="seconds between polls for scheduled runs")] = 2.0,
 ) -> None:
     """Serve the deployments until interrupted (SIGTERM or Ctrl-C)."""
-    serve(*deployments(profile, store), limit=limit, query_seconds=poll)
+    serve(*deployments(profile, store, runner, ray_address), limit=limit, query_seconds=poll)
 
 
 if __name__ == "__main__":

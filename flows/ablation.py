@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows import common
 from flows.full_pipeline import MODEL, train_teacher
+from flows.runners import RunnerKind
 from rlt_core.reports import ablation_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
@@ -60,17 +61,22 @@ def ablation(
     lam: float | None = 0.0,
     alpha: float | None = None,
     recipe: str | None = None,
+    runner: RunnerKind = "sequential",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Table 9: students of the full and the ablated rewards' teachers, side by side.
 
     `lam` / `alpha`: the ablated values (None skips that ablation); `recipe`: the student_sft
-    recipe (default: the profile's first corpus recipe).
+    recipe (default: the profile's first corpus recipe); `runner` / `ray_address`: where the
+    stages run (`flows.runners`; with `ray` the variants' teachers train side by side).
     """
     if lam is None and alpha is None:
         raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
-    base = common.start_run(profile, overrides, store)
-    report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
-    return common.finish(base, report, "rlt-ablation")
+    with common.start_run(
+        profile, overrides, store, runner=runner, ray_address=ray_address
+    ) as base:
+        report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
+        return common.finish(base, report, "rlt-ablation")
 
 
 def ablation_dag(
@@ -108,12 +114,21 @@ def main(
     overrides: common.OverridesOption = None,
     store: common.StoreOption = "artifacts",
     recipe: common.RecipeOption = None,
+    runner: common.RunnerOption = "sequential",
+    ray_address: common.RayAddressOption = None,
 ) -> None:
     """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
     if lam is None and alpha is None:
         raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
     ablation(
-        profile=profile, overrides=overrides or [], store=store, lam=lam, alpha=alpha, recipe=recipe
+        profile=profile,
+        overrides=overrides or [],
+        store=store,
+        lam=lam,
+        alpha=alpha,
+        recipe=recipe,
+        runner=runner,
+        ray_address=ray_address,
     )
 
 

@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows import common
 from flows.full_pipeline import MODEL
+from flows.runners import RunnerKind
 from rlt_core.reports import transfer_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
@@ -33,12 +34,18 @@ COUNTDOWN_RUNS = [
 
 @flow(name="rlt", flow_run_name="countdown-transfer-{profile}")
 def countdown_transfer(
-    profile: str = "tiny", overrides: list[str] | None = None, store: str = "artifacts"
+    profile: str = "tiny",
+    overrides: list[str] | None = None,
+    store: str = "artifacts",
+    runner: RunnerKind = "sequential",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4)."""
-    runner = common.start_run(profile, [*(overrides or []), *COUNTDOWN_RUNS], store)
-    report = countdown_dag(runner, title=f"RLT zero-shot transfer to countdown ({profile})")
-    return common.finish(runner, report, "rlt-countdown-transfer")
+    """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4); `runner` /
+    `ray_address`: where the stages run (`flows.runners`)."""
+    overrides = [*(overrides or []), *COUNTDOWN_RUNS]
+    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+        report = countdown_dag(run, title=f"RLT zero-shot transfer to countdown ({profile})")
+        return common.finish(run, report, "rlt-countdown-transfer")
 
 
 def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
@@ -102,9 +109,17 @@ def main(
     profile: common.ProfileOption = "tiny",
     overrides: common.OverridesOption = None,
     store: common.StoreOption = "artifacts",
+    runner: common.RunnerOption = "sequential",
+    ray_address: common.RayAddressOption = None,
 ) -> None:
     """Run the section 4.4 flow in this process."""
-    countdown_transfer(profile=profile, overrides=overrides or [], store=store)
+    countdown_transfer(
+        profile=profile,
+        overrides=overrides or [],
+        store=store,
+        runner=runner,
+        ray_address=ray_address,
+    )
 
 
 if __name__ == "__main__":

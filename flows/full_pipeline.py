@@ -23,6 +23,7 @@ import typer
 from prefect import flow
 
 from flows import common
+from flows.runners import RunnerKind
 from rlt_core.reports import TRACE_SOURCES, pipeline_tables
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_RL
 from tasks import stages
@@ -102,16 +103,22 @@ def evaluate_all(
 
 @flow(name="rlt", flow_run_name="full-pipeline-{profile}")
 def full_pipeline(
-    profile: str = "tiny", overrides: list[str] | None = None, store: str = "artifacts"
+    profile: str = "tiny",
+    overrides: list[str] | None = None,
+    store: str = "artifacts",
+    runner: RunnerKind = "sequential",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """The RLT pipeline end to end on `profile` (tiny, paper-7b, paper-32b or a YAML path).
 
     `overrides` are `key.path=value` strings (e.g. `reward.lambda=0`); `store` is the artifact
-    store root, a local directory or `s3://bucket/prefix`.
+    store root, a local directory or `s3://bucket/prefix`; `runner` is `sequential` (one
+    stage at a time) or `ray` (independent stages side by side on the Ray cluster at
+    `ray_address`, a local one if none; `flows.runners`).
     """
-    runner = common.start_run(profile, overrides, store)
-    report = pipeline(runner, title=f"RLT ({profile})")
-    return common.finish(runner, report, "rlt")
+    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+        report = pipeline(run, title=f"RLT ({profile})")
+        return common.finish(run, report, "rlt")
 
 
 def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
@@ -136,6 +143,8 @@ def main(
     store: common.StoreOption = "artifacts",
     plan: common.PlanOption = False,
     as_json: common.JsonOption = False,
+    runner: common.RunnerOption = "sequential",
+    ray_address: common.RayAddressOption = None,
 ) -> None:
     """Run the full pipeline flow in this process (against PREFECT_API_URL, if set), or with
     --plan print what it would run and why, running nothing."""
@@ -144,7 +153,13 @@ def main(
         pipeline(planner, title=f"RLT ({profile})")
         common.print_plan(planner, as_json=as_json)
         return
-    full_pipeline(profile=profile, overrides=overrides or [], store=store)
+    full_pipeline(
+        profile=profile,
+        overrides=overrides or [],
+        store=store,
+        runner=runner,
+        ray_address=ray_address,
+    )
 
 
 if __name__ == "__main__":

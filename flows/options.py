@@ -1,7 +1,7 @@
 """The command-line options the flows' `main`s and `rlt plan` share (typer), in a module that
 imports no Prefect, so that `rlt config` and `rlt score` stay light."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -15,3 +15,17 @@ PlanOption = Annotated[
     bool, typer.Option("--plan", help="print what would run and why; run nothing")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="with --plan: print the plan as JSON")]
+RunnerOption = Annotated[
+    Literal["sequential", "ray"],
+    typer.Option(
+        help="sequential: one stage at a time in this process; ray: independent stages side by "
+        "side on a Ray cluster, each with its resources.<stage> GPUs and cores",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="with --runner ray: the cluster (host:port of `ray start --head`, ray://host:10001, "
+        "or auto); none starts a local one",
+    ),
+]

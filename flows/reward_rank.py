@@ -18,6 +18,7 @@ from prefect import flow
 from flows import common
 from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
+from flows.runners import RunnerKind
 from rlt_core.reports import rank_row
 from rlt_core.stages.specs import DATA, RANK_TRACES
 from tasks import stages
@@ -30,14 +31,21 @@ def reward_rank(
     store: str = "artifacts",
     num_ranks: int = 16,
     recipe: str | None = None,
+    runner: RunnerKind = "sequential",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Students distilled from each reward rank; the rank-score correlation of section 4.5."""
+    """Students distilled from each reward rank; the rank-score correlation of section 4.5.
+
+    `runner` / `ray_address`: where the stages run (`flows.runners`); with `ray` the rank
+    students and their evaluations run side by side.
+    """
     if num_ranks < 3:
         raise ValueError(f"num_ranks={num_ranks}: a correlation needs at least 3 ranks (paper: 16)")
-    runner = common.start_run(profile, overrides, store).derive(rank_overrides(num_ranks))
-    title = f"RLT reward rank vs student score ({profile})"
-    report = rank_dag(runner, num_ranks, recipe, title=title)
-    return common.finish(runner, report, "rlt-reward-rank")
+    overrides = [*(overrides or []), *rank_overrides(num_ranks)]
+    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+        title = f"RLT reward rank vs student score ({profile})"
+        report = rank_dag(run, num_ranks, recipe, title=title)
+        return common.finish(run, report, "rlt-reward-rank")
 
 
 def rank_overrides(num_ranks: int) -> list[str]:
@@ -82,10 +90,18 @@ def main(
     overrides: common.OverridesOption = None,
     store: common.StoreOption = "artifacts",
     recipe: common.RecipeOption = None,
+    runner: common.RunnerOption = "sequential",
+    ray_address: common.RayAddressOption = None,
 ) -> None:
     """Run the section 4.5 flow in this process."""
     reward_rank(
-        profile=profile, overrides=overrides or [], store=store, num_ranks=num_ranks, recipe=recipe
+        profile=profile,
+        overrides=overrides or [],
+        store=store,
+        num_ranks=num_ranks,
+        recipe=recipe,
+        runner=runner,
+        ray_address=ray_address,
     )
 
 

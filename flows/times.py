@@ -1,4 +1,6 @@
-"""Print the time-per-stage table of the latest flow run (its Prefect table artifact).
+"""Print the time-per-stage table of the latest flow run (its Prefect table artifact): each
+task run's state, seconds, start and end (seconds after the first start), then the sum of
+the stage times and the wall time from the first start to the last end.
 
     python -m flows.times [rlt-stage-times]
 
@@ -43,10 +45,16 @@ def main(
         console.print(f"no artifact {key!r} yet: run a flow first")
         raise typer.Exit(1)
     table = Table(title=f"time per stage ({key})")
-    for column in ("stage", "state", "seconds"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for column in ("stage", "state", "seconds", "start", "end"):
+        table.add_column(column, justify="left" if column in ("stage", "state") else "right")
     for row in rows:
-        table.add_row(escape(str(row["stage"])), str(row["state"]), f"{row['seconds']:.1f}")
+        when = [row.get(edge) for edge in ("start", "end")]  # seconds after the first start
+        table.add_row(
+            escape(str(row["stage"])),
+            str(row["state"]),
+            f"{row['seconds']:.1f}",
+            *("" if at is None else f"{at:.1f}" for at in when),
+        )
     console.print(table)
 
 

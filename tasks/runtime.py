@@ -17,6 +17,12 @@ Where a stage runs (`RLT_STAGE_PROCESS`): `subprocess` starts `python -m rlt_cor
 stages; `inline` calls the entry function in the flow's process (fast on CPU, where a new
 interpreter costs ~15 s of imports); `auto` (default) is subprocess when CUDA is visible.
 
+Where Ray placed it (`placement`): under the `ray` runner (`flows.runners`) a stage task runs
+in a Ray worker that reserved the stage's GPUs and cores; the stage then uses exactly those:
+as many torch threads as cores (inline, and OMP_NUM_THREADS for a subprocess), and the
+subprocess sees the GPUs Ray assigned (CUDA_VISIBLE_DEVICES from Ray, none when it gave none),
+so stages side by side never share a GPU or oversubscribe the cores.
+
 Retries are for transient failures only (`is_transient`: the store or the network), never for
 bad input, which fails at once with the stage's own message.
 """
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +122,36 @@ def in_subprocess() -> bool:
     return mode == "subprocess" or (mode == "auto" and torch.cuda.is_available())
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What Ray reserved for the task running in this process: cores and GPU ids."""
+
+    cpus: int
+    gpus: tuple[str, ...]
+
+    def env(self) -> dict[str, str]:
+        """A stage subprocess' environment: these GPUs only, one thread per core."""
+        return {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": ",".join(self.gpus),
+            "OMP_NUM_THREADS": str(self.cpus),
+        }
+
+
+def placement() -> Placement | None:
+    """The cores and GPUs Ray reserved for the task this process runs; None outside a Ray
+    task (the sequential runner: the stage has the whole machine)."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing else needs to
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:
+        return None
+    cpus = context.get_assigned_resources().get("CPU", 1)
+    gpus = context.get_accelerator_ids().get("GPU", [])
+    return Placement(cpus=max(1, int(cpus)), gpus=tuple(str(gpu) for gpu in gpus))
+
+
 def execute(
     stage: str, run: Run, inputs: Mapping[str, Input | None], recipe: str | None = None
 ) -> dict[str, str]:
@@ -124,6 +162,10 @@ def execute(
     """
     store = open_store(run)
     paths = {name: local_input(store, v) for name, v in inputs.items() if v is not None}
+    placed = placement()
+    if placed is not None:
+        torch.set_num_threads(placed.cpus)
+        logger.info("%s: %d core(s), GPUs [%s] (Ray)", stage, placed.cpus, ",".join(placed.gpus))
     if in_subprocess() and not spec_of(stage).in_driver:
         local = launch_stage(
             stage,
@@ -132,6 +174,7 @@ def execute(
             store=store.working,
             inputs=paths,
             recipe=recipe,
+            env=placed.env() if placed is not None else None,
         )
     else:
         local = spec_of(stage).call(run_config(run), store.working, paths, recipe)

@@ -2,9 +2,11 @@
 
 The server is `prefect_test_harness` (a real `prefect server` subprocess on a free port, its
 own SQLite file); flows called in the test process talk to it, and so do subprocesses given
-`api_url` as PREFECT_API_URL. Every run uses the `tiny` profile shrunk further (`E2E_OVERRIDES`)
-with a 2-layer random Llama as reward student and student, and as teacher a tiny model trained
-to answer this corpus' prompts with a known explanation, so that generate_traces keeps rows.
+`api_url` as PREFECT_API_URL. The `runner="ray"` flows run on a real Ray cluster on 127.0.0.1
+(`ray_cluster`, started on first use). Every run uses the `tiny` profile shrunk further
+(`E2E_OVERRIDES`) with a 2-layer random Llama as reward student and student, and as teacher
+a tiny model trained to answer this corpus' prompts with a known explanation, so that
+generate_traces keeps rows.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 from rlt_core.config import load_config  # noqa: E402
 from rlt_core.stages.data import run_data  # noqa: E402
 from tests.fixtures_models import train_scripted_teacher  # noqa: E402
+from tests.fixtures_ray import RayNode  # noqa: E402
 
 # The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage.
 SHRINK = [
@@ -63,6 +66,17 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayNode]:
+    """A real one-node Ray cluster on 127.0.0.1 with this machine's 2 cores (the tiny profile
+    gives each stage run 1): the `--runner ray` flows connect to its address."""
+    head = RayNode(cpus=2)
+    try:
+        yield head
+    finally:
+        head.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from flows.countdown_transfer import countdown_transfer
 from flows.reward_rank import reward_rank
 from rlt_core import artifacts
 from tests.e2e.conftest import E2E
+from tests.e2e.test_full_pipeline import overlapping
+from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +42,13 @@ def test_ablation_command_line_lambda_0(e2e: E2E, tmp_path: Path) -> None:
     assert len(list((tmp_path / "teacher_sft").iterdir())) == 1  # shared by both variants
 
 
-def test_reward_rank_trains_and_evaluates_one_student_per_rank(e2e: E2E, tmp_path: Path) -> None:
-    result = reward_rank(profile="tiny", overrides=e2e.overrides, store=str(tmp_path), num_ranks=3)
+def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(
+    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+) -> None:
+    result = reward_rank(
+        profile="tiny", overrides=e2e.overrides, store=str(tmp_path), num_ranks=3,
+        runner="ray", ray_address=ray_cluster.address,
+    )  # fmt: skip
     text = _report(result)
     assert "**Section 4.5.**" in text and "| Rank | Countdown | Overall |" in text
     assert all(f"\n| {rank} |" in text for rank in (1, 2, 3))
@@ -49,6 +56,9 @@ def test_reward_rank_trains_and_evaluates_one_student_per_rank(e2e: E2E, tmp_pat
     assert "Pearson r = " in text or "correlation undefined: every student scored" in text
     stages = [row["stage"] for row in result["stage_times"]]
     assert stages.count("rank_traces") == 1 and sum("rank " in s for s in stages) == 6
+    # The rank students (each waits on rank_traces only) ran side by side on the 2 cores.
+    students = [pair for pair in overlapping(result) if all("student_sft" in s for s in pair)]
+    assert students, result["stage_times"]
     (ranked,) = (tmp_path / "rank_traces").iterdir()
     assert artifacts.read_manifest(ranked)["metrics"]["pairs"] == 8
 

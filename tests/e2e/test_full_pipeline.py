@@ -17,6 +17,7 @@ from rlt_core import artifacts
 from rlt_core.config import ConfigError
 from rlt_core.stages.specs import SPECS
 from tests.e2e.conftest import E2E
+from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,16 +25,38 @@ TEACHER_SIDE = ("data", "teacher_sft", "teacher_rl", "generate_traces")
 
 
 def _states(result: dict) -> dict[str, str]:
-    return {row["stage"]: row["state"] for row in result["stage_times"] if row["stage"] != "total"}
+    """Task run label -> final state (without the `total` and `wall` summary rows)."""
+    return {row["stage"]: row["state"] for row in result["stage_times"] if row["state"]}
 
 
-def test_first_run_then_cache_hits_then_a_reward_change(e2e: E2E, tmp_path: Path) -> None:
+def overlapping(result: dict) -> list[tuple[str, str]]:
+    """The pairs of task runs whose [start, end] intervals (Prefect's task-run records)
+    overlap in time."""
+    runs = [row for row in result["stage_times"] if row["state"] and row["start"] is not None]
+    return [(a["stage"], b["stage"]) for i, a in enumerate(runs) for b in runs[i + 1 :]
+            if a["start"] < b["end"] and b["start"] < a["end"]]  # fmt: skip
+
+
+def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
+    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+) -> None:
     store = str(tmp_path / "store")
-    first = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
+    # The first run on the test's Ray cluster (2 cores; each tiny stage run reserves 1).
+    ray_run = full_pipeline(
+        profile="tiny", overrides=e2e.overrides, store=store, runner="ray",
+        ray_address=ray_cluster.address,
+    )  # fmt: skip
+    first = _states(ray_run)
     # 1 data + 3 teacher + 2 students + 3 RL runs (no cold start, RLT, corpus) + 6 evaluations
     # (base, 2 students, 3 RL students) + the report.
     assert len(first) == 16
     assert {s for name, s in first.items() if name != "report"} == {"Completed"}
+    # Independent stages ran side by side (never a stage and one it waits on).
+    pairs = overlapping(ray_run)
+    assert pairs, ray_run["stage_times"]
+    assert ("data", "teacher_sft") not in pairs and ("teacher_sft", "teacher_rl") not in pairs
+    wall = ray_run["stage_times"][-1]
+    assert wall["stage"] == "wall" and wall["seconds"] < ray_run["stage_times"][-2]["seconds"]
     report = next((tmp_path / "store" / "report").glob("*/report.md")).read_text()
     assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
     assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
@@ -44,8 +67,13 @@ def test_first_run_then_cache_hits_then_a_reward_change(e2e: E2E, tmp_path: Path
             if d.parent.name in SPECS}  # fmt: skip
     assert len(keys) == 15 and keys <= results
 
+    # The same flow sequentially: every key equals the Ray run's (all cache hits, no new
+    # artifact and no new Prefect result).
     again = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
     assert {s for name, s in again.items() if name != "report"} == {"Cached"}
+    assert {p.name for p in (tmp_path / "store" / ".prefect-results").iterdir()} == results
+    assert {f"{d.parent.name}-{d.name}" for d in (tmp_path / "store").glob("*/*")
+            if d.parent.name in SPECS} == keys  # fmt: skip
 
     # `rlt plan` on the finished store: every stage cached; with another lambda, the stages
     # that read the reward run and say why, the ones after them wait on them.
