@@ -31,6 +31,7 @@ import typer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rlt_core.config import load_config
@@ -153,7 +154,7 @@ def main(
     for node in nodes:
         given = cfg.stage_resources(node["task"]) if node["task"] in STAGE_NAMES else None
         what = f"{given.gpus} GPU / {given.cpus} cores" if given else "1 core"
-        console.print(f"  {node['label']:<44} {node['seconds']:7.1f} s  ({what})")
+        console.print(f"  {escape(node['label']):<44} {node['seconds']:7.1f} s  ({what})")
     for count in sorted({1, gpus}):
         span = simulate(nodes, cfg, count, cpus)
         console.print(

@@ -26,6 +26,7 @@ RayAddressOption = Annotated[
     str | None,
     typer.Option(
         help="with --runner ray: the cluster (host:port of `ray start --head`, ray://host:10001, "
-        "or auto); none starts a local one",
+        "or auto); none: $RAY_ADDRESS, or a cluster `ray start` began on this machine, else a "
+        "new local one for this flow run",
     ),
 ]

@@ -7,8 +7,9 @@ Prefect task runner decides what runs when (a task starts once the futures it ta
   in the flow's process, with every core of the machine (the CPU `tiny` demo: 2 cores gain
   nothing from running stages side by side).
 - `ray`: prefect-ray's `RayTaskRunner` on a Ray cluster (`ray_address`: `host:port` of a
-  cluster started with `ray start --head`, `ray://host:10001`, or `auto`; none starts a local
-  one for the flow run). Each stage task is a Ray task that reserves the stage's
+  cluster started with `ray start --head`, `ray://host:10001`, or `auto`; none: Ray's own
+  lookup, $RAY_ADDRESS or a cluster `ray start` began on this machine, else a new local one
+  for the flow run). Each stage task is a Ray task that reserves the stage's
   `resources.<stage>` ({gpus, cpus}, `rlt_core.config.resources`): Ray runs independent stages
   side by side while they fit, gives each its GPUs (CUDA_VISIBLE_DEVICES) and the stage uses as
   many torch threads as cores it reserved (`tasks.runtime.placement`). A Ray worker lost in
