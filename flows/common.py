@@ -64,6 +64,11 @@ def result_storage(store: ArtifactStore) -> Path | RemoteFileSystem:
     return block
 
 
+def store_root(store: str) -> str:
+    """The store's root as every process names it: a URL as given, a directory absolute."""
+    return store if "://" in store else str(Path(store).expanduser().resolve())
+
+
 @dataclass
 class Runner:
     """Submits stage tasks for one flow run to its task runner (`flows.runners`), with its
@@ -154,7 +159,7 @@ def start_run(
     result storage (module docstring). Nothing is written before every check has passed."""
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before any task runs
     runners.check_runner(runner, ray_address)
-    root = store if "://" in store else str(Path(store).expanduser().resolve())
+    root = store_root(store)
     tasks = task_runner or runners.connect(runners.task_runner(runner, ray_address), cfg, root)
     try:
         opened = ArtifactStore.open(
@@ -169,7 +174,9 @@ def start_run(
         "profile": profile,
         "overrides": list(overrides or ()),
         "store": opened.root,
-        "cache_dir": str(opened.working) if opened.remote else None,
+        # A remote store's local cache: this process' for its own stages; under Ray each
+        # node's default ($RLT_HOME/store-cache), as this path may not exist on other nodes.
+        "cache_dir": str(opened.working) if opened.remote and runner != "ray" else None,
         "storage_options": dict(storage_options or {}) or None,
     }
     return Runner(run, cfg, opened, storage, tasks, runner)
@@ -220,7 +227,7 @@ def start_plan(
 ) -> Planner:
     """A Planner over `store` (read only: nothing is created or written)."""
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before anything else
-    root = store if "://" in store else str(Path(store).expanduser().resolve())
+    root = store_root(store)
     run = {
         "profile": profile,
         "overrides": list(overrides or ()),
@@ -272,7 +279,10 @@ def publish_times(runner: Runner, key: str) -> list[dict[str, Any]]:
     rows = stage_times(runner)
     create_table_artifact(rows, key=key, description="Time per stage of this flow run")
     total, wall = rows[-2]["seconds"], rows[-1]["seconds"]
-    get_run_logger().info(
+    logger = get_run_logger()
+    for row in rows[:-2]:
+        logger.info("%s: %s, %.1f s", row["stage"], row["state"], row["seconds"])
+    logger.info(
         "%d task runs: %.1f s of stage time in %.1f s of wall time (%s runner)",
         len(rows) - 2, total, wall, runner.kind,
     )  # fmt: skip

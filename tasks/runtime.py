@@ -175,6 +175,9 @@ def execute(
             inputs=paths,
             recipe=recipe,
             env=placed.env() if placed is not None else None,
+            # One process per GPU Ray gave (none given: one CPU process); outside Ray, the GPUs
+            # this process sees.
+            num_processes=max(1, len(placed.gpus)) if placed is not None else None,
         )
     else:
         local = spec_of(stage).call(run_config(run), store.working, paths, recipe)

@@ -85,3 +85,12 @@ def test_every_deployment_names_a_flow_and_its_parameters() -> None:
     assert {d.parameters["runner"] for d in served} == {"ray"}
     assert {d.parameters["ray_address"] for d in served} == {"auto"}
     assert "ray_address" not in deployments("tiny", "s3://bucket/runs")[0].parameters
+
+
+def test_outside_a_ray_task_a_stage_keeps_the_machine_and_inside_gets_its_share() -> None:
+    from tasks.runtime import Placement, placement
+
+    assert placement() is None  # the sequential runner: every core, every GPU it sees
+    env = Placement(cpus=2, gpus=("3", "5")).env()
+    assert env["CUDA_VISIBLE_DEVICES"] == "3,5" and env["OMP_NUM_THREADS"] == "2"
+    assert Placement(cpus=1, gpus=()).env()["CUDA_VISIBLE_DEVICES"] == ""  # no GPU given
