@@ -2,9 +2,11 @@
 
 For the full reward and each ablated one (lambda = 0 drops the KL term r_KL; alpha = 0 drops the
 min/max terms of Eq. 3-4): teacher_rl -> generate_traces -> student_sft -> evaluate, then
-Table 9 with the think lengths of each variant's traces. data and teacher_sft do not read the
-reward, so every variant shares them (cache hits), and the full-reward variant is the full
-pipeline's own teacher when that already ran.
+Table 9 with the think lengths of each variant's traces, every variant's reward curves in one
+figure, and each variant's teacher against teacher_sft on held-out pairs (teacher_eval: the
+RLT reward and the solution-copy share, Appendix D's drift without r_KL). data and
+teacher_sft do not read the reward, so every variant shares them (cache hits), and the
+full-reward variant is the full pipeline's own teacher when that already ran.
 
     python -m flows.ablation --lambda 0 [--alpha 0] [--profile tiny] [--set key.path=value]
     rlt plan --flow ablation [--json]   # what the defaults (--lambda 0) would run and why
@@ -85,7 +87,7 @@ def ablation_dag(
     """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
     recipe = student_recipe(base, recipe)
     data = base(stages.data, "data")
-    rows, lengths = [], {}
+    rows, lengths, curves, held_out = [], {}, {}, {}
     for label, runner in variants(base, lam, alpha).items():
         teacher = train_teacher(runner, data, suffix=f" [{label}]")
         student = runner(
@@ -102,7 +104,11 @@ def ablation_dag(
         )
         rows.append(ablation_row(label, evaluation, teacher["traces"]))
         lengths[label] = {"traces": teacher["traces"]}
-    return base(stages.report, "report", title=title, tables={"table_9": rows}, lengths=lengths)
+        curves[label] = {"teacher_rl": teacher["teacher_rl"]}
+        if teacher["held_out"] is not None:
+            held_out[label] = {"teacher_eval": teacher["held_out"]}
+    return base(stages.report, "report", title=title, tables={"table_9": rows}, lengths=lengths,
+                curves=curves, held_out=held_out)  # fmt: skip
 
 
 def main(

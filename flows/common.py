@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 from prefect.filesystems import RemoteFileSystem
@@ -40,7 +44,8 @@ from flows.options import (  # noqa: F401  (the flows' options, re-exported)
     StoreOption,
 )
 from rlt_core.config import PipelineConfig, load_config
-from rlt_core.reports import FIGURE_8, REPORT_MD
+from rlt_core.figures import data_uri, inline_images
+from rlt_core.reports import FIGURE_8, REPORT_MD, REWARD_CURVES
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
 from rlt_core.stages.specs import STAGES
 from rlt_core.store import ArtifactStore
@@ -290,14 +295,18 @@ def publish_times(runner: Runner, key: str) -> list[dict[str, Any]]:
 
 
 def publish_report(runner: Runner, report: Mapping[str, str], key: str) -> str:
-    """The report's markdown as a Prefect artifact, with a link artifact to its figure."""
+    """The report's markdown as a Prefect artifact (`key`), its figures inlined as data URIs so
+    they render in the Prefect UI for a local and an `s3://` store alike, and each figure also
+    as an image artifact (`<key>-figure-8`, `<key>-reward-curves`), which the opt-in React UI
+    (/v2) renders too (its markdown drops data URIs; scripts/ui_figures.py checks both)."""
     local = runner.store.fetch(report)
-    markdown = (local / REPORT_MD).read_text()
-    figure = local / FIGURE_8
-    if figure.is_file():
-        uri = f"{report['uri']}/{FIGURE_8}"
-        create_link_artifact(uri, link_text="Figure 8 (think lengths, PNG)", key=f"{key}-figure")
-        markdown = markdown.replace(f"]({FIGURE_8})", f"]({uri})")
+    markdown = inline_images((local / REPORT_MD).read_text(), local)
+    for name, suffix, text in (
+        (FIGURE_8, "figure-8", "Figure 8: think-token lengths per trace source"),
+        (REWARD_CURVES, "reward-curves", "teacher_rl reward terms per GRPO step"),
+    ):
+        if (local / name).is_file():
+            create_image_artifact(data_uri(local / name), key=f"{key}-{suffix}", description=text)
     create_markdown_artifact(markdown, key=key, description="RLT experiment report")
     return markdown
 

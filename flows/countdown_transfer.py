@@ -102,6 +102,7 @@ def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
         title=title,
         tables={"table_2": rows},
         lengths={"RLT (countdown, zero-shot)": {"traces": traces}, "corpus": {"corpus": data}},
+        curves={"RLT teacher": {"teacher_rl": teacher}},
     )
 
 

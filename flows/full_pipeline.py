@@ -1,10 +1,12 @@
 """The whole RLT DAG as the Prefect flow "rlt" (deployment `rlt/full-pipeline`).
 
     data -> teacher_sft -> teacher_rl -> generate_traces -> student_sft (RLT traces)
+                        -> teacher_eval (teacher_sft vs teacher_rl on held-out pairs)
                                                          -> student_rl (cold start)
          -> student_sft (the corpus' own traces: the baseline of Table 1) -> student_rl
          -> student_rl from the base model (RL with no cold start, Table 2)
-    every student, RL student and the base model -> evaluate -> report (Tables 1, 2, Figure 8)
+    every student, RL student and the base model -> evaluate -> report (Tables 1, 2, Figure 8,
+    the teacher's reward curves)
 
 Wiring only: each box is one task of `tasks.stages`, cached on its config, inputs and code, so
 a second run with the same parameters is all cache hits and changing `reward.lambda` reruns
@@ -34,7 +36,9 @@ MODEL = TEACHER_RL.outputs.model  # every training stage's model folder (Trained
 def train_teacher(
     runner: common.Caller, data: dict[str, str], *, suffix: str = ""
 ) -> dict[str, dict[str, str]]:
-    """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1).
+    """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1),
+    and teacher_eval: both teachers on held-out pairs, scored with the RLT reward (when an
+    evaluation task has a table with solutions: `PipelineConfig.held_out_task`).
 
     `suffix` tells the task runs of several variants apart in the UI (e.g. " [lambda = 0]").
     """
@@ -47,7 +51,17 @@ def train_teacher(
         teacher=common.file_in(teacher, MODEL),
         corpus=corpus,
     )
-    return {"teacher_sft": warm, "teacher_rl": teacher, "traces": traces}
+    held_out = None
+    task = runner.cfg.held_out_task()
+    if task is not None:  # a held-out table with solutions (else no teacher_eval)
+        held_out = runner(
+            stages.teacher_eval,
+            f"teacher_eval{suffix}",
+            teacher_sft=common.file_in(warm, MODEL),
+            teacher_rl=common.file_in(teacher, MODEL),
+            pairs=common.file_in(data, DATA.outputs.eval_table(task)),
+        )
+    return {"teacher_sft": warm, "teacher_rl": teacher, "traces": traces, "held_out": held_out}
 
 
 def distil(
@@ -134,7 +148,12 @@ def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
     evaluations = evaluate_all(runner, data, models)
     lengths = {"RLT": {"traces": teacher["traces"]}, "corpus": {"corpus": data}}
     tables = pipeline_tables(runner.cfg, students, trained, evaluations)
-    return runner(stages.report, "report", title=title, tables=tables, lengths=lengths)
+    curves = {"RLT teacher": {"teacher_rl": teacher["teacher_rl"]}}
+    held_out = {}
+    if teacher["held_out"] is not None:
+        held_out["RLT teacher"] = {"teacher_eval": teacher["held_out"]}
+    return runner(stages.report, "report", title=title, tables=tables, lengths=lengths,
+                  curves=curves, held_out=held_out)  # fmt: skip
 
 
 def main(

@@ -7,6 +7,10 @@
   the think lengths of their traces.
 - Section 4.5: the Pearson correlation between a dataset's reward rank and its student's score.
 - Figure 8: the distribution of think-token lengths per trace source, as a PNG.
+- Reward curves: each teacher_rl run's reward terms per GRPO step (its `reward_log.json`), as
+  a PNG (`rlt_core.figures`), with the first and last step's values in a table.
+- Held-out teachers: teacher_sft vs teacher_rl on held-out pairs, scored with the RLT reward
+  (teacher_eval's `comparison.json`): both means, the difference and its 95% interval.
 
 Every function takes plain values (rows of labelled evaluations, arrays of lengths) and returns
 markdown or writes a file, so the orchestration layer decides what runs and publishes the text.
@@ -29,14 +33,20 @@ from scipy import stats
 
 from rlt_core import artifacts
 from rlt_core.config import PipelineConfig
-from rlt_core.stages.specs import DATA, GENERATE_TRACES
+from rlt_core.figures import CURVE_PANELS, reward_curve_figure
+from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_EVAL, TEACHER_RL
 
 TRACES = GENERATE_TRACES.outputs.traces
+REWARD_LOG = TEACHER_RL.outputs.reward_log
+COMPARISON = TEACHER_EVAL.outputs.comparison
+HELD_OUT_METRICS = dict(TEACHER_EVAL.outputs.metrics)
 
 REPORT_STAGE = "report"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 FIGURE_8 = "think_lengths.png"
+REWARD_CURVES = TEACHER_RL.outputs.reward_curves
+FIGURES = (FIGURE_8, REWARD_CURVES)  # the PNGs a report may hold
 
 # Column titles of the benchmarks, in the paper's order (section 4.1, Appendix C).
 TASK_TITLES = {
@@ -253,9 +263,13 @@ def run_report(
     table9: Sequence[Evaluated] = (),
     lengths: Mapping[str, Sequence[int]] | None = None,
     ranked: Sequence[tuple[int, Evaluated]] = (),
+    curves: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    held_out: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> artifacts.ArtifactRef:
     """Assemble the requested tables into `<store>/report/<key>/`: report.md, report.json,
-    think_lengths.png (Figure 8, when `lengths` are given) and the manifest last.
+    think_lengths.png (Figure 8, when `lengths` are given), reward_curves.png (when `curves`,
+    teacher_rl label -> its reward log, are given) and the manifest last. `held_out` maps a
+    teacher's label to its teacher_eval comparison (`comparison.json`).
 
     `ranked` holds (reward rank, evaluation) pairs for the section 4.5 correlation. The key
     hashes the labels, ranks, lengths and the evaluations' digests: a finished report of the
@@ -271,6 +285,10 @@ def run_report(
         "ranks": [rank for rank, _ in ranked],
         "lengths": artifacts.digest_json(lengths),
     }
+    if curves:
+        config["curves"] = artifacts.digest_json({k: list(v) for k, v in curves.items()})
+    if held_out:
+        config["held_out"] = artifacts.digest_json(dict(held_out))
     key = artifacts.StageKey.of(REPORT_STAGE, config, upstream, __name__)
     out = key.dir(store)
     if artifacts.is_complete(out):
@@ -282,6 +300,12 @@ def run_report(
     if lengths:
         think_length_figure(lengths, out / FIGURE_8)
         sections.append(_figure_8(lengths))
+    if curves and any(curves.values()):
+        reward_curve_figure(curves, out / REWARD_CURVES)
+        sections.append(_reward_curves(curves))
+    if held_out:
+        sections.append(held_out_table(held_out))
+        summary["held_out"] = {label: dict(value) for label, value in held_out.items()}
     (out / REPORT_MD).write_text(f"# {title}\n\n" + "\n".join(sections))
     (out / REPORT_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return artifacts.write_manifest(
@@ -337,6 +361,58 @@ def _figure_8(lengths: Mapping[str, Sequence[int]]) -> str:
         f"**Figure 8.** Think-token lengths per trace source\n\n{length_summary(lengths)}\n"
         f"![Figure 8]({FIGURE_8})\n"
     )
+
+
+def _reward_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """The reward-curve section: each run's first and last logged step, then the figure."""
+    header = ["Teacher", "Step", *(title.split(":")[0] for _, title in CURVE_PANELS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, steps in curves.items():
+        for entry in (steps[0], steps[-1]) if len(steps) > 1 else steps[:1]:
+            cells = [label, str(entry["step"])]
+            for key, _ in CURVE_PANELS:
+                value = entry.get(key)
+                cells.append("—" if value is None or value != value else f"{float(value):.3g}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "**Reward curves.** teacher_rl's reward terms per GRPO step (batch means; first and "
+        "last step below)\n\n" + "\n".join(lines) + f"\n\n![Reward curves]({REWARD_CURVES})\n"
+    )
+
+
+def held_out_table(held_out: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each teacher's held-out comparison (teacher_eval): per metric the teacher_sft and
+    teacher_rl means, their difference and its 95% interval over pairs."""
+    lines = [
+        "| Teacher | Metric | teacher_sft | teacher_rl | RL - SFT | 95% CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    sizes = []
+    for label, comparison in held_out.items():
+        sizes.append(
+            f"{label}: {comparison.get('pairs', '?')} pairs x "
+            f"{comparison.get('samples_per_pair', '?')} samples"
+        )
+        for name, title in HELD_OUT_METRICS.items():
+            row = comparison["metrics"].get(name)
+            if row is None:
+                continue
+            low, high = row["ci95"]
+            interval = f"[{_number(low)}, {_number(high)}]"
+            cells = [label, title, _number(row["before"]), _number(row["after"]),
+                     _number(row["difference"], sign=True), interval]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "**Held-out teachers.** teacher_sft vs teacher_rl explaining the same held-out pairs "
+        "(same prompts and seeds), scored with the RLT reward as in training; differences are "
+        f"paired by pair ({'; '.join(sizes)}).\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _number(value: float | None, *, sign: bool = False) -> str:
+    if value is None or value != value:
+        return "—"
+    return f"{value:+.3g}" if sign else f"{value:.3g}"
 
 
 # --- the experiments' tables from the flows' refs -------------------------------------------------
@@ -404,13 +480,17 @@ def report_from_refs(
     tasks: Sequence[str],
     tables: Mapping[str, Sequence[Mapping[str, Any]]],
     lengths: Mapping[str, Mapping[str, Any]] | None = None,
+    curves: Mapping[str, Mapping[str, Any]] | None = None,
+    held_out: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> artifacts.ArtifactRef:
     """`run_report` over refs: each is fetched from `store` (an `rlt_core.store.ArtifactStore`)
     into its working directory, where the report is written.
 
     `tables` maps table_1 / table_2 / table_9 to rows `{"labels", "evaluation"[, "traces"]}`
     and `ranked` to rows with a `rank` too; `lengths` maps a trace source to `{"traces": ref}`
-    (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own traces).
+    (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own traces);
+    `curves` maps a teacher's label to `{"teacher_rl": ref}` (its reward log is drawn),
+    `held_out` to `{"teacher_eval": ref}` (its comparison is tabled).
     """
 
     def entry(row: Mapping[str, Any]) -> Evaluated:
@@ -433,4 +513,12 @@ def report_from_refs(
         table9=[entry(r) for r in tables.get("table_9", ())],
         lengths={name: think_lengths(source) for name, source in (lengths or {}).items()},
         ranked=[(int(r["rank"]), entry(r)) for r in tables.get("ranked", ())],
+        curves={
+            label: json.loads((store.fetch(source["teacher_rl"]) / REWARD_LOG).read_text())
+            for label, source in (curves or {}).items()
+        },
+        held_out={
+            label: json.loads((store.fetch(source["teacher_eval"]) / COMPARISON).read_text())
+            for label, source in (held_out or {}).items()
+        },
     )

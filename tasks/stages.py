@@ -74,18 +74,28 @@ def evaluate(run: Run, model: Input, eval_dir: Input) -> dict[str, str]:
     return execute("evaluate", run, {"model": model, "eval_dir": eval_dir})
 
 
+@task(name="teacher_eval", **STAGE_TASK)
+def teacher_eval(run: Run, teacher_sft: Input, teacher_rl: Input, pairs: Input) -> dict[str, str]:
+    """teacher_sft vs teacher_rl on held-out pairs, scored with the RLT reward (project)."""
+    inputs = {"teacher_sft": teacher_sft, "teacher_rl": teacher_rl, "pairs": pairs}
+    return execute("teacher_eval", run, inputs)
+
+
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_condition_fn=is_transient)
 def report(
     run: Run,
     title: str,
     tables: Mapping[str, Sequence[Mapping[str, Any]]],
     lengths: Mapping[str, Mapping[str, Any]] | None = None,
+    curves: Mapping[str, Mapping[str, Any]] | None = None,
+    held_out: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, str]:
-    """The experiment tables (Tables 1, 2, 9, section 4.5) and Figure 8 as a report artifact
+    """The experiment tables (Tables 1, 2, 9, section 4.5), Figure 8, the teachers' reward
+    curves and their held-out comparison as a report artifact
     (`rlt_core.reports.report_from_refs`). Not cached by Prefect: the report artifact caches
     itself on its inputs' digests."""
     store = open_store(run)
-    out = report_from_refs(
-        store, title=title, tasks=run_config(run).evaluate.tasks, tables=tables, lengths=lengths
-    )
+    tasks = run_config(run).evaluate.tasks
+    out = report_from_refs(store, title=title, tasks=tasks, tables=tables, lengths=lengths,
+                           curves=curves, held_out=held_out)  # fmt: skip
     return store.publish(out.uri).to_dict()

@@ -15,7 +15,7 @@ from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.loader import available_profiles, config_dir, load_config
 from rlt_core.config.resources import STAGE_NAMES, StageResources
 from rlt_core.config.reward import RewardConfig
-from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig
+from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
 from rlt_core.config.schema import PAPER_STUDENT_RL, PAPER_STUDENT_SFT, PipelineConfig
 from rlt_core.config.serialize import config_digest, to_dict, to_yaml
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
@@ -28,6 +28,7 @@ __all__ = [
     "DataConfig",
     "EvaluateConfig",
     "GenerateTracesConfig",
+    "TeacherEvalConfig",
     "PipelineConfig",
     "RewardConfig",
     "STAGE_NAMES",

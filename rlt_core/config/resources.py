@@ -21,6 +21,7 @@ STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
     "student_sft",
     "student_rl",
     "evaluate",
+    "teacher_eval",
 )
 
 
@@ -54,5 +55,6 @@ PAPER_RESOURCES: Mapping[str, StageResources] = MappingProxyType(
         "student_sft": _given(8, 32),
         "student_rl": _given(8, 32),
         "evaluate": _given(1, 8),
+        "teacher_eval": _given(1, 8),
     }
 )

@@ -117,3 +117,44 @@ class EvaluateConfig(SamplingRecipe):
         if len(set(self.tasks)) != len(self.tasks):
             issues.append(bad(self, "tasks", "repeats a task", "list each task once"))
         return issues
+
+
+@dataclass(frozen=True)
+class TeacherEvalConfig:
+    """A teacher judged on its own objective on held-out pairs (project stage teacher_eval).
+
+    The teacher_sft and the teacher_rl checkpoints each explain the same held-out
+    question-solution pairs (same prompts, same seeds), sampled as teacher_rl's rollouts are
+    (its temperature, top-p/k/min-p and completion limit), and every explanation is scored with
+    the RLT reward (Eq. 5, with the teacher that wrote it, as in training). The report gives
+    the mean per-pair difference with a 95% confidence interval.
+    """
+
+    held_out: EvalTask | None = field(
+        default=None,
+        metadata={
+            "help": "evaluation task whose table (data stage, eval/<task>.parquet) holds the "
+            "held-out pairs; it needs solutions. null = the first of countdown, math500, "
+            "aime24 that evaluate.tasks lists (none: teacher_eval is skipped)"
+        },
+    )
+    num_pairs: int | None = field(
+        default=64, metadata={"help": "held-out pairs explained; null = all of the table"}
+    )
+    num_samples: int = field(
+        default=4, metadata={"help": "explanations per pair and teacher (one seed each)"}
+    )
+    dtype: Dtype = field(default="bfloat16", metadata={"help": "generation dtype"})
+    backend: Backend = field(
+        default="vllm", metadata={"help": "engine: 'vllm' (GPU) or 'transformers' (CPU)"}
+    )
+    batch_size: int = field(
+        default=8, metadata={"help": "prompts per generate call of the transformers engine"}
+    )
+    seed: int = field(default=1234, metadata={"help": "sampling seed, the same for both teachers"})
+
+    def __post_init__(self) -> None:
+        finalize(self, self._issues)
+
+    def _issues(self) -> list[ConfigIssue]:
+        return positive(self, "num_pairs", "num_samples", "batch_size")

@@ -18,7 +18,7 @@ from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.resources import PAPER_RESOURCES, STAGE_NAMES, StageResources
 from rlt_core.config.reward import RewardConfig
-from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig
+from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
 
 # Table 5: columns "Full fine-tuning" (16,710 samples), "1K subset", "Countdown".
@@ -72,6 +72,7 @@ class PipelineConfig:
         metadata={"help": "student RL recipes by name (Table 6)"},
     )
     evaluate: EvaluateConfig = _sub(EvaluateConfig)
+    teacher_eval: TeacherEvalConfig = _sub(TeacherEvalConfig)
     student_sft_runs: tuple[str, ...] = field(
         default=("1k", "full"),
         metadata={"help": "student_sft recipes this profile trains (Table 1: 1K and 17K)"},
@@ -84,6 +85,14 @@ class PipelineConfig:
         default_factory=lambda: PAPER_RESOURCES,
         metadata={"help": "GPUs and CPU cores of one run of each stage, by stage name"},
     )
+
+    def held_out_task(self) -> str | None:
+        """The evaluation task whose pairs teacher_eval explains: `teacher_eval.held_out`, else
+        the first of `HELD_OUT_TABLES` (countdown, math500, aime24) that `evaluate.tasks`
+        lists; None when it lists none."""
+        if self.teacher_eval.held_out is not None:
+            return self.teacher_eval.held_out
+        return next((task for task in HELD_OUT_TABLES if task in self.evaluate.tasks), None)
 
     def stage_resources(self, stage: str) -> StageResources:
         """What one run of `stage` is given (`resources.<stage>`; else 0 GPUs, 1 core)."""
@@ -122,7 +131,21 @@ class PipelineConfig:
             if task != "countdown" and task not in self.data.eval_sources:
                 message = f"{task!r} has no data.eval_sources.{task}; add its hub id or path"
                 issues.append(ConfigIssue("evaluate.tasks", message))
+        held_out = self.teacher_eval.held_out
+        if held_out is not None and (
+            held_out not in self.evaluate.tasks or held_out not in HELD_OUT_TABLES
+        ):
+            message = (
+                f"{held_out!r} is not a table of question-solution pairs the data stage "
+                f"writes: teacher_eval reads eval/<task>.parquet of a task in evaluate.tasks "
+                f"{list(self.evaluate.tasks)} with solutions ({', '.join(HELD_OUT_TABLES)}); "
+                "set teacher_eval.held_out to one of those, or null (the first one there)"
+            )
+            issues.append(ConfigIssue("teacher_eval.held_out", message))
         return issues
+
+
+HELD_OUT_TABLES = ("countdown", "math500", "aime24")  # eval tables with a solution column
 
 
 def _resource_issues_of(config: "PipelineConfig") -> list[ConfigIssue]:

@@ -23,13 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlt_core.reward.copying import mean_copy, solution_copy
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.spans import AlignedSample, align_completion
 from rlt_core.reward.terms import RewardBreakdown
 
 
 def reward_stats(breakdown: RewardBreakdown, samples: Sequence[AlignedSample]) -> dict[str, float]:
-    """Batch means of each reward term and the counts worth logging (Appendix D statistics)."""
+    """Batch means of each reward term and the counts worth logging (Appendix D statistics),
+    and the mean share of the solution's 4-grams the explanations restate (`solution_copy`,
+    `rlt_core.reward.copying`: what drifts up without r_KL)."""
     return {
         "reward": breakdown.reward.float().mean().item(),
         "r_ss": breakdown.r_ss.float().mean().item(),
@@ -38,6 +41,7 @@ def reward_stats(breakdown: RewardBreakdown, samples: Sequence[AlignedSample]) -
         "think_len": breakdown.think_len.float().mean().item(),
         "empty_think": float(breakdown.n_empty_think),
         "retokenized": float(sum(s.retokenized for s in samples)),
+        "solution_copy": mean_copy(solution_copy(s.think_ids, s.solution_ids) for s in samples),
     }
 
 

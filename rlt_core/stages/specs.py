@@ -33,6 +33,8 @@ from rlt_core.config import (
     PipelineConfig,
     RewardConfig,
     StageResources,
+    TeacherEvalConfig,
+    TeacherRLConfig,
     to_dict,
 )
 
@@ -89,6 +91,39 @@ class TrainedFiles:
     model: str = "model"
     log_history: str = "log_history.json"
     checkpoints: str = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TeacherRLFiles(TrainedFiles):
+    """teacher_rl's files: a training stage's, plus the reward terms of every GRPO step and
+    their curves (`rlt_core.figures.reward_curve_figure`)."""
+
+    reward_log: str = "reward_log.json"
+    reward_curves: str = "reward_curves.png"
+
+
+@dataclass(frozen=True)
+class TeacherEvalFiles:
+    """teacher_eval's files: each teacher's held-out explanations and their scores, and the
+    paired comparison of `metrics` (per-explanation column -> title) in `comparison`."""
+
+    comparison: str = "comparison.json"
+    metrics: tuple[tuple[str, str], ...] = (
+        ("reward", "r_RLT (Eq. 5)"),
+        ("r_ss", "r_SS (Eq. 3)"),
+        ("r_kl", "r_KL (Eq. 4)"),
+        ("penalised", "format-penalty rate"),
+        ("think_len", "think tokens"),
+        ("solution_copy", "solution copy (4-gram share)"),
+    )
+
+    def explanations(self, teacher: str) -> str:
+        """The explanations `teacher` (teacher_sft or teacher_rl) wrote."""
+        return f"explanations_{teacher}.parquet"
+
+    def scored(self, teacher: str) -> str:
+        """Those explanations with their reward terms."""
+        return f"scored_{teacher}.parquet"
 
 
 @dataclass(frozen=True)
@@ -306,6 +341,17 @@ def evaluate_key_config(cfg: EvaluateConfig) -> dict[str, Any]:
     return {"evaluate": to_dict(cfg), "lighteval": lighteval}
 
 
+def teacher_eval_key_config(
+    cfg: TeacherEvalConfig, rl_cfg: TeacherRLConfig, reward_cfg: RewardConfig
+) -> dict[str, Any]:
+    """The held-out evaluation's recipe, the rollout sampling of teacher_rl it copies (not the
+    optimiser: it trains nothing) and the reward it scores with."""
+    rollout = ("max_completion_length", "temperature", "top_p", "top_k", "min_p",
+               "repetition_penalty")  # fmt: skip
+    sampling = {name: getattr(rl_cfg, name) for name in rollout}
+    return {"recipe": to_dict(cfg), "rollout": sampling, "reward": to_dict(reward_cfg)}
+
+
 def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, Any]]:
     def reads(cfg: PipelineConfig, recipe: str | None) -> dict[str, Any]:
         """The recipe of `section` and the subset seed its rows are drawn with."""
@@ -333,13 +379,13 @@ TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
 )
-TEACHER_RL: StageSpec[TrainedFiles] = StageSpec(
+TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     name="teacher_rl",
     entry="rlt_core.stages.teacher_rl:run_teacher_rl",
     inputs=(InputSpec("teacher_sft", "artifact", optional=True), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_rl, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
-    outputs=TrainedFiles(),
+    outputs=TeacherRLFiles(),
 )
 GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="generate_traces",
@@ -386,6 +432,23 @@ EVALUATE: StageSpec[EvalFiles] = StageSpec(
     outputs=EvalFiles(),
     single_process=True,
 )
+TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
+    name="teacher_eval",
+    entry="rlt_core.stages.teacher_eval:run_teacher_eval",
+    inputs=(
+        InputSpec("teacher_sft", "model"),
+        InputSpec("teacher_rl", "model"),
+        InputSpec("pairs", "file"),
+    ),
+    reads=lambda cfg, recipe: {
+        "cfg": cfg.teacher_eval,
+        "rl_cfg": cfg.teacher_rl,
+        "reward_cfg": cfg.reward,
+    },
+    key_config=teacher_eval_key_config,
+    outputs=TeacherEvalFiles(),
+    single_process=True,
+)
 
 SPECS: dict[str, StageSpec[Any]] = {
     spec.name: spec
@@ -398,6 +461,7 @@ SPECS: dict[str, StageSpec[Any]] = {
         STUDENT_SFT,
         STUDENT_RL,
         EVALUATE,
+        TEACHER_EVAL,
     )
 }
 STAGES = tuple(SPECS)

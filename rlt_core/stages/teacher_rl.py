@@ -6,8 +6,8 @@ policy generates the explanation. The `id`, `question` and `solution` columns st
 dataset, because the reward (`rlt_core.reward.trl.RLTReward`) rebuilds the teacher and student
 sequences from them (section 3.3). The reward's teacher log-probs come from the LIVE policy
 (`set_policy(trainer.model)`, the reference behaviour), its student is the frozen
-`reward.student_model`. Every reward term is logged per step (`rlt/*` in the trainer's log) and
-copied into `reward_log.json` beside the model.
+`reward.student_model`. Every reward term is logged per step (`rlt/*` in the trainer's log),
+copied into `reward_log.json` beside the model and drawn as `reward_curves.png`.
 
 The entry function reads top to bottom like the SFT stages (`rlt_core.stages.sft`): setup
 (inputs, artifact dir, tokenizer), data, reward, trainer, train (resuming from the last
@@ -38,6 +38,7 @@ from rlt_core import artifacts, formats
 from rlt_core.config import RewardConfig, TeacherRLConfig
 from rlt_core.data import read_table
 from rlt_core.data.sources import is_text, require_columns
+from rlt_core.figures import reward_curve_figure
 from rlt_core.models import resolve_model
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.trl import RLTReward
@@ -59,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 STAGE = TEACHER_RL.name
 PROMPT_COLUMNS = ("id", "question", "solution")
-REWARD_LOG = "reward_log.json"
+REWARD_LOG = TEACHER_RL.outputs.reward_log
+REWARD_CURVES = TEACHER_RL.outputs.reward_curves  # the log's terms per step (rlt_core.figures)
 # What the per-step reward log keeps from each trainer log entry, besides every `rlt/*` term.
 _LOGGED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
 
@@ -108,6 +110,7 @@ def run_teacher_rl(
         metrics={"data": data_stats, "batch": batch},
         log_figures=lambda log: {"reward": reward_summary(reward_history(log))},
         log_files={REWARD_LOG: reward_history},
+        log_plots={REWARD_CURVES: draw_reward_curves},
     )
 
 
@@ -239,6 +242,13 @@ def reward_history(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]
             kept = {key: entry[key] for key in _LOGGED if key in entry}
             steps.append({"step": entry["step"], **terms, **kept})
     return steps
+
+
+def draw_reward_curves(log_history: Sequence[dict[str, Any]], out: Path) -> Path | None:
+    """`reward_curves.png`: the reward log's terms per step (`rlt_core.figures`); nothing when
+    no step was logged."""
+    steps = reward_history(log_history)
+    return reward_curve_figure({"teacher_rl": steps}, out) if steps else None
 
 
 def reward_summary(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:

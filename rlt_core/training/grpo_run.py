@@ -71,6 +71,7 @@ def train_grpo(
     metrics: dict[str, Any],
     log_figures: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     log_files: dict[str, Callable[[list[dict[str, Any]]], Any]] | None = None,
+    log_plots: dict[str, Callable[[list[dict[str, Any]], Path], Any]] | None = None,
 ) -> artifacts.ArtifactRef:
     """Train (resuming from the last checkpoint), release the rollout engine, then save the
     model and the manifest.
@@ -78,7 +79,8 @@ def train_grpo(
     `config` joins the key's config in the manifest; `metrics` (what is known before training:
     data and batch figures) gets `log_figures(log)` (the stage's reward figures), the training
     figures (`train`) and the per-step time breakdown (`time`). `log_files` maps a file name to
-    a function of the trainer log giving its JSON content (the teacher's reward log).
+    a function of the trainer log giving its JSON content (the teacher's reward log);
+    `log_plots` maps a file name to a function of the log that draws it there (its curves).
     """
     out = key.dir(store)
     try:
@@ -89,6 +91,8 @@ def train_grpo(
     if trainer.is_world_process_zero():
         for name, content in (log_files or {}).items():
             (out / name).write_text(json.dumps(content(history), indent=1))
+        for name, draw in (log_plots or {}).items():
+            draw(history, out / name)
     extra = log_figures(history) if log_figures is not None else {}
     metrics = {**metrics, **extra, "train": figures, "time": time_summary(history)}
     return run.finish_run(

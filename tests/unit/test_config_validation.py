@@ -208,3 +208,18 @@ def test_configs_built_in_python_are_validated_too() -> None:
         TeacherRLConfig(batch_size=100)
     with pytest.raises(ConfigError, match="lambda: -3.0 must be >= 0"):
         RewardConfig(lam=-3)
+
+
+def test_held_out_pairs_come_from_an_evaluation_table_with_solutions() -> None:
+    # null: the first evaluation task with solutions; none there: teacher_eval is skipped
+    assert load_config("tiny").held_out_task() == "countdown"
+    assert load_config("paper-7b").held_out_task() == "math500"
+    no_solutions = ["evaluate.tasks=[gpqa_diamond]", "teacher_eval.held_out=null"]
+    assert load_config("paper-7b", no_solutions).held_out_task() is None
+    with pytest.raises(ConfigError, match="teacher_eval.held_out") as caught:
+        load_config("tiny", ["teacher_eval.held_out=math500"])  # not among evaluate.tasks
+    assert "null" in str(caught.value) and "countdown" in str(caught.value)
+    with pytest.raises(ConfigError, match="teacher_eval.held_out"):
+        load_config("paper-7b", ["teacher_eval.held_out=gpqa_diamond"])  # no solutions
+    with pytest.raises(ConfigError, match="teacher_eval.num_samples"):
+        load_config("tiny", ["teacher_eval.num_samples=0"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -12,10 +13,12 @@ import pytest
 from PIL import Image
 
 from rlt_core import artifacts
+from rlt_core.figures import curve_points, data_uri, inline_images, reward_curve_figure
 from rlt_core.reports import (
     FIGURE_8,
     REPORT_JSON,
     REPORT_MD,
+    REWARD_CURVES,
     Evaluated,
     ReportRow,
     overall,
@@ -136,3 +139,59 @@ def test_unfinished_evaluation_is_refused(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="did not finish"):
         read_scores(tmp_path / "half")
+
+
+def _steps(rewards: list[float], copy: bool = True) -> list[dict]:
+    """A reward log as teacher_rl writes it (one entry per step)."""
+    steps = []
+    for step, reward in enumerate(rewards, start=1):
+        entry = {"step": step, "rlt/reward": reward, "rlt/r_ss": -1.0 / step, "rlt/r_kl": 0.5,
+                 "rlt/penalty_rate": 0.25, "rlt/think_len": 40.0 + step}  # fmt: skip
+        if copy:
+            entry["rlt/solution_copy"] = 0.1 * step
+        steps.append(entry)
+    return steps
+
+
+def test_reward_curves_are_a_six_panel_png_and_refuse_empty_logs(tmp_path: Path) -> None:
+    runs = {"lambda = 3": _steps([-2.0, -1.5, -1.0]), "lambda = 0": _steps([-1.0], copy=False)}
+    path = reward_curve_figure(runs, tmp_path / REWARD_CURVES)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (1200, 650)
+    steps, values = curve_points(runs["lambda = 3"], "rlt/solution_copy")
+    assert steps == [1, 2, 3] and values == pytest.approx([0.1, 0.2, 0.3])
+    assert curve_points(runs["lambda = 0"], "rlt/solution_copy") == ([], [])
+    with pytest.raises(ValueError, match="every reward log is empty"):
+        reward_curve_figure({"run": []}, tmp_path / "none.png")
+
+
+def test_report_draws_the_teachers_reward_curves_and_lists_first_and_last_step(
+    tmp_path: Path,
+) -> None:
+    rlt = _evaluation(tmp_path, "rlt", {"aime24": 0.2, "math500": 0.8, "gpqa_diamond": 0.5})
+    curves = {"lambda = 3": _steps([-2.0, -1.5, -1.0]), "lambda = 0": _steps([-1.25])}
+    ref = run_report(tmp_path / "store", title="curves", tasks=TASKS,
+                     table9=[Evaluated({"Reward": "full"}, rlt)], curves=curves)  # fmt: skip
+    out = Path(ref.uri)
+    text = (out / REPORT_MD).read_text()
+    assert f"![Reward curves]({REWARD_CURVES})" in text and (out / REWARD_CURVES).is_file()
+    # first and last step of the 3-step run, the one step of the other (reward, r_SS, ...)
+    assert "| lambda = 3 | 1 | -2 | -1 | 0.5 | 0.25 | 41 | 0.1 |" in text
+    assert "| lambda = 3 | 3 | -1 | -0.333 | 0.5 | 0.25 | 43 | 0.3 |" in text
+    assert "| lambda = 0 | 1 | -1.25 |" in text
+    # another log is another report
+    other = run_report(tmp_path / "store", title="curves", tasks=TASKS,
+                       table9=[Evaluated({"Reward": "full"}, rlt)],
+                       curves={"lambda = 3": _steps([-2.0])})  # fmt: skip
+    assert other.uri != ref.uri
+
+
+def test_inline_images_makes_a_local_png_a_data_uri_and_leaves_the_rest(tmp_path: Path) -> None:
+    think_length_figure({"RLT": [1, 2, 3]}, tmp_path / FIGURE_8)
+    markdown = (f"![Figure 8]({FIGURE_8})\n![gone](missing.png)\n"
+                "![remote](https://example.org/a.png)\n")  # fmt: skip
+    inlined = inline_images(markdown, tmp_path)
+    assert f"![Figure 8]({data_uri(tmp_path / FIGURE_8)})" in inlined
+    assert "![gone](missing.png)" in inlined and "(https://example.org/a.png)" in inlined
+    encoded = data_uri(tmp_path / FIGURE_8).removeprefix("data:image/png;base64,")
+    assert base64.b64decode(encoded) == (tmp_path / FIGURE_8).read_bytes()

@@ -207,7 +207,25 @@ def test_trl_reward_returns_floats_and_keeps_the_breakdown(teacher, student, tok
     assert values == reward.last_breakdown.reward.tolist()
     assert metrics["rlt/penalty_rate"] == 0.5
     assert set(metrics) >= {"rlt/r_ss", "rlt/r_kl", "rlt/think_len", "rlt/retokenized"}
+    assert 0.0 <= metrics["rlt/solution_copy"] <= 1.0
     assert extras["rlt_r_ss"] == pytest.approx(reward.last_breakdown.r_ss.tolist())
+
+
+def test_trl_reward_logs_how_much_of_the_solution_the_explanations_restate(
+    teacher, student, tok
+) -> None:
+    question, solution, explanation = ROWS[1]
+    reward = RLTReward(RLTScorer(teacher, student, tok, CFG), max_completion_length=512)
+
+    def copy_share(text: str) -> float:
+        ids = [encode(tok, text + EXPLANATION_CLOSE) + [tok.eos_token_id]]
+        metrics: dict[str, float] = {}
+        reward(prompts=[question], completions=[text], completion_ids=ids, question=[question],
+               solution=[solution], log_metric=metrics.__setitem__)  # fmt: skip
+        return metrics["rlt/solution_copy"]
+
+    assert copy_share(f"Restated: {solution}") > 0.8
+    assert copy_share("Think about each step before answering.") == 0.0
 
 
 def test_trl_reward_penalises_completions_at_the_length_limit(teacher, student, tok) -> None:

@@ -121,6 +121,11 @@ def _reads(stage: str, recipe: str | None, path: Path_, cfg: PipelineConfig) -> 
         return head == "generate_traces" or (head == "reward" and uses_reward)
     if stage == "rank_traces":
         return head in ("generate_traces", "reward")
+    if stage == "teacher_eval":  # samples as teacher_rl's rollouts do, scores with the reward
+        rollout = ("max_completion_length", "temperature", "top_p", "top_k", "min_p",
+                   "repetition_penalty")  # fmt: skip
+        sampled = head == "teacher_rl" and path[1] in rollout
+        return head in ("teacher_eval", "reward") or sampled
     assert stage == "evaluate"
     return head == "evaluate"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import SchedulerType
 from trl.trainer.callbacks import SyncRefModelCallback
@@ -30,6 +31,7 @@ from rlt_core.config import ConfigError, RewardConfig, TeacherRLConfig
 from rlt_core.data import countdown_rows, countdown_splits
 from rlt_core.models import make_tiny_model
 from rlt_core.stages.teacher_rl import (
+    REWARD_CURVES,
     REWARD_LOG,
     build_rlt_trainer,
     reward_history,
@@ -175,8 +177,10 @@ def test_teacher_rl_trains_logs_every_reward_term_and_writes_an_artifact(
     out = Path(ref.uri)
     assert out.parent == tmp_path / "store" / "teacher_rl"
     assert sorted(p.name for p in out.iterdir()) == [
-        "log_history.json", "manifest.json", "model", REWARD_LOG,
+        "log_history.json", "manifest.json", "model", REWARD_CURVES, REWARD_LOG,
     ]  # fmt: skip
+    with Image.open(out / REWARD_CURVES) as figure:  # the curves, a real PNG of 6 panels
+        assert figure.format == "PNG" and figure.size == (1200, 650)
     # every parameter moved: the advantages were not all zero. The random teacher never writes
     # <|end_of_explanation|>, so every completion gets the same -1 penalty, but r_SS and r_KL
     # differ per completion and so do the rewards within each group.
@@ -187,9 +191,8 @@ def test_teacher_rl_trains_logs_every_reward_term_and_writes_an_artifact(
     steps = json.loads((out / REWARD_LOG).read_text())
     assert [entry["step"] for entry in steps] == [1, 2]  # one entry per step
     for entry in steps:
-        assert {"rlt/r_ss", "rlt/r_kl", "rlt/reward", "rlt/penalty_rate", "rlt/think_len"} <= set(
-            entry
-        )
+        terms = ("rlt/r_ss", "rlt/r_kl", "rlt/reward", "rlt/penalty_rate", "rlt/think_len")
+        assert {*terms, "rlt/solution_copy"} <= set(entry)
         assert entry["rlt/penalty_rate"] == 1.0
         # r_RLT = r_SS - lambda * r_KL + penalty, averaged over the batch (Eq. 5, lambda = 3)
         expected = entry["rlt/r_ss"] - 3.0 * entry["rlt/r_kl"] - 1.0
