@@ -5,6 +5,8 @@
                                                          -> student_rl (cold start)
          -> student_sft (the corpus' own traces: the baseline of Table 1) -> student_rl
          -> student_rl from the base model (RL with no cold start, Table 2)
+            -> raw_traces (its raw answers) -> student_sft -> student_rl (Table 2's "RL
+               cold-start (raw) + RL": a teacher trained with traditional RL)
     every student, RL student and the base model -> evaluate -> report (Tables 1, 2, Figure 8,
     the teacher's reward curves)
 
@@ -27,7 +29,7 @@ from prefect import flow
 from flows import common
 from flows.runners import RunnerKind
 from rlt_core.reports import TRACE_SOURCES, pipeline_tables
-from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_RL
+from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
 from tasks import stages
 
 MODEL = TEACHER_RL.outputs.model  # every training stage's model folder (TrainedFiles)
@@ -104,6 +106,40 @@ def cold_start_rl(
     return trained
 
 
+RL_RAW = "RL-raw"  # Table 2's "RL cold-start (raw) + RL": the cold start of RL_RAW runs
+
+
+def rl_teacher_baseline(
+    runner: common.Caller, data: dict[str, str], trained: dict[tuple[str, str], Any]
+) -> dict[tuple[str, str], Any]:
+    """Table 2's "RL cold-start (raw) + RL" (section 4.3): the model RL trained from the base
+    (`student_rl[..., cold start: none]`, a teacher trained with traditional RL) answers the
+    corpus questions; a student is distilled from its raw answers (`raw_traces`, no
+    post-processing) with the cold-start recipe, then trained with RL again."""
+    corpus = common.file_in(data, DATA.outputs.corpus)
+    runs = {}
+    for recipe in runner.cfg.student_rl_runs:
+        rl = runner.cfg.student_rl[recipe]
+        if rl.cold_start is None or ("none", recipe) not in trained:
+            continue
+        teacher = common.file_in(trained["none", recipe], MODEL)
+        raw = runner(stages.raw_traces, f"raw_traces[{recipe}]", model=teacher, corpus=corpus)
+        student = runner(
+            stages.student_sft,
+            f"student_sft[{rl.cold_start}, RL raw traces]",
+            recipe=rl.cold_start,
+            dataset=common.file_in(raw, RAW_TRACES.outputs.traces),
+        )
+        runs[RL_RAW, recipe] = runner(
+            stages.student_rl,
+            f"student_rl[{recipe}, cold start: {RL_RAW}]",
+            recipe=recipe,
+            start_model=common.file_in(student, MODEL),
+            dataset=common.file_in(data, DATA.outputs.dataset(rl.dataset)),
+        )
+    return runs
+
+
 def evaluate_all(
     runner: common.Caller, data: dict[str, str], models: dict[str, Any]
 ) -> dict[str, dict[str, str]]:
@@ -141,6 +177,7 @@ def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
     teacher = train_teacher(runner, data)
     students = distil(runner, data, teacher["traces"])
     trained = cold_start_rl(runner, data, students)
+    trained |= rl_teacher_baseline(runner, data, trained)
     base = runner.cfg.student_sft[runner.cfg.student_sft_runs[0]].model
     models: dict[str, Any] = {"base": base}
     models |= {f"{s}-{r}": common.file_in(ref, MODEL) for (s, r), ref in students.items()}

@@ -419,6 +419,8 @@ def _number(value: float | None, *, sign: bool = False) -> str:
 
 Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
 TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own traces
+# Table 2's cold starts by the flows' source names: the paper's row titles where they differ.
+COLD_STARTS = {"RL-raw": "RL cold-start (raw)"}
 
 
 def model_name(reference: str) -> str:
@@ -449,7 +451,7 @@ def pipeline_tables(
         table_1.append({"labels": labels, "evaluation": evaluations[f"{source}-{recipe}"]})
     table_2 = [
         {
-            "labels": {"Model": f"RL[{recipe}]", "Cold start": source},
+            "labels": {"Model": f"RL[{recipe}]", "Cold start": COLD_STARTS.get(source, source)},
             "evaluation": evaluations[f"rl-{source}-{recipe}"],
         }
         for source, recipe in trained

@@ -7,7 +7,9 @@ Both SFT stages train on (prompt, completion) pairs with the loss on the complet
   completion = the explanation (the corpus' thought), `<|end_of_explanation|>` and the chat
   template's end of turn.
 - student_sft (Table 5, Figure 6): prompt = the student system prompt and the question;
-  completion = the thought and solution sections and the end of turn.
+  completion = the thought and solution sections and the end of turn. A row with a `response`
+  (a model's raw answer, `rlt_core.stages.raw_traces`) is trained on that text verbatim
+  instead, whatever its format: raw outputs are distilled as they are (Table 2).
 
 Why text prompts built with `apply_chat_template(..., add_generation_prompt=True)` + prefill,
 and not TRL's conversational prompt/completion: a conversational completion is a whole
@@ -52,15 +54,17 @@ from rlt_core.data.validation import none_if_missing
 logger = logging.getLogger(__name__)
 
 SFT_COLUMNS = ("id", "question", "solution", "thought")
+RESPONSE = "response"  # optional: the assistant turn verbatim (raw traces), else thought+solution
 _SENTINEL = "RLT_END_OF_TURN_PROBE"
 
 
 def read_sft_rows(
     source: str | Path, *, num_rows: int | None, seed: int
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read SFT rows (columns id, question, solution, thought), keep those with a thought.
+    """Read SFT rows (columns id, question, solution, thought), keep those with a thought (or,
+    in a table with a `response` column, a response).
 
-    A row without a thought has nothing to train on (the thought is the teacher's explanation
+    A row without either has nothing to train on (the thought is the teacher's explanation
     and the student's think section): such rows are dropped and counted. With `num_rows` below
     the rows left, the seeded subset of `rlt_core.data.seeded_subset` is kept (the same rows the
     data stage picks for that size and seed). Returns the rows and counts of what happened.
@@ -73,8 +77,9 @@ def read_sft_rows(
         hint="SFT reads the corpus contract (rlt_core.data.corpus): write the table with the "
         "data stage or generate_traces, or rename your columns to these.",
     )
-    thoughts = table["thought"].map(none_if_missing)
-    has_thought = thoughts.map(is_text)
+    has_thought = table["thought"].map(none_if_missing).map(is_text)
+    if RESPONSE in table.columns:
+        has_thought |= table[RESPONSE].map(none_if_missing).map(is_text)
     rows = table[has_thought].reset_index(drop=True)
     if rows.empty:
         raise ValueError(
@@ -167,13 +172,21 @@ def teacher_pairs(tokenizer: Any, rows: pd.DataFrame) -> tuple[list[str], list[s
 
 
 def student_pairs(tokenizer: Any, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(prompts, completions) in the student format (Figure 6): loss on the assistant turn."""
+    """(prompts, completions) in the student format (Figure 6): loss on the assistant turn. A
+    row's `response`, when the table has one and it is text, is the assistant turn verbatim."""
     eot = end_of_turn(tokenizer)
-    examples = [
-        student_example(tokenizer, q, t, s, eot=eot)
-        for q, t, s in zip(rows["question"], rows["thought"], rows["solution"], strict=True)
-    ]
-    return [e.prompt for e in examples], [e.completion for e in examples]
+    responses = rows[RESPONSE] if RESPONSE in rows.columns else [None] * len(rows)
+    prompts, completions = [], []
+    for q, t, s, r in zip(rows["question"], rows["thought"], rows["solution"], responses,
+                          strict=True):  # fmt: skip
+        if is_text(none_if_missing(r)):
+            prompts.append(formats.render_student_prompt(tokenizer, q))
+            completions.append(str(r) + eot)
+        else:
+            example = student_example(tokenizer, q, t, s, eot=eot)
+            prompts.append(example.prompt)
+            completions.append(example.completion)
+    return prompts, completions
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ def teacher_eval(run: Run, teacher_sft: Input, teacher_rl: Input, pairs: Input) 
     return execute("teacher_eval", run, inputs)
 
 
+@task(name="raw_traces", **STAGE_TASK)
+def raw_traces(run: Run, model: Input, corpus: Input) -> dict[str, str]:
+    """A traditionally RL-trained model's raw answers as a distillation set (Table 2)."""
+    return execute("raw_traces", run, {"model": model, "corpus": corpus})
+
+
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_condition_fn=is_transient)
 def report(
     run: Run,

@@ -22,6 +22,7 @@ STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
     "student_rl",
     "evaluate",
     "teacher_eval",
+    "raw_traces",
 )
 
 
@@ -56,5 +57,6 @@ PAPER_RESOURCES: Mapping[str, StageResources] = MappingProxyType(
         "student_rl": _given(8, 32),
         "evaluate": _given(1, 8),
         "teacher_eval": _given(1, 8),
+        "raw_traces": _given(1, 8),
     }
 )

@@ -156,7 +156,7 @@ def _resource_issues_of(config: "PipelineConfig") -> list[ConfigIssue]:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             message = f"no stage named {name!r}; the stages are {', '.join(STAGE_NAMES)}.{hint}"
             issues.append(ConfigIssue(f"resources.{name}", message))
-    for stage in ("generate_traces", "rank_traces", "evaluate"):
+    for stage in ("generate_traces", "rank_traces", "raw_traces", "evaluate"):
         recipe = config.evaluate if stage == "evaluate" else config.generate_traces
         gpus = config.stage_resources(stage).gpus
         if recipe.backend == "vllm" and 0 < gpus < recipe.tensor_parallel_size:

@@ -432,6 +432,15 @@ EVALUATE: StageSpec[EvalFiles] = StageSpec(
     outputs=EvalFiles(),
     single_process=True,
 )
+RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
+    name="raw_traces",
+    entry="rlt_core.stages.raw_traces:run_raw_traces",
+    inputs=(InputSpec("model", "model"), InputSpec("corpus", "file")),
+    reads=lambda cfg, recipe: {"cfg": cfg.generate_traces},
+    key_config=lambda cfg: {"recipe": to_dict(cfg)},
+    outputs=TraceFiles(),
+    single_process=True,
+)
 TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     name="teacher_eval",
     entry="rlt_core.stages.teacher_eval:run_teacher_eval",
@@ -462,6 +471,7 @@ SPECS: dict[str, StageSpec[Any]] = {
         STUDENT_RL,
         EVALUATE,
         TEACHER_EVAL,
+        RAW_TRACES,
     )
 }
 STAGES = tuple(SPECS)

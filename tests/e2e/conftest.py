@@ -100,3 +100,19 @@ def e2e(
         f"student_rl.countdown.model={tiny_model_path}",
     ]
     return E2E(api_url=prefect_api, overrides=[*models, *SHRINK])
+
+
+def latest_artifact(key: str) -> str:
+    """The data of the newest Prefect artifact with `key` on the session's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact {key!r} was published"
+    return str(found[0].data)

@@ -40,6 +40,12 @@ def test_ablation_command_line_lambda_0(e2e: E2E, tmp_path: Path) -> None:
     ]
     assert sorted(teachers) == [0.0, 3.0]
     assert len(list((tmp_path / "teacher_sft").iterdir())) == 1  # shared by both variants
+    # Both teachers' reward curves in one figure, and each against teacher_sft on held-out
+    # pairs, with the solution-copy share (Appendix D).
+    assert "![Reward curves](reward_curves.png)" in text
+    for label in ("full (lambda = 3, alpha = 0.01)", "lambda = 0"):
+        assert f"| {label} | solution copy (4-gram share) |" in text
+    assert len(list((tmp_path / "teacher_eval").iterdir())) == 2
 
 
 def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(

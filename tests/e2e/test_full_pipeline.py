@@ -16,7 +16,7 @@ from flows.full_pipeline import full_pipeline
 from rlt_core import artifacts
 from rlt_core.config import ConfigError
 from rlt_core.stages.specs import SPECS
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, latest_artifact
 from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.e2e
@@ -47,9 +47,10 @@ def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
         ray_address=ray_cluster.address,
     )  # fmt: skip
     first = _states(ray_run)
-    # 1 data + 3 teacher + 2 students + 3 RL runs (no cold start, RLT, corpus) + 6 evaluations
-    # (base, 2 students, 3 RL students) + the report.
-    assert len(first) == 16
+    # 1 data + 3 teacher + teacher_eval + 2 students + 3 RL runs (no cold start, RLT, corpus)
+    # + the RL teacher's baseline (raw_traces, its student, RL again) + 7 evaluations (base,
+    # 2 students, 4 RL students) + the report.
+    assert len(first) == 21
     assert {s for name, s in first.items() if name != "report"} == {"Completed"}
     # Independent stages ran side by side (never a stage and one it waits on).
     pairs = overlapping(ray_run)
@@ -60,12 +61,22 @@ def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
     report = next((tmp_path / "store" / "report").glob("*/report.md")).read_text()
     assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
     assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
+    assert "| RL[countdown] | RL cold-start (raw) |" in report  # Table 2's RL-teacher baseline
+    # The teacher's reward curves (in its artifact and the report) and its held-out comparison.
+    (teacher_rl,) = (tmp_path / "store" / "teacher_rl").iterdir()
+    assert (teacher_rl / "reward_curves.png").is_file()
+    assert "![Reward curves](reward_curves.png)" in report
+    assert "**Held-out teachers.**" in report and "| RLT teacher | r_RLT (Eq. 5) |" in report
+    # In the Prefect UI the figures travel inside the artifacts (a local path would not load).
+    published = latest_artifact("rlt-report")
+    assert published.count("](data:image/png;base64,") == 2 and str(tmp_path) not in published
+    assert latest_artifact("rlt-report-reward-curves").startswith("data:image/png;base64,")
 
     # One key per stage run: the artifact directory's name is the Prefect cache key.
     results = {p.name for p in (tmp_path / "store" / ".prefect-results").iterdir()}
     keys = {f"{d.parent.name}-{d.name}" for d in (tmp_path / "store").glob("*/*")
             if d.parent.name in SPECS}  # fmt: skip
-    assert len(keys) == 15 and keys <= results
+    assert len(keys) == 20 and keys <= results
 
     # The same flow sequentially: every key equals the Ray run's (all cache hits, no new
     # artifact and no new Prefect result).
@@ -78,7 +89,7 @@ def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
     # `rlt plan` on the finished store: every stage cached; with another lambda, the stages
     # that read the reward run and say why, the ones after them wait on them.
     finished = _plan(store, e2e.overrides)
-    assert len(finished["stages"]) == 15 and finished["run"] == 0
+    assert len(finished["stages"]) == 20 and finished["run"] == 0
     planned = _plan(store, [*e2e.overrides, "reward.lambda=1"])
     rows = {row["label"]: row for row in planned["stages"]}
     assert rows["data"]["status"] == rows["teacher_sft"]["status"] == "cached"

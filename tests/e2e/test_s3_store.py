@@ -12,7 +12,7 @@ import s3fs
 from flows.full_pipeline import full_pipeline
 from rlt_core import artifacts
 from rlt_core.store import StoreUnavailableError
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, latest_artifact
 from tests.fixtures_s3 import S3Endpoint, TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -47,10 +47,13 @@ def test_pipeline_on_s3_then_cache_hits(
     client = s3_env.client()
     stages = {key.split("/")[1] for key in _manifests(client, s3_bucket)}
     assert stages == {
-        "data", "teacher_sft", "teacher_rl", "generate_traces", "student_sft", "student_rl",
-        "evaluate", "report",
+        "data", "teacher_sft", "teacher_rl", "generate_traces", "teacher_eval", "student_sft",
+        "student_rl", "raw_traces", "evaluate", "report",
     }  # fmt: skip
     assert first["report"]["uri"].startswith(f"{store}/report/")
+    # The report's figures render in the UI from an s3:// store too: inlined, not linked.
+    published = latest_artifact("rlt-report")
+    assert published.count("](data:image/png;base64,") == 2 and "s3://" not in published
     results = client.list_objects_v2(Bucket=s3_bucket, Prefix="runs/.prefect-results/")
     assert results.get("KeyCount", 0) >= 15  # Prefect's cached task results live on S3 too
     again = full_pipeline(profile="tiny", overrides=e2e.overrides, store=store)

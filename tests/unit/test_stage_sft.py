@@ -96,6 +96,23 @@ def test_student_examples_train_on_the_whole_assistant_turn(tokenizer) -> None:
     )
 
 
+def test_a_raw_response_is_the_assistant_turn_verbatim(tokenizer, tmp_path: Path) -> None:
+    # raw_traces rows: the answer as the model wrote it (here without the format's tags), or
+    # none (that row falls back to thought + solution, and a row with neither is dropped).
+    rows = pd.DataFrame({
+        "id": ["a", "b", "c"], "question": ["Q1?", "Q2?", "Q3?"],
+        "response": ["2 + 3 is 5, so the answer is 5.", None, None],
+        "thought": [None, "T.", None], "solution": [None, "S.", None],
+    })  # fmt: skip
+    rows.to_parquet(tmp_path / "raw.parquet")
+    kept, stats = sft_data.read_sft_rows(tmp_path / "raw.parquet", num_rows=None, seed=0)
+    assert kept["id"].tolist() == ["a", "b"] and stats["dropped_no_thought"] == 1
+    prompts, completions = sft_data.student_pairs(tokenizer, kept)
+    assert prompts == [formats.render_student_prompt(tokenizer, q) for q in ("Q1?", "Q2?")]
+    assert completions[0] == "2 + 3 is 5, so the answer is 5.<|im_end|>"
+    assert completions[1].startswith("<|begin_of_thought|>\n\nT.")
+
+
 def test_tokenize_pairs_counts_cut_samples_and_drops_prompts_that_fill_max_length(
     tokenizer,
 ) -> None:

@@ -119,6 +119,8 @@ def _reads(stage: str, recipe: str | None, path: Path_, cfg: PipelineConfig) -> 
     if stage == "generate_traces":
         uses_reward = cfg.generate_traces.num_candidates > 1 or cfg.generate_traces.score_traces
         return head == "generate_traces" or (head == "reward" and uses_reward)
+    if stage == "raw_traces":  # Table 4's sampling, no reward
+        return head == "generate_traces"
     if stage == "rank_traces":
         return head in ("generate_traces", "reward")
     if stage == "teacher_eval":  # samples as teacher_rl's rollouts do, scores with the reward
