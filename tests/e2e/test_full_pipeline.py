@@ -113,14 +113,14 @@ def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
     assert lambdas == {3.0, 1.0}
 
     # A new subset seed: the data stage does not draw subsets (cached), every stage that does
-    # runs again (both SFT stages, the RL students), and what follows them.
+    # runs again (both SFT stages, the RL students, the RL-teacher baseline), and what follows.
     reseeded = _states(
         full_pipeline(profile="tiny", overrides=[*e2e.overrides, "data.subset_seed=7"], store=store)
     )
     assert reseeded["data"] == reseeded["evaluate[base]"] == "Cached"
     assert reseeded["teacher_sft"] == reseeded["teacher_rl"] == "Completed"
     rerun = [name for name in reseeded if name.startswith(("student_sft", "student_rl"))]
-    assert len(rerun) == 5 and {reseeded[name] for name in rerun} == {"Completed"}
+    assert len(rerun) == 7 and {reseeded[name] for name in rerun} == {"Completed"}
 
 
 def _plan(store: str, overrides: list[str]) -> dict:
