@@ -92,11 +92,16 @@ def reward_curve_figure(
     if len(runs) > 1 and handles:
         figure.legend(handles, labels, loc="upper right", fontsize=9)
     figure.suptitle(title or "teacher_rl reward terms per step (batch means)")
+    return save_figure(figure, out)
+
+
+def save_figure(figure: Any, out: str | Path) -> Path:
+    """Lay out `figure`, write it as a PNG at `out` (parents made) and free it."""
     figure.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path
 
 
@@ -113,6 +118,7 @@ def inline_images(markdown: str, folder: str | Path) -> str:
     folder = Path(folder)
 
     def replace(match: re.Match[str]) -> str:
+        """The image as a data URI when its file is beside the markdown, else unchanged."""
         target = match["target"]
         path = folder / target
         if "/" in target or ":" in target or not path.is_file():

@@ -33,7 +33,7 @@ from scipy import stats
 
 from rlt_core import artifacts
 from rlt_core.config import PipelineConfig
-from rlt_core.figures import CURVE_PANELS, reward_curve_figure
+from rlt_core.figures import CURVE_PANELS, reward_curve_figure, save_figure
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_EVAL, TEACHER_RL
 
 TRACES = GENERATE_TRACES.outputs.traces
@@ -211,12 +211,7 @@ def think_length_figure(lengths: Mapping[str, Sequence[int]], out: str | Path) -
     axes.set_ylabel("traces")
     axes.set_title("Think-token lengths by trace source (dashed: mean)")
     axes.legend()
-    figure.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, out)
 
 
 def length_summary(lengths: Mapping[str, Sequence[int]]) -> str:
