@@ -18,6 +18,7 @@ import typer
 from flows.options import JsonOption, OverridesOption, ProfileOption, StoreOption
 from rlt_core.cli import app
 from rlt_core.config import ConfigError
+from rlt_core.store import StoreAccessError, StoreUnavailableError, StoreURIError
 
 FLOWS = ("full-pipeline", "ablation", "reward-rank", "countdown-transfer")
 
@@ -42,17 +43,17 @@ def plan(
     }.get(flow, [])
     try:
         planner = start_plan(profile, [*(overrides or []), *extra], store)
-    except ConfigError as error:  # what, why and the fix, without a traceback
-        typer.echo(f"error: {error}", err=True)
+        if flow == "full-pipeline":
+            full_pipeline.pipeline(planner, title="plan")
+        elif flow == "ablation":
+            ablation.ablation_dag(planner, 0.0, None, None, title="plan")
+        elif flow == "reward-rank":
+            reward_rank.rank_dag(planner, 16, None, title="plan")
+        else:
+            countdown_transfer.countdown_dag(planner, title="plan")
+    except (ConfigError, StoreURIError, StoreAccessError, StoreUnavailableError) as error:
+        typer.echo(f"error: {error}", err=True)  # what, why and the fix, without a traceback
         raise typer.Exit(2) from None
-    if flow == "full-pipeline":
-        full_pipeline.pipeline(planner, title="plan")
-    elif flow == "ablation":
-        ablation.ablation_dag(planner, 0.0, None, None, title="plan")
-    elif flow == "reward-rank":
-        reward_rank.rank_dag(planner, 16, None, title="plan")
-    else:
-        countdown_transfer.countdown_dag(planner, title="plan")
     print_plan(planner, as_json=as_json)
 
 

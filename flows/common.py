@@ -43,12 +43,13 @@ from flows.options import (  # noqa: F401  (the flows' options, re-exported)
     RunnerOption,
     StoreOption,
 )
+from rlt_core.artifacts import digest_json
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.figures import data_uri, inline_images
 from rlt_core.reports import FIGURE_8, REPORT_MD, REWARD_CURVES
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
-from rlt_core.stages.specs import STAGES
-from rlt_core.store import ArtifactStore
+from rlt_core.stages.specs import STAGES, spec_of
+from rlt_core.store import ArtifactStore, check_store_uri
 from tasks.runtime import Input, input_digest
 
 RESULTS_DIR = ".prefect-results"
@@ -93,9 +94,15 @@ class Runner:
     tasks: TaskRunner
     kind: str = "sequential"
     submitted: list[tuple[str, PrefectFuture]] = field(default_factory=list)
+    once: dict[str, PrefectFuture] = field(default_factory=dict)  # stage runs submitted
 
     def __call__(self, task: Any, label: str, **inputs: Any) -> PrefectFuture:
-        """Submit `task(run, **inputs)` as task run `label`; its future."""
+        """Submit `task(run, **inputs)` as task run `label`; its future. A stage run that this
+        flow run has already submitted (the same stage, config and inputs: an ablation's
+        variants share their teacher_sft) is not submitted twice: its future is returned."""
+        same = self._submission(task.name, inputs)
+        if same is not None and same in self.once:
+            return self.once[same]
         bound = task.with_options(result_storage=self.storage, task_run_name=label)
         parameters = get_call_parameters(bound.fn, (self.run,), inputs)
         if self.kind == "ray":
@@ -106,7 +113,21 @@ class Runner:
         else:
             future = self.tasks.submit(bound, parameters)
         self.submitted.append((label, future))
+        if same is not None:
+            self.once[same] = future
         return future
+
+    def _submission(self, stage: str, inputs: Mapping[str, Any]) -> str | None:
+        """What identifies a stage run before its inputs exist: the config its key holds and
+        each input as given (a future by its task run, a ref by its digest); None for a task
+        that is not a stage."""
+        if stage not in STAGE_NAMES:
+            return None
+        spec = spec_of(stage)
+        recipe = inputs.get("recipe")
+        config = spec.key_config(**spec.config_args(self.cfg, recipe))
+        given = {name: _identity(value) for name, value in inputs.items() if name != "recipe"}
+        return digest_json({"stage": stage, "recipe": recipe, "config": config, "inputs": given})
 
     def derive(self, extra_overrides: Sequence[str]) -> Runner:
         """A runner for the same store and task runner with more overrides (an ablation's
@@ -118,6 +139,7 @@ class Runner:
             runner=self.kind,
         )
         variant.submitted = self.submitted  # one wait and one timing table for the flow run
+        variant.once = self.once  # and one task run per stage run
         return variant
 
     def result(self, future: PrefectFuture) -> dict[str, str]:
@@ -136,6 +158,15 @@ class Runner:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.tasks.__exit__(*exc_info)
+
+
+def _identity(value: Any) -> Any:
+    """A stage input as `Runner._submission` compares it."""
+    if isinstance(value, PrefectFuture):
+        return f"future:{value.task_run_id}"
+    if isinstance(value, Mapping):
+        return {name: _identity(item) for name, item in value.items()}
+    return value
 
 
 def _variant(run: Mapping[str, Any], extra_overrides: Sequence[str]) -> dict[str, Any]:
@@ -164,12 +195,14 @@ def start_run(
     result storage (module docstring). Nothing is written before every check has passed."""
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before any task runs
     runners.check_runner(runner, ray_address)
+    check_store_uri(store, storage_options)  # StoreURIError before anything starts
     root = store_root(store)
     tasks = task_runner or runners.connect(runners.task_runner(runner, ray_address), cfg, root)
     try:
         opened = ArtifactStore.open(
             store, cache_dir=cache_dir, storage_options=dict(storage_options or {}) or None
         )
+        opened.check_writable()  # StoreAccessError before any stage runs
         storage = result_storage(opened)
     except BaseException:
         if task_runner is None:

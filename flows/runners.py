@@ -25,6 +25,7 @@ leave it pending forever).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -67,6 +68,10 @@ def task_runner(kind: str, ray_address: str | None = None) -> TaskRunner:
         return ThreadPoolTaskRunner(max_workers=1)
     from prefect_ray import RayTaskRunner
 
+    # A task killed by Ray's memory monitor would be rerun without end (Ray's default): an
+    # out-of-memory stage fails at once instead (task owners read this at ray.init; start an
+    # external cluster with it too). Lost workers are still rerun (`RAY_TASK_RETRIES`).
+    os.environ.setdefault("RAY_task_oom_retries", "0")
     init: dict[str, Any] = {"include_dashboard": False} if not ray_address else {}
     return RayTaskRunner(address=ray_address or None, init_kwargs=init)
 

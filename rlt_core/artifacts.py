@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 from rlt_core.code_closure import code_fingerprint, module_hashes
 
 MANIFEST = "manifest.json"
+TMP_MARK = ".tmp-"  # in the name of every temporary file `write_atomic` writes
 _VERSIONED = ("rlt", "torch", "transformers", "trl", "datasets", "prefect", "lighteval")
 
 
@@ -131,11 +133,26 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def is_temporary(path: Path) -> bool:
+    """True for a temporary file of `write_atomic` (a writer's leftover after a kill): never
+    part of an artifact's digest, never published."""
+    return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    """Every file of the artifact under `path` (sorted), but the manifest and temporary files."""
+    root = Path(path)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST and not is_temporary(p)
+    )
+
+
 def files_digest(path: str | Path) -> str:
-    """sha256 over the relative names and bytes of every file under `path` but the manifest."""
+    """sha256 over the relative names and bytes of every file under `path` but the manifest
+    (and temporary files: `is_temporary`)."""
     root = Path(path)
     sha = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for file in artifact_files(root):
         sha.update(str(file.relative_to(root)).encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -189,12 +206,50 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary sibling of `path`, then rename it onto `path`.
 
     The rename is atomic on POSIX: a reader sees the old file or the whole new one, never a
-    half-written one (what a killed run would otherwise leave behind).
+    half-written one (what a killed run would otherwise leave behind). The temporary name is
+    unique to this call (two writers never share one) and the file and its directory are
+    synced to disk before and after the rename, so a node that crashes right after cannot
+    come back with an empty file under the final name.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's bytes to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries (a rename or a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(path: str | Path) -> None:
+    """Flush every file and directory under `path` to disk (before its manifest is written:
+    the manifest must never reach the disk before the bytes it vouches for)."""
+    root = Path(path)
+    for item in sorted(root.rglob("*"), reverse=True):
+        if item.is_file() and not item.is_symlink():
+            fsync_file(item)
+        elif item.is_dir():
+            fsync_dir(item)
+    fsync_dir(root)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

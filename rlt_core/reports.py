@@ -34,6 +34,7 @@ from scipy import stats
 from rlt_core import artifacts
 from rlt_core.config import PipelineConfig
 from rlt_core.figures import CURVE_PANELS, reward_curve_figure, save_figure
+from rlt_core.owner import Outcome, Work, own
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_EVAL, TEACHER_RL
 
 TRACES = GENERATE_TRACES.outputs.traces
@@ -285,27 +286,26 @@ def run_report(
     if held_out:
         config["held_out"] = artifacts.digest_json(dict(held_out))
     key = artifacts.StageKey.of(REPORT_STAGE, config, upstream, __name__)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
-    out.mkdir(parents=True, exist_ok=True)
-    sections, summary = _tables(tasks, table1, table2, table9)
-    if ranked:
-        sections.append(_correlation(ranked, tasks, summary))
-    if lengths:
-        think_length_figure(lengths, out / FIGURE_8)
-        sections.append(_figure_8(lengths))
-    if curves and any(curves.values()):
-        reward_curve_figure(curves, out / REWARD_CURVES)
-        sections.append(_reward_curves(curves))
-    if held_out:
-        sections.append(held_out_table(held_out))
-        summary["held_out"] = {label: dict(value) for label, value in held_out.items()}
-    (out / REPORT_MD).write_text(f"# {title}\n\n" + "\n".join(sections))
-    (out / REPORT_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return artifacts.write_manifest(
-        out, stage=REPORT_STAGE, config=config, upstream=upstream, metrics=summary, key=key
-    )
+
+    def write(work: Work) -> Outcome:
+        out = work.fresh()
+        sections, summary = _tables(tasks, table1, table2, table9)
+        if ranked:
+            sections.append(_correlation(ranked, tasks, summary))
+        if lengths:
+            think_length_figure(lengths, out / FIGURE_8)
+            sections.append(_figure_8(lengths))
+        if curves and any(curves.values()):
+            reward_curve_figure(curves, out / REWARD_CURVES)
+            sections.append(_reward_curves(curves))
+        if held_out:
+            sections.append(held_out_table(held_out))
+            summary["held_out"] = {label: dict(value) for label, value in held_out.items()}
+        (out / REPORT_MD).write_text(f"# {title}\n\n" + "\n".join(sections))
+        (out / REPORT_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return Outcome(summary)
+
+    return own(key, store, write)
 
 
 def _tables(

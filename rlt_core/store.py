@@ -10,10 +10,13 @@ local *working* store laid out as `<working>/<stage>/<key>/`. The store root is 
   `<root>/<stage>/<key>/` and an upstream artifact is *fetched* into the cache before a stage
   reads it. Any worker that can reach the root can so run any stage.
 
-Never half-written: publishing uploads every file first and `manifest.json` last, so a remote
-directory without its manifest (an upload cut by a crash or a dropped connection) is never
-taken as finished, and publishing it again replaces it. Fetching checks the digest of what it
-downloaded against the manifest's.
+Never half-written, never destroyed: publishing uploads every file first and `manifest.json`
+last, with a conditional write (S3's If-None-Match), so a remote directory without its manifest
+(an upload cut by a crash or a dropped connection) is never taken as finished, and a finished
+remote artifact is never removed or overwritten: a second run that finishes the same key later
+adopts the published artifact instead. Fetching downloads into a directory of its own, checks
+its digest against the manifest's and only then swaps it in. A ref is only ever resolved
+inside its store (`ArtifactStore.relative`).
 
 Failures are told apart (`classify_store_error`): a connection that failed, timed out or was
 throttled surfaces as `StoreUnavailableError` (transient: the orchestration layer retries it);
@@ -26,8 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
-from collections.abc import Iterator
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,6 +49,11 @@ from rlt_core import artifacts
 
 logger = logging.getLogger(__name__)
 
+LEASES_DIR = ".leases"
+LEASE_SECONDS = 600.0  # a dead holder's remote lease is taken over after this long
+LEASE_POLL_SECONDS = 5.0
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a stage name or a key: no "..", no "/"
+
 
 class StoreUnavailableError(OSError):
     """The store could not be read or written (a transient failure: retry, then report)."""
@@ -47,6 +62,71 @@ class StoreUnavailableError(OSError):
 class StoreAccessError(RuntimeError):
     """The store refused the request for a reason a retry cannot change (credentials,
     permissions, a missing bucket); the message says what to fix."""
+
+
+class StoreURIError(ValueError):
+    """A store URI or its options that cannot name a store (what, why and the fix)."""
+
+
+# storage_options keys that hold secrets: they would be saved with the flow run's parameters
+# and in the results block, so they are refused (credentials come from the environment).
+_SECRET_OPTIONS = frozenset({
+    "key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+    "aws_session_token", "session_token", "access_key", "secret_key", "client_secret",
+})  # fmt: skip
+
+
+def check_store_uri(root: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Raise StoreURIError for a store root that cannot name a store, or options that hold
+    credentials; checked before any stage runs (nothing is contacted here)."""
+    text = str(root).strip()
+    if not text:
+        raise StoreURIError(
+            "the store is empty: pass a directory (e.g. --store artifacts) or a URI such as "
+            "s3://bucket/prefix."
+        )
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/?[^/]", text):
+            raise StoreURIError(
+                f"store {text!r} looks like a URI with its slashes missing; write "
+                f"{text.split(':', 1)[0]}://{text.split(':', 1)[1].lstrip('/')} (or ./{text} "
+                "for a local directory of that name)."
+            )
+        return
+    if scheme != "file":
+        try:
+            fsspec.get_filesystem_class(scheme)
+        except ValueError:
+            raise StoreURIError(
+                f"store {text!r}: {scheme!r} is not a storage protocol fsspec knows; use a "
+                "local directory or s3://bucket/prefix (any fsspec protocol works, e.g. gs://)."
+            ) from None
+        except ImportError as error:
+            raise StoreURIError(
+                f"store {text!r} needs a package that is not installed ({error}); install it, "
+                "or use a local directory or s3://bucket/prefix."
+            ) from None
+        if not rest.split("/", 1)[0]:
+            raise StoreURIError(f"store {text!r} names no bucket or host: write {scheme}://NAME/…")
+    secrets = sorted(_secret_paths(storage_options or {}))
+    if secrets:
+        raise StoreURIError(
+            f"storage_options hold credentials ({', '.join(secrets)}): they would be saved with "
+            "the flow run's parameters and in Prefect's results block. Give them to every "
+            "worker through the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+            "AWS_SESSION_TOKEN) or name a profile: storage_options={'profile': 'NAME'}."
+        )
+
+
+def _secret_paths(options: Mapping[str, Any], prefix: str = "") -> set[str]:
+    found = set()
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            found |= _secret_paths(value, f"{prefix}{name}.")
+        elif str(name).lower() in _SECRET_OPTIONS and value:
+            found.add(f"{prefix}{name}")
+    return found
 
 
 # Connection-level failures of botocore / aiohttp / urllib3, by class name (none is imported).
@@ -63,6 +143,12 @@ _TRANSIENT_CODES = frozenset({
     "ThrottlingException", "RequestLimitExceeded", "503", "500",
 })  # fmt: skip
 _CLIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs")
+# The model hub's HTTP clients: their connection failures and 5xx / 429 answers are transient.
+_HUB_MODULES = ("httpx", "requests", "huggingface_hub")
+_HUB_TRANSIENT_NAMES = frozenset({
+    "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+    "RemoteProtocolError", "ReadError", "WriteError", "ChunkedEncodingError", "Timeout",
+})  # fmt: skip
 
 
 def classify_store_error(error: BaseException) -> bool | None:
@@ -80,9 +166,21 @@ def classify_store_error(error: BaseException) -> bool | None:
     return decided[0] if decided else None
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry may cure `error`: the store or the network failed (a refused or reset
+    connection, a timeout, throttling, a 5xx from S3 or the model hub). Configuration errors,
+    out-of-memory, refused credentials and everything else are not."""
+    return classify_store_error(error) is True
+
+
 def _judge(error: BaseException) -> bool | None:
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
+    if type(error).__module__.startswith(_HUB_MODULES):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status >= 500 or status == 429
+        return type(error).__name__ in _HUB_TRANSIENT_NAMES or None
     if isinstance(error, (PermissionError, FileNotFoundError)):
         return False
     if type(error).__module__.startswith(_CLIENT_MODULES):
@@ -131,7 +229,9 @@ class ArtifactStore:
         storage_options: dict[str, Any] | None = None,
     ) -> ArtifactStore:
         """The store at `root`: local (working = root) or remote (working = `cache_dir`, by
-        default `default_cache_dir(root)`)."""
+        default `default_cache_dir(root)`). StoreURIError for a root or options that cannot
+        name a store (`check_store_uri`)."""
+        check_store_uri(root, storage_options)
         if not is_remote(root):
             local = Path(str(root).removeprefix("file://")).expanduser().resolve()
             return cls(str(local), local, storage_options)
@@ -143,6 +243,25 @@ class ArtifactStore:
         """True when artifacts are published to a remote root."""
         return is_remote(self.root)
 
+    def check_writable(self) -> None:
+        """Write and remove a probe file at the root (and in the local working store), so a
+        store that cannot be written fails before any stage runs, naming the store and the fix."""
+        probe = f".rlt-write-check-{uuid.uuid4().hex[:8]}"
+        try:
+            self.working.mkdir(parents=True, exist_ok=True)
+            (self.working / probe).write_text("")
+            (self.working / probe).unlink()
+        except OSError as error:
+            raise StoreAccessError(
+                f"the store's local directory {self.working} cannot be written ({error}); "
+                "choose a directory you may write (--store DIR) or fix its permissions."
+            ) from None
+        if self.remote:
+            with translated(f"writing a probe file to {self.root}"):
+                fs, root_path = self._fs()
+                fs.pipe_file(f"{root_path}/{probe}", b"")
+                fs.rm(f"{root_path}/{probe}")
+
     def _fs(self) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(self.root, **(self.storage_options or {}))
 
@@ -153,44 +272,123 @@ class ArtifactStore:
             return str(self.working / relative)
         return f"{self.root}/{PurePosixPath(*relative.parts)}"
 
+    def published(self, stage: str, key: str) -> artifacts.ArtifactRef | None:
+        """The finished artifact `<stage>/<key>` of the store root, or None."""
+        uri = f"{self.root}/{stage}/{key}" if self.remote else str(self.working / stage / key)
+        if not self.remote:
+            local = Path(uri)
+            return artifacts.load_ref(local) if artifacts.is_complete(local) else None
+        with translated(f"reading {uri}"):
+            fs, root_path = self._fs()
+            digest = self._remote_digest(fs, f"{root_path}/{stage}/{key}")
+        return artifacts.ArtifactRef(uri=uri, digest=digest) if digest else None
+
+    @contextmanager
+    def lease(self, name: str, *, ttl: float = LEASE_SECONDS) -> Iterator[None]:
+        """Hold the remote lease `name` while the block runs: at most one holder on any node.
+
+        A lease is the object `<root>/.leases/<name>`, created with a conditional write (S3's
+        If-None-Match: exactly one creator wins) and holding its owner and an expiry that a
+        thread renews every `ttl / 3` seconds. A waiter polls; a lease whose holder died stops
+        being renewed and is taken over once it has expired (`ttl`, 10 minutes by default).
+        A local store needs none (the stage run's own lock covers one machine): a no-op.
+        """
+        if not self.remote:
+            yield
+            return
+        lease = _Lease(self, name, ttl)
+        lease.acquire()
+        try:
+            yield
+        finally:
+            lease.release()
+
+    def relative(self, ref: artifacts.ArtifactRef) -> PurePosixPath:
+        """`<stage>/<key>` of an artifact of this store; ValueError for a ref that is not one
+        (another store or bucket, a path that climbs out with `..`, a file inside an
+        artifact): nothing outside the store or its cache is ever read, written or removed
+        for it."""
+        prefix = (self.root if self.remote else str(self.working)).rstrip("/") + "/"
+        relative = ref.uri.removeprefix(prefix) if ref.uri.startswith(prefix) else None
+        parts = PurePosixPath(relative).parts if relative else ()
+        if len(parts) != 2 or not all(_NAME.fullmatch(part) for part in parts):
+            raise ValueError(
+                f"artifact ref {ref.uri!r} is not an artifact of the store {self.root!r} (it "
+                "must be <store>/<stage>/<key>): a ref from another store or bucket, or a "
+                "tampered one, is refused. Run the flow with the store that made it."
+            )
+        return PurePosixPath(*parts)
+
     def local_path(self, ref: artifacts.ArtifactRef) -> Path:
         """Where `ref` lives (or would be fetched to) in the working store."""
+        return self.working.joinpath(*self.relative(ref).parts)
+
+    def holds(self, ref: artifacts.ArtifactRef) -> bool:
+        """Whether the store holds the finished artifact `ref` names, with `ref`'s digest
+        (what a cache hit is checked against). False for a ref outside this store."""
+        try:
+            relative = self.relative(ref)
+        except ValueError:
+            return False
         if not self.remote:
-            return Path(ref.uri)
-        relative = ref.uri.removeprefix(self.root).strip("/")
-        return self.working / relative
+            local = self.working.joinpath(*relative.parts)
+            return artifacts.is_complete(local) and read_digest(local) == ref.digest
+        with translated(f"checking {ref.uri}"):
+            fs, root_path = self._fs()
+            return self._remote_digest(fs, f"{root_path}/{relative}") == ref.digest
 
     def publish(self, local: str | Path) -> artifacts.ArtifactRef:
         """Make a finished local artifact available in the store; returns its store ref.
 
-        Local store: the directory itself. Remote: files uploaded, manifest last; an artifact
-        whose remote manifest already holds the same digest is not uploaded again.
+        Local store: the directory itself. Remote: files uploaded, manifest last. A finished
+        remote artifact is never removed or overwritten: when the key is already published
+        (by another run, on any node) that artifact is adopted, whatever its digest, and this
+        run's local copy is replaced by it, so every ref ever handed out stays fetchable.
         """
         local = Path(local)
         ref = artifacts.load_ref(local)  # refuses an unfinished directory
         if not self.remote:
             return ref
         uri = self.uri_of(local)
-        with _translated(f"publishing {local} to {uri}"):
+        with translated(f"publishing {local} to {uri}"):
             fs, root_path = self._fs()
             path = f"{root_path}/{uri.removeprefix(self.root).strip('/')}"
-            if self._remote_digest(fs, path) == ref.digest:
-                return artifacts.ArtifactRef(uri=uri, digest=ref.digest)
-            if fs.exists(path):
-                fs.rm(path, recursive=True)  # an upload that was cut: start it over
-            for file in sorted(p for p in local.rglob("*") if p.is_file()):
-                if file.name != artifacts.MANIFEST:
+            published = self._remote_digest(fs, path)
+            if published is None:
+                for file in artifacts.artifact_files(local):
                     fs.put_file(str(file), f"{path}/{file.relative_to(local).as_posix()}")
-            fs.put_file(str(local / artifacts.MANIFEST), f"{path}/{artifacts.MANIFEST}")
+                published = self._put_manifest(fs, local, path)
+        if published != ref.digest:
+            logger.warning(
+                "store: %s was published by another run first (digest %s); adopting it",
+                uri, published[:12],
+            )  # fmt: skip
+            adopted = artifacts.ArtifactRef(uri=uri, digest=published)
+            self.fetch(adopted)
+            return adopted
         logger.info("store: published %s", uri)
         return artifacts.ArtifactRef(uri=uri, digest=ref.digest)
 
+    def _put_manifest(self, fs: Any, local: Path, path: str) -> str:
+        """Write the manifest only if none is there (a conditional write where the filesystem
+        has one: S3's If-None-Match); the digest of the manifest that is there afterwards."""
+        manifest = (local / artifacts.MANIFEST).read_bytes()
+        target = f"{path}/{artifacts.MANIFEST}"
+        try:
+            fs.pipe_file(target, manifest, mode="create")
+        except FileExistsError:
+            pass  # another run published this key first
+        except TypeError:  # a filesystem without exclusive writes
+            fs.pipe_file(target, manifest)
+        return json.loads(fs.cat_file(target))["digest"]
+
     def fetch(self, ref: artifacts.ArtifactRef | dict[str, str]) -> Path:
         """A local, complete copy of the artifact `ref` (downloaded into the working store when
-        missing); raises ValueError when what is there does not match the ref's digest."""
+        missing); raises ValueError when what is there does not match the ref's digest, or
+        for a ref that is not an artifact of this store (`relative`)."""
         ref = ref if isinstance(ref, artifacts.ArtifactRef) else artifacts.ArtifactRef(**ref)
         local = self.local_path(ref)
-        if artifacts.is_complete(local) and artifacts.read_manifest(local)["digest"] == ref.digest:
+        if artifacts.is_complete(local) and read_digest(local) == ref.digest:
             return local
         if not self.remote:
             raise FileNotFoundError(
@@ -201,22 +399,27 @@ class ArtifactStore:
         return local
 
     def _download(self, ref: artifacts.ArtifactRef, local: Path) -> None:
-        partial = local.with_name(f".{local.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        with _translated(f"fetching {ref.uri}"):
-            fs, root_path = self._fs()
-            path = f"{root_path}/{ref.uri.removeprefix(self.root).strip('/')}"
-            if self._remote_digest(fs, path) != ref.digest:
+        """Download into a partial directory of this call's own, check it, then swap it in:
+        a concurrent fetch of the same artifact never sees a half-written directory."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{local.name}.partial-", dir=local.parent))
+        try:
+            with translated(f"fetching {ref.uri}"):
+                fs, root_path = self._fs()
+                path = f"{root_path}/{self.relative(ref)}"
+                if self._remote_digest(fs, path) != ref.digest:
+                    raise ValueError(
+                        f"{ref.uri} is unfinished or holds another artifact than digest "
+                        f"{ref.digest[:12]}; run its stage again."
+                    )
+                fs.get(f"{path}/", f"{partial}/", recursive=True)
+            if artifacts.files_digest(partial) != ref.digest:
                 raise ValueError(
-                    f"{ref.uri} is unfinished or holds another artifact than digest "
-                    f"{ref.digest[:12]}; run its stage again."
+                    f"{ref.uri}: the downloaded files do not match digest {ref.digest}"
                 )
-            partial.mkdir(parents=True)
-            fs.get(f"{path}/", f"{partial}/", recursive=True)
-        if artifacts.files_digest(partial) != ref.digest:
-            raise ValueError(f"{ref.uri}: the downloaded files do not match digest {ref.digest}")
-        shutil.rmtree(local, ignore_errors=True)
-        partial.rename(local)
+            _swap_in(partial, local)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
     @staticmethod
     def _remote_digest(fs: Any, path: str) -> str | None:
@@ -226,8 +429,98 @@ class ArtifactStore:
         return json.loads(fs.cat_file(manifest))["digest"]
 
 
+class _Lease:
+    """One holder's side of `ArtifactStore.lease`."""
+
+    def __init__(self, store: ArtifactStore, name: str, ttl: float) -> None:
+        self.fs, root_path = store._fs()
+        self.path = f"{root_path}/{LEASES_DIR}/{name}"
+        self.name, self.ttl = name, ttl
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl}).encode()
+
+    def _current(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+
+    def acquire(self) -> None:
+        waited = False
+        while True:
+            with translated(f"taking the lease {self.name}"):
+                try:
+                    self.fs.pipe_file(self.path, self._record(), mode="create")
+                    break
+                except FileExistsError:
+                    held = self._current()
+                if held is not None and held.get("expires", 0) < time.time():
+                    logger.warning("store: lease %s of %s expired; taking it over",
+                                   self.name, held.get("owner"))  # fmt: skip
+                    if self._current() == held:
+                        self.fs.rm(self.path)
+                    continue
+            if not waited and held is not None:
+                logger.info("store: %s holds %s; waiting", held.get("owner"), self.name)
+                waited = True
+            time.sleep(min(LEASE_POLL_SECONDS, self.ttl / 3))
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name=f"lease-{self.name}")
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                held = self._current()
+                if held is None or held.get("owner") != self.owner:
+                    logger.error("store: lease %s was taken over by %s", self.name, held)
+                    return
+                self.fs.pipe_file(self.path, self._record())
+            except Exception as error:  # noqa: BLE001  (retried at the next period)
+                logger.warning("store: renewing lease %s failed: %s", self.name, error)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=30)
+        try:
+            held = self._current()
+            if held is not None and held.get("owner") == self.owner:
+                self.fs.rm(self.path)
+        except Exception as error:  # noqa: BLE001  (it expires on its own)
+            logger.warning("store: releasing lease %s failed (it expires): %s", self.name, error)
+
+
+def read_digest(local: Path) -> str | None:
+    """The digest a finished local artifact's manifest records (None for a manifest that
+    cannot be read)."""
+    try:
+        return str(artifacts.read_manifest(local)["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _swap_in(partial: Path, local: Path) -> None:
+    """Put the complete directory `partial` at `local`: an old copy (another digest, or a
+    partial one) is first renamed away, so `local` is only ever absent or whole."""
+    if local.exists():
+        if artifacts.is_complete(local) and read_digest(local) == read_digest(partial):
+            return  # a concurrent fetch put the same artifact there first
+        old = local.with_name(f".{local.name}.old-{uuid.uuid4().hex[:8]}")
+        local.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        partial.rename(local)
+    except OSError:
+        if not (artifacts.is_complete(local) and read_digest(local) == read_digest(partial)):
+            raise
+
+
 @contextmanager
-def _translated(what: str) -> Iterator[None]:
+def translated(what: str) -> Iterator[None]:
     """Turn store failures inside the block into StoreUnavailableError (transient) or
     StoreAccessError (not), with `what` and the fix (module docstring)."""
     try:

@@ -29,6 +29,7 @@ bad input, which fails at once with the stage's own message.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -37,16 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import torch
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.serializers import JSONSerializer
 
-from rlt_core.artifacts import input_identity, member_identity
+from rlt_core.artifacts import ArtifactRef, input_identity, member_identity
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import spec_of
-from rlt_core.store import ArtifactStore, StoreUnavailableError
-from rlt_core.training.launch import launch_stage
+from rlt_core.store import ArtifactStore, StoreAccessError, StoreUnavailableError
+from rlt_core.store import is_transient as transient_error
+from rlt_core.training.launch import TransientStageError, launch_stage
 
 logger = logging.getLogger("rlt_core.tasks")
 
@@ -54,7 +58,7 @@ Run = Mapping[str, Any]
 # A task input: an upstream artifact ref, a {"ref", "file"} pair (a file inside an artifact),
 # or a model reference string (an offline name or a hub id).
 Input = Mapping[str, Any] | str
-TRANSIENT = (StoreUnavailableError, ConnectionError, TimeoutError)
+TRANSIENT = (StoreUnavailableError, TransientStageError, ConnectionError, TimeoutError)
 
 
 def run_config(run: Run) -> PipelineConfig:
@@ -98,20 +102,81 @@ class StageCache(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        """`<stage>-<key>` from the run's config, the inputs' digests and the stage's code."""
+        """`<stage>-<key>` from the run's config, the inputs' digests and the stage's code;
+        the cached record of that key is checked first (`drop_unverified_record`)."""
         run, recipe = inputs["run"], inputs.get("recipe")
         upstream = {
             name: input_digest(value)
             for name, value in inputs.items()
             if name not in ("run", "recipe") and value is not None
         }
-        return stage_cache_key(task_ctx.task.name, run_config(run), upstream, recipe)
+        key = stage_cache_key(task_ctx.task.name, run_config(run), upstream, recipe)
+        drop_unverified_record(task_ctx.task.result_storage, key, open_store(run))
+        return key
+
+
+# The result record a stage task writes: Prefect's JSON serializer with its defaults.
+_RECORD_SERIALIZER = JSONSerializer().model_dump(mode="json")
+
+
+def drop_unverified_record(storage: Any, key: str, store: ArtifactStore) -> None:
+    """Delete the cached result record of `key` unless it is one this project wrote and the
+    store still holds what it names, so Prefect recomputes the stage instead of serving it.
+
+    Prefect reads a record with the serializer named INSIDE it (a planted `pickle` record would
+    be unpickled on the cache lookup, whatever the task's `result_serializer`), so a record is
+    only ever accepted when its serializer is exactly the default JSON one and its result is a
+    plain `{"uri", "digest"}` whose artifact the store holds with that digest (a deleted or
+    rebuilt artifact, a ref into another store, or one that climbs out with `..`, is not).
+    This runs in `compute_key`, before Prefect looks the record up.
+    """
+    if storage is None:
+        return
+    fs, path = _record_path(storage, key)
+    try:
+        if not fs.exists(path):
+            return
+        reason = _record_problem(fs.cat_file(path), store)
+    except StoreAccessError:
+        raise
+    except Exception as error:  # noqa: BLE001  (an unreadable record is not a cache hit)
+        reason = f"it cannot be read ({type(error).__name__}: {error})"
+    if reason is not None:
+        logger.warning("cached result %s is not used and is removed: %s", key, reason)
+        fs.rm(path)
+
+
+def _record_path(storage: Any, key: str) -> tuple[Any, str]:
+    if isinstance(storage, (str, Path)):
+        return fsspec.filesystem("file"), str(Path(storage).expanduser().resolve() / key)
+    basepath = str(getattr(storage, "basepath", "")).rstrip("/")
+    fs, base = fsspec.core.url_to_fs(basepath, **dict(getattr(storage, "settings", {}) or {}))
+    return fs, f"{base}/{key}"
+
+
+def _record_problem(content: bytes, store: ArtifactStore) -> str | None:
+    """Why a record cannot be served (None: it can)."""
+    record = json.loads(content)
+    serializer = (record.get("metadata") or {}).get("serializer")
+    if serializer != _RECORD_SERIALIZER:
+        return f"its serializer is {serializer!r}, not the JSON one this project writes"
+    ref = json.loads(record.get("result") or "null")
+    if not (isinstance(ref, dict) and set(ref) == {"uri", "digest"}
+            and all(isinstance(v, str) for v in ref.values())):  # fmt: skip
+        return "its result is not an artifact ref"
+    if not store.holds(ArtifactRef(**ref)):
+        return f"the store no longer holds {ref['uri']} with digest {ref['digest'][:12]}"
+    return None
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry store and network failures, nothing else."""
+    """Prefect retry condition: retry store and network failures (raised in this process or
+    in the stage's child, `TransientStageError`), nothing else: not bad input, not an
+    out-of-memory error, not refused credentials."""
     error = state.result(raise_on_failure=False)
-    return isinstance(error, TRANSIENT)
+    return isinstance(error, BaseException) and (
+        isinstance(error, TRANSIENT) or transient_error(error)
+    )
 
 
 def in_subprocess() -> bool:
@@ -158,29 +223,56 @@ def execute(
     """Run one stage on the run's store (inline or as a subprocess) and publish its artifact.
 
     Upstream artifacts are fetched into the local working store first; the returned ref points
-    into the store root (a local path, or `s3://...` for a remote store).
+    into the store root (a local path, or `s3://...` for a remote store). On a remote store
+    the run holds the key's remote lease (`ArtifactStore.lease`): a run of the same key on
+    another node waits, then returns the artifact the first one published.
     """
     store = open_store(run)
+    if not store.remote:
+        return _run_here(stage, run, store, inputs, recipe)
+    upstream = {name: input_digest(v) for name, v in inputs.items() if v is not None}
+    key = spec_of(stage).key(run_config(run), recipe, upstream)
+    with store.lease(key.cache_key):
+        done = store.published(key.stage, key.digest)
+        if done is not None:
+            logger.info("%s: published by another run: %s", stage, done.uri)
+            return done.to_dict()
+        return _run_here(stage, run, store, inputs, recipe)
+
+
+def _run_here(
+    stage: str,
+    run: Run,
+    store: ArtifactStore,
+    inputs: Mapping[str, Input | None],
+    recipe: str | None,
+) -> dict[str, str]:
     paths = {name: local_input(store, v) for name, v in inputs.items() if v is not None}
     placed = placement()
     if placed is not None:
         torch.set_num_threads(placed.cpus)
         logger.info("%s: %d core(s), GPUs [%s] (Ray)", stage, placed.cpus, ",".join(placed.gpus))
-    if in_subprocess() and not spec_of(stage).in_driver:
-        local = launch_stage(
-            stage,
-            profile=run["profile"],
-            overrides=run.get("overrides") or (),
-            store=store.working,
-            inputs=paths,
-            recipe=recipe,
-            env=placed.env() if placed is not None else None,
-            # One process per GPU Ray gave (none given: one CPU process); outside Ray, the GPUs
-            # this process sees.
-            num_processes=max(1, len(placed.gpus)) if placed is not None else None,
-        )
-    else:
-        local = spec_of(stage).call(run_config(run), store.working, paths, recipe)
+    spec = spec_of(stage)
+    launch = None
+    if in_subprocess() and not spec.in_driver:
+
+        def launch(lease_env: Mapping[str, str]) -> None:
+            """The stage's work in a child process, under this process' lease."""
+            env = placed.env() if placed is not None else dict(os.environ)
+            launch_stage(
+                stage,
+                profile=run["profile"],
+                overrides=run.get("overrides") or (),
+                store=store.working,
+                inputs=paths,
+                recipe=recipe,
+                env={**env, **lease_env},
+                # One process per GPU Ray gave (none given: one CPU process); outside Ray,
+                # the GPUs this process sees.
+                num_processes=max(1, len(placed.gpus)) if placed is not None else None,
+            )
+
+    local = spec.call(run_config(run), store.working, paths, recipe, launch=launch)
     ref = store.publish(Path(local.uri))
     logger.info("%s: %s", stage, ref.uri)
     return ref.to_dict()

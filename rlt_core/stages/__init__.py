@@ -18,8 +18,10 @@ _MODULES = {
     "run_evaluate": "evaluate",
     "run_generate_traces": "generate_traces",
     "run_rank_traces": "rank_traces",
+    "run_raw_traces": "raw_traces",
     "run_student_rl": "student_rl",
     "run_student_sft": "sft",
+    "run_teacher_eval": "teacher_eval",
     "run_teacher_rl": "teacher_rl",
     "run_teacher_sft": "sft",
 }

@@ -23,6 +23,8 @@ import typer
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, load_config
 from rlt_core.stages.specs import STAGES, spec_of
+from rlt_core.store import is_transient
+from rlt_core.training.launch import transient_marker
 
 app = typer.Typer(add_completion=False, help="Run one RLT training stage in this process.")
 
@@ -75,10 +77,24 @@ def main(
     try:
         cfg = load_config(profile, overrides or [])
         ref = spec_of(stage).call(cfg, store, parse_inputs(input_pairs or []), recipe)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except Exception as error:
+        if is_transient(error):  # the launcher's caller may retry this one
+            write_failure(error, ref_out)
+            raise
+        if not isinstance(error, (ConfigError, ValueError, FileNotFoundError, RuntimeError)):
+            raise
         sys.stderr.write(f"error: {error}\n")
         raise typer.Exit(2) from None
     write_ref(ref, ref_out)
+
+
+def write_failure(error: BaseException, ref_out: Path | None) -> None:
+    """Leave `<ref-out>.transient` beside the ref file: the stage failed in a way a retry may
+    cure (`rlt_core.store.is_transient`), which an exit code cannot carry through
+    `accelerate launch`."""
+    if ref_out is not None:
+        ref_out.parent.mkdir(parents=True, exist_ok=True)
+        transient_marker(ref_out).write_text(f"{type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ from rlt_core.data import (
 )
 from rlt_core.data.benchmarks import EVAL_SETS
 from rlt_core.generation.trace_stats import think_length_stats
+from rlt_core.models import resolve_model
+from rlt_core.owner import Outcome, Work
 from rlt_core.stages.specs import DATA, needs_countdown_train, needs_limr
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 STAGE = DATA.name
 FILES = DATA.outputs
 COUNTDOWN_KEEP = ("numbers", "target")
+TEACHER = "teacher"  # write_data's default tokenizer: the teacher's (teacher_sft.model)
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,23 @@ def run_data(
     `tokenizer` (optional) measures think lengths and renders the preview; without it they are
     skipped and the report says so.
     """
-    key = DATA.key_of({"cfg": cfg}, {})
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        logger.info("data: cached at %s", out)
-        return DataOutputs(artifacts.load_ref(out), out, artifacts.read_manifest(out)["metrics"])
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished earlier run: start over, it is cheap
+    ref = DATA.run(store, {"cfg": cfg}, {}, tokenizer=tokenizer)
+    path = Path(ref.uri)
+    return DataOutputs(ref, path, artifacts.read_manifest(path)["metrics"])
+
+
+def write_data(work: Work, cfg: PipelineConfig, *, tokenizer: Any = TEACHER) -> Outcome:
+    """The data stage's work (`DATA.entry`): every table, the report and the preview.
+
+    `tokenizer`: `TEACHER` (the pipeline's run: think lengths and the preview in the tokens
+    of `teacher_sft.model`), a tokenizer, or None (both skipped). An unfinished earlier run
+    starts over: it is cheap.
+    """
+    if tokenizer is TEACHER:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher_sft.model))
+    out = work.fresh()
     (out / FILES.eval).mkdir(parents=True)
     report = _write_datasets(cfg, out)
     if tokenizer is not None:
@@ -80,11 +92,8 @@ def run_data(
         report["think_tokens"] = think_length_stats(lengths["think_tokens"].to_numpy())
         (out / FILES.preview).write_text(format_preview(corpus, tokenizer))
     (out / FILES.report).write_text(json.dumps(report, indent=2, sort_keys=True))
-    ref = artifacts.write_manifest(
-        out, stage=STAGE, config=key.config, upstream={}, metrics=report, key=key
-    )
-    logger.info("data: wrote %s (%d corpus rows)", out, report["corpus"]["kept"])
-    return DataOutputs(ref, out, report)
+    logger.info("data: %d corpus rows", report["corpus"]["kept"])
+    return Outcome(report)
 
 
 def _write_datasets(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
@@ -176,14 +185,3 @@ def format_preview(corpus: pd.DataFrame, tokenizer: Any) -> str:
         f"# Row {row.id}\n\n## Teacher prompt (Figure 7), generation starts at the end\n\n"
         f"```\n{teacher}\n```\n\n## Student sample (Figure 6)\n\n```\n{student}{answer}\n```\n"
     )
-
-
-def run_data_stage(cfg: PipelineConfig, store: str | Path) -> artifacts.ArtifactRef:
-    """The data stage as the pipeline runs it (`rlt_core.stages.specs.DATA`): think lengths
-    and the preview in the teacher's tokens (`teacher_sft.model`'s tokenizer)."""
-    from transformers import AutoTokenizer
-
-    from rlt_core.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.teacher_sft.model))
-    return run_data(cfg, store, tokenizer=tokenizer).ref

@@ -21,9 +21,9 @@ The key (`rlt_core.stages.specs.EVALUATE`) hashes the EvaluateConfig, lighteval'
 model's identity (its artifact's digest, or the digest of its files for another local
 directory, so weights retrained at the same path get a new key), the evaluation folder's
 identity (the data artifact it is in) and the code. lighteval's scratch (the local datasets
-it reads, its prediction cache) lives in `work/` inside that directory while the stage runs
-and is removed before the manifest: predictions can only ever be served to the weights that
-made them. A directory without a manifest (a killed run) is wiped and evaluated again.
+it reads, its prediction cache) lives in `work/` of the run's work area (`rlt_core.owner`)
+while the stage runs and is removed before the artifact is published: predictions can only
+ever be served to the weights that made them. A killed run is evaluated again from scratch.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from rlt_core import artifacts, reports
-from rlt_core.artifacts import StageKey, input_identity
 from rlt_core.config import EvaluateConfig
 from rlt_core.evaluation import engines, tasks
 from rlt_core.evaluation.lighteval_run import (
@@ -46,6 +45,7 @@ from rlt_core.evaluation.lighteval_run import (
 )
 from rlt_core.generation import check_backend
 from rlt_core.models import model_input
+from rlt_core.owner import Outcome, Work
 from rlt_core.stages.specs import EVALUATE
 from rlt_core.training import run
 
@@ -77,51 +77,28 @@ def run_evaluate(
     missing evaluation file, missing columns or bad golds; ValueError for a model reference
     that names nothing; `formats.FormatError` for a tokenizer without a chat template.
     """
+    return EVALUATE.run(store, {"cfg": cfg}, {"model": model, "eval_dir": eval_dir})
+
+
+def evaluate_student(
+    work: Work, cfg: EvaluateConfig, model: str | Path, eval_dir: str | Path
+) -> Outcome:
+    """evaluate's work (`EVALUATE.entry`): `run_evaluate` without the owner."""
     # checks: every input before any model is loaded
     check_backend(cfg)
     require_grading_thread(cfg.tasks)
     tables = {t: tasks.read_eval_table(t, eval_dir) for t in cfg.tasks if t in tasks.PROJECT_TASKS}
-    # the artifact directory of this recipe, model and data; a finished one is reused
-    key = evaluate_key(cfg, model, eval_dir)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        logger.info("evaluate: cached at %s", out)
-        return artifacts.load_ref(out)
     model_path = model_input(model).path
     run.load_tokenizer(model_path)  # raises FormatError without a chat template
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished earlier run: never taken as finished
-    out.mkdir(parents=True)
-    # generate and grade with lighteval, its scratch inside this directory
-    label = engines.student_label(key.upstream["model"])
-    outcome = evaluate_model(cfg, model_path, tables, label=label, work_dir=out / WORK)
-    # write the results, drop the scratch, manifest last
+    out = work.fresh()  # a killed run's partial results are never reused
+    # generate and grade with lighteval, its scratch inside the work area
+    label = engines.student_label(work.key.upstream["model"])
+    outcome = evaluate_model(cfg, model_path, tables, label=label, work_dir=work.root / WORK)
+    # write the results, drop the scratch
     write_results(out, outcome, cfg, model_title(model))
-    shutil.rmtree(out / WORK)
-    ref = artifacts.write_manifest(
-        out,
-        stage=STAGE,
-        config=key.config,
-        upstream=key.upstream,
-        metrics=outcome.scores,
-        key=key,
-    )
-    logger.info("evaluate: %s -> %s", outcome.scores, out)
-    return ref
-
-
-def evaluate_key(cfg: EvaluateConfig, model: str | Path, eval_dir: str | Path) -> StageKey:
-    """The key of an evaluation (module docstring)."""
-    upstream = {"model": input_identity(model), "eval_dir": input_identity(eval_dir)}
-    return EVALUATE.key_of({"cfg": cfg}, upstream)
-
-
-def evaluate_dir(
-    cfg: EvaluateConfig, model: str | Path, eval_dir: str | Path, store: str | Path
-) -> tuple[Path, dict[str, str]]:
-    """The artifact directory of an evaluation and its input identities."""
-    key = evaluate_key(cfg, model, eval_dir)
-    return key.dir(store), key.upstream
+    shutil.rmtree(work.root / WORK)
+    logger.info("evaluate: %s", outcome.scores)
+    return Outcome(outcome.scores)
 
 
 def model_title(model: str | Path) -> str:

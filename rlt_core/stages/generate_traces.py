@@ -36,13 +36,13 @@ from pathlib import Path
 import pandas as pd
 
 from rlt_core import artifacts
-from rlt_core.artifacts import input_identity
 from rlt_core.config import GenerateTracesConfig, RewardConfig
 from rlt_core.generation import check_backend, load_engine
 from rlt_core.generation.keep_rule import candidate_scorer, explain_shard
 from rlt_core.generation.shards import fill_shards, read_pairs, read_shards
 from rlt_core.generation.trace_stats import trace_stats
 from rlt_core.models import model_input
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.score import SCORE_COLUMNS, score_file
 from rlt_core.stages.specs import GENERATE_TRACES
 
@@ -67,15 +67,25 @@ def run_generate_traces(
     (backend unavailable, missing columns, an unfinished teacher artifact) raises before any
     model is loaded.
     """
-    # setup: inputs checked, the artifact dir; a finished run is returned as it is
+    return GENERATE_TRACES.run(
+        store, {"cfg": cfg, "reward_cfg": reward_cfg}, {"teacher": teacher, "corpus": corpus}
+    )
+
+
+def explain_corpus(
+    work: Work,
+    cfg: GenerateTracesConfig,
+    reward_cfg: RewardConfig,
+    teacher: str | Path,
+    corpus: str | Path,
+) -> Outcome:
+    """generate_traces' work (`GENERATE_TRACES.entry`): `run_generate_traces` without the
+    owner."""
+    # setup: inputs checked before any model is loaded
     check_backend(cfg)
     rows = read_pairs(corpus)
     source = model_input(teacher)
-    upstream = {"teacher": input_identity(teacher), "corpus": input_identity(corpus)}
-    key = GENERATE_TRACES.key_of({"cfg": cfg, "reward_cfg": reward_cfg}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
+    out = work.out
     # generate: shard by shard, each written atomically; finished shards are skipped
     generate_shards(cfg, reward_cfg, source.path, rows, out)
     # assemble: the student SFT dataset, the rejected rows and the statistics
@@ -88,10 +98,7 @@ def run_generate_traces(
     if cfg.score_traces and len(traces):
         stats["reward"] = score_traces(source.path, reward_cfg, out, cfg.dtype)
     (out / FILES.stats).write_text(json.dumps(stats, indent=2, sort_keys=True))
-    config = key.config | {"teacher": str(teacher)}
-    return artifacts.write_manifest(
-        out, stage=STAGE, config=config, upstream=upstream, metrics=stats, key=key
-    )
+    return Outcome(stats, {"teacher": str(teacher)})
 
 
 def generate_shards(

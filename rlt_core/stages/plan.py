@@ -20,7 +20,9 @@ import fsspec
 
 from rlt_core.artifacts import MANIFEST, StageKey
 from rlt_core.config import PipelineConfig
+from rlt_core.owner import WORK_DIR
 from rlt_core.stages.specs import STAGES, spec_of
+from rlt_core.store import check_store_uri, translated
 
 __all__ = [
     "STAGES",
@@ -52,6 +54,7 @@ class StoreIndex:
     and cached per stage: their manifests, by digest."""
 
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        check_store_uri(root, storage_options)  # StoreURIError before anything is contacted
         self.root = root.rstrip("/")
         self.fs, self.path = fsspec.core.url_to_fs(self.root, **dict(storage_options or {}))
         self._manifests: dict[str, dict[str, dict[str, Any]]] = {}
@@ -60,16 +63,19 @@ class StoreIndex:
         """The manifest of every finished `<stage>/<digest>/` in the store, by digest."""
         if stage not in self._manifests:
             found = {}
-            for file in sorted(self.fs.glob(f"{self.path}/{stage}/*/{MANIFEST}")):
-                digest = file.rstrip("/").split("/")[-2]
-                with self.fs.open(file, "r") as handle:
-                    found[digest] = json.load(handle)
+            with translated(f"reading the {stage} manifests of {self.root}"):
+                for file in sorted(self.fs.glob(f"{self.path}/{stage}/*/{MANIFEST}")):
+                    digest = file.rstrip("/").split("/")[-2]
+                    with self.fs.open(file, "r") as handle:
+                        found[digest] = json.load(handle)
             self._manifests[stage] = found
         return self._manifests[stage]
 
     def started(self, stage: str, digest: str) -> bool:
-        """Whether `<stage>/<digest>/` exists (finished or not: a cut run resumes there)."""
-        return bool(self.fs.exists(f"{self.path}/{stage}/{digest}"))
+        """Whether an unfinished run of `<stage>/<digest>` left its work area in the store (a
+        rerun resumes there; `rlt_core.owner`)."""
+        with translated(f"reading {self.root}"):
+            return bool(self.fs.exists(f"{self.path}/{WORK_DIR}/{stage}/{digest}"))
 
     def uri(self, stage: str, digest: str) -> str:
         """Where the artifact `<stage>/<digest>` is (or would be) in the store."""

@@ -24,11 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from rlt_core import artifacts, formats
-from rlt_core.artifacts import input_identity
 from rlt_core.config import GenerateTracesConfig, RewardConfig
 from rlt_core.generation import Engine, check_backend, load_engine
 from rlt_core.generation.shards import fill_shards, read_pairs, read_shards
 from rlt_core.models import model_input
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.score import score_file
 from rlt_core.stages.specs import RANK_TRACES
 
@@ -48,7 +48,20 @@ def run_rank_traces(
     `teacher`: the teacher_sft artifact (or its `model/`, or any model input); `corpus`: the
     data stage's corpus.parquet. Bad input raises before any model is loaded.
     """
-    # setup: inputs checked, the artifact dir; a finished run is returned as it is
+    return RANK_TRACES.run(
+        store, {"cfg": cfg, "reward_cfg": reward_cfg}, {"teacher": teacher, "corpus": corpus}
+    )
+
+
+def rank_corpus(
+    work: Work,
+    cfg: GenerateTracesConfig,
+    reward_cfg: RewardConfig,
+    teacher: str | Path,
+    corpus: str | Path,
+) -> Outcome:
+    """rank_traces' work (`RANK_TRACES.entry`): `run_rank_traces` without the owner."""
+    # setup: inputs checked before any model is loaded
     check_backend(cfg)
     rows = read_pairs(corpus)
     if cfg.num_candidates < 2:
@@ -57,11 +70,7 @@ def run_rank_traces(
             "completions per pair (section 4.5 uses 16)."
         )
     source = model_input(teacher)
-    upstream = {"teacher": input_identity(teacher), "corpus": input_identity(corpus)}
-    key = RANK_TRACES.key_of({"cfg": cfg, "reward_cfg": reward_cfg}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
+    out = work.out
     # sample: every completion of every pair, shard by shard
     sample_shards(cfg, source.path, rows, out)
     candidates = read_shards(out)
@@ -72,10 +81,7 @@ def run_rank_traces(
     )
     stats = write_ranks(scored, out, cfg.num_candidates)
     (out / FILES.stats).write_text(json.dumps(stats, indent=2, sort_keys=True))
-    config = key.config | {"teacher": str(teacher)}
-    return artifacts.write_manifest(
-        out, stage=STAGE, config=config, upstream=upstream, metrics=stats, key=key
-    )
+    return Outcome(stats, {"teacher": str(teacher)})
 
 
 def sample_shards(

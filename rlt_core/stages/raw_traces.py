@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 
 from rlt_core import artifacts, formats
-from rlt_core.artifacts import input_identity
 from rlt_core.config import GenerateTracesConfig
 from rlt_core.generation import Engine, check_backend, load_engine
 from rlt_core.generation.shards import fill_shards, read_pairs, read_shards
 from rlt_core.generation.trace_stats import length_stats
 from rlt_core.models import model_input
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.spans import encode
 from rlt_core.stages.specs import RAW_TRACES
 
@@ -59,14 +59,17 @@ def run_raw_traces(
     table with id, question and solution (the data stage's corpus.parquet). Bad input (backend
     unavailable, missing columns, an unfinished model artifact) raises before any model loads.
     """
+    return RAW_TRACES.run(store, {"cfg": cfg}, {"model": model, "corpus": corpus})
+
+
+def answer_corpus(
+    work: Work, cfg: GenerateTracesConfig, model: str | Path, corpus: str | Path
+) -> Outcome:
+    """raw_traces' work (`RAW_TRACES.entry`): `run_raw_traces` without the owner."""
     check_backend(cfg)
     rows = read_pairs(corpus)
     source = model_input(model)
-    upstream = {"model": input_identity(model), "corpus": input_identity(corpus)}
-    key = RAW_TRACES.key_of({"cfg": cfg}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
+    out = work.out
     fill_shards(
         rows,
         cfg.shard_size,
@@ -87,10 +90,7 @@ def run_raw_traces(
     table[~table["kept"]].reset_index(drop=True).to_parquet(out / FILES.rejected, index=False)
     stats = raw_trace_stats(table)
     (out / FILES.stats).write_text(json.dumps(stats, indent=2, sort_keys=True))
-    config = key.config | {"model": str(model)}
-    return artifacts.write_manifest(
-        out, stage=STAGE, config=config, upstream=upstream, metrics=stats, key=key
-    )
+    return Outcome(stats, {"model": str(model)})
 
 
 def answer_shard(engine: Engine, rows: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -25,7 +25,8 @@ from trl import SFTConfig, SFTTrainer
 from rlt_core import artifacts, sft_data
 from rlt_core.config import StudentSFTConfig, TeacherSFTConfig
 from rlt_core.config.sft import SFTRecipe
-from rlt_core.stages.specs import STUDENT_SFT, TEACHER_SFT, StageSpec
+from rlt_core.owner import Outcome, Work
+from rlt_core.stages.specs import STUDENT_SFT, TEACHER_SFT
 from rlt_core.training import run
 from rlt_core.training.batching import BatchPlan, count_devices, plan_batch
 
@@ -46,13 +47,10 @@ def run_teacher_sft(
     rows (data.subset_seed); `max_per_device_batch` bounds the micro-batch (memory).
     Prompt = Figure 7 system prompt + question + prefilled solution; completion = explanation.
     """
-    return _run_sft(
-        TEACHER_SFT,
-        cfg,
-        ("corpus", corpus),
+    return TEACHER_SFT.run(
         store,
-        sft_data.teacher_pairs,
-        subset_seed=subset_seed,
+        {"cfg": cfg, "subset_seed": subset_seed},
+        {"corpus": corpus},
         max_per_device_batch=max_per_device_batch,
         callbacks=callbacks,
     )
@@ -74,42 +72,60 @@ def run_student_sft(
     are kept (seeded by `subset_seed`), samples longer than `max_length` are cut and counted.
     Prompt = Figure 6 system prompt + question; completion = thought and solution sections.
     """
-    return _run_sft(
-        STUDENT_SFT,
-        cfg,
-        ("dataset", dataset),
+    return STUDENT_SFT.run(
         store,
-        sft_data.student_pairs,
-        subset_seed=subset_seed,
+        {"cfg": cfg, "subset_seed": subset_seed},
+        {"dataset": dataset},
         max_per_device_batch=max_per_device_batch,
         callbacks=callbacks,
+    )
+
+
+def train_teacher_sft(
+    work: Work,
+    cfg: TeacherSFTConfig,
+    corpus: str | Path,
+    subset_seed: int,
+    *,
+    max_per_device_batch: int = 1,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Outcome:
+    """teacher_sft's work (`TEACHER_SFT.entry`): `run_teacher_sft` without the owner."""
+    return _train_sft(
+        work, cfg, corpus, sft_data.teacher_pairs, subset_seed, max_per_device_batch, callbacks
+    )
+
+
+def train_student_sft(
+    work: Work,
+    cfg: StudentSFTConfig,
+    dataset: str | Path,
+    subset_seed: int,
+    *,
+    max_per_device_batch: int = 1,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Outcome:
+    """student_sft's work (`STUDENT_SFT.entry`): `run_student_sft` without the owner."""
+    return _train_sft(
+        work, cfg, dataset, sft_data.student_pairs, subset_seed, max_per_device_batch, callbacks
     )
 
 
 PairsFn = Callable[[Any, Any], tuple[list[str], list[str]]]
 
 
-def _run_sft(
-    spec: StageSpec[Any],
+def _train_sft(
+    work: Work,
     cfg: SFTRecipe,
-    rows_input: tuple[str, str | Path],
-    store: str | Path,
+    rows_path: str | Path,
     pairs: PairsFn,
-    *,
     subset_seed: int,
     max_per_device_batch: int,
     callbacks: Sequence[TrainerCallback],
-) -> artifacts.ArtifactRef:
-    """The SFT stage both SFT entry functions run; they differ in their declaration (stage
-    name, input), and format (`pairs`: `sft_data.teacher_pairs` or `student_pairs`)."""
-    # setup: the artifact dir; its key holds the recipe, the subset seed (it picks the rows
-    # trained on) and the rows' identity; a finished run is returned as it is
-    name, rows_path = rows_input
-    upstream = {name: artifacts.input_identity(rows_path)}
-    key = spec.key_of({"cfg": cfg, "subset_seed": subset_seed}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
+) -> Outcome:
+    """The SFT work both SFT stages do; they differ in format (`pairs`:
+    `sft_data.teacher_pairs` or `student_pairs`)."""
+    # setup: the tokenizer (a model without a chat template fails here, before training)
     tokenizer = run.load_tokenizer(cfg.model)
     # data: the seeded subset in the stage's format, tokenised as prompt + completion
     rows, row_stats = sft_data.read_sft_rows(
@@ -117,18 +133,19 @@ def _run_sft(
     )
     prompts, completions = pairs(tokenizer, rows)
     dataset, token_stats = sft_data.tokenize_pairs(tokenizer, prompts, completions, cfg.max_length)
-    # trainer: global batch split over this machine's devices
+    # trainer: global batch split over this machine's devices, checkpoints in the work area
     plan = plan_batch(cfg.batch_size, count_devices(), max_per_device_batch)
-    trainer = build_sft_trainer(cfg, tokenizer, dataset, out, plan, callbacks)
-    # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
-    figures = run.train_resuming(trainer, out)
+    trainer = build_sft_trainer(cfg, tokenizer, dataset, work.root, plan, callbacks)
+    # train (resuming when a checkpoint is there), then save model and tokenizer
+    figures = run.train_resuming(trainer, work.root)
+    run.save_trained(trainer, tokenizer, work.out)
     metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
-    config = key.config | {"sft_config": sft_arguments(cfg, out, plan)}
-    return run.finish_run(trainer, tokenizer, key, config=config, metrics=metrics, store=store)
+    return Outcome(metrics, {"sft_config": sft_arguments(cfg, work.root, plan)})
 
 
 def sft_arguments(cfg: SFTRecipe, out: Path, plan: BatchPlan) -> dict[str, Any]:
-    """Every paper value of the recipe as TRL `SFTConfig` keyword arguments (Table 5).
+    """Every paper value of the recipe as TRL `SFTConfig` keyword arguments (Table 5);
+    checkpoints go to `out/checkpoints` (`out`: the run's work area).
 
     Set explicitly, never left to TRL's defaults (which differ: lr 2e-5, linear decay, bf16 on).
     The cosine decay ends at `final_learning_rate` (1e-5 -> 1e-6) through transformers'

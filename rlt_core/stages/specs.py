@@ -8,9 +8,9 @@ Everything else about a stage derives from its `StageSpec`, so nothing is kept i
   references, whether the stage needs a recipe, whether it runs as one process;
 - the key (`StageSpec.key`): the config part is `key_config` of those same arguments, the
   upstream part the identities of the inputs (`rlt_core.artifacts.input_identity`), the code
-  part the import closure of the entry function's module (`rlt_core.code_closure`). The entry
-  function keys its artifact directory with it and the orchestration layer's cache (Prefect)
-  uses the very same key, before running anything;
+  part the import closure of the entry function's module (`rlt_core.code_closure`). The run's
+  owner (`StageSpec.run`, `rlt_core.owner`) keys the artifact directory with it, once,
+  and the orchestration layer's cache (Prefect) uses the very same key before running anything;
 - the flows' references to a stage's files: `TEACHER_RL.outputs.model`, never a literal.
 
 This module is light (no torch): the launcher, the planner and the cache policy import it
@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from rlt_core.artifacts import ArtifactRef, StageKey
+from rlt_core.artifacts import ArtifactRef, StageKey, input_identity
 from rlt_core.config import (
     EvaluateConfig,
     GenerateTracesConfig,
@@ -37,6 +37,7 @@ from rlt_core.config import (
     TeacherRLConfig,
     to_dict,
 )
+from rlt_core.owner import Launch, Work, own
 
 InputKind = Literal["artifact", "file", "model"]
 O = TypeVar("O")  # noqa: E741  (the outputs type of a StageSpec)
@@ -171,8 +172,10 @@ class EvalFiles:
 class StageSpec(Generic[O]):
     """A stage, declared once (module docstring).
 
-    `entry`: "module:function"; the function takes the arguments of `reads` (config), the
-    inputs by name and `store`, and returns the ArtifactRef of its finished artifact.
+    `entry`: "module:function"; the function takes the run's work area
+    (`rlt_core.owner.Work`), the arguments of `reads` (config) and the inputs by name,
+    writes the artifact's files into `work.out` and returns an `Outcome` (its figures). Keying,
+    the lease, resuming and publishing are the owner's (`run`), never the entry's.
     `reads(cfg, recipe)`: the config arguments of the entry function, from the pipeline config.
     `key_config(**arguments)`: what of those arguments the key holds (all of it, but where a
     value provably does not shape the output, e.g. the reward of an unscored generation).
@@ -278,12 +281,35 @@ class StageSpec(Generic[O]):
         store: str | Path,
         inputs: Mapping[str, str | Path | None],
         recipe: str | None = None,
+        *,
+        launch: Launch | None = None,
     ) -> ArtifactRef:
-        """Run the stage: its entry function with its config arguments and inputs (checked)."""
+        """Run the stage: its entry function with its config arguments and inputs (checked).
+        `launch`: run the work in a child process (`rlt_core.owner.own`)."""
         args = self.config_args(cfg, recipe)
         self.check_inputs(inputs)
         given = {name: inputs.get(name) for name in self.input_names}
-        return self.entry_function()(**args, **given, store=store)
+        return self.run(store, args, given, launch=launch)
+
+    def run(
+        self,
+        store: str | Path,
+        config_args: Mapping[str, Any],
+        inputs: Mapping[str, str | Path | None],
+        *,
+        launch: Launch | None = None,
+        **options: Any,
+    ) -> ArtifactRef:
+        """One run of the stage in the local store `store`, owned by `rlt_core.owner`:
+        keyed once, here, on exactly the config arguments and inputs the entry function then
+        receives (with `options`, which shape nothing: memory bounds, callbacks)."""
+        upstream = {name: input_identity(v) for name, v in inputs.items() if v is not None}
+        key = self.key_of(config_args, upstream)
+
+        def body(work: Work) -> Any:
+            return self.entry_function()(work, **config_args, **inputs, **options)
+
+        return own(key, store, body, launch=launch)
 
 
 # --- what each stage's key holds ------------------------------------------------------------------
@@ -364,7 +390,7 @@ def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, A
 
 DATA: StageSpec[DataFiles] = StageSpec(
     name="data",
-    entry="rlt_core.stages.data:run_data_stage",
+    entry="rlt_core.stages.data:write_data",
     inputs=(),
     reads=lambda cfg, recipe: {"cfg": cfg},
     key_config=lambda cfg: data_key_config(cfg),
@@ -373,7 +399,7 @@ DATA: StageSpec[DataFiles] = StageSpec(
 )
 TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
     name="teacher_sft",
-    entry="rlt_core.stages.sft:run_teacher_sft",
+    entry="rlt_core.stages.sft:train_teacher_sft",
     inputs=(InputSpec("corpus", "file"),),
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_sft, "subset_seed": cfg.data.subset_seed},
     key_config=recipe_key_config,
@@ -381,7 +407,7 @@ TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
 )
 TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     name="teacher_rl",
-    entry="rlt_core.stages.teacher_rl:run_teacher_rl",
+    entry="rlt_core.stages.teacher_rl:train_teacher_rl",
     inputs=(InputSpec("teacher_sft", "artifact", optional=True), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_rl, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
@@ -389,7 +415,7 @@ TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
 )
 GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="generate_traces",
-    entry="rlt_core.stages.generate_traces:run_generate_traces",
+    entry="rlt_core.stages.generate_traces:explain_corpus",
     inputs=(InputSpec("teacher", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces, "reward_cfg": cfg.reward},
     key_config=traces_key_config,
@@ -398,7 +424,7 @@ GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
 )
 RANK_TRACES: StageSpec[RankFiles] = StageSpec(
     name="rank_traces",
-    entry="rlt_core.stages.rank_traces:run_rank_traces",
+    entry="rlt_core.stages.rank_traces:rank_corpus",
     inputs=(InputSpec("teacher", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
@@ -407,7 +433,7 @@ RANK_TRACES: StageSpec[RankFiles] = StageSpec(
 )
 STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
     name="student_sft",
-    entry="rlt_core.stages.sft:run_student_sft",
+    entry="rlt_core.stages.sft:train_student_sft",
     inputs=(InputSpec("dataset", "file"),),
     reads=_student("student_sft"),
     key_config=recipe_key_config,
@@ -416,7 +442,7 @@ STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
 )
 STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
     name="student_rl",
-    entry="rlt_core.stages.student_rl:run_student_rl",
+    entry="rlt_core.stages.student_rl:train_student_rl",
     inputs=(InputSpec("start_model", "model"), InputSpec("dataset", "file")),
     reads=_student("student_rl"),
     key_config=recipe_key_config,
@@ -425,7 +451,7 @@ STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
 )
 EVALUATE: StageSpec[EvalFiles] = StageSpec(
     name="evaluate",
-    entry="rlt_core.stages.evaluate:run_evaluate",
+    entry="rlt_core.stages.evaluate:evaluate_student",
     inputs=(InputSpec("model", "model"), InputSpec("eval_dir", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.evaluate},
     key_config=evaluate_key_config,
@@ -434,7 +460,7 @@ EVALUATE: StageSpec[EvalFiles] = StageSpec(
 )
 RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="raw_traces",
-    entry="rlt_core.stages.raw_traces:run_raw_traces",
+    entry="rlt_core.stages.raw_traces:answer_corpus",
     inputs=(InputSpec("model", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces},
     key_config=lambda cfg: {"recipe": to_dict(cfg)},
@@ -443,7 +469,7 @@ RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
 )
 TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     name="teacher_eval",
-    entry="rlt_core.stages.teacher_eval:run_teacher_eval",
+    entry="rlt_core.stages.teacher_eval:compare_teachers",
     inputs=(
         InputSpec("teacher_sft", "model"),
         InputSpec("teacher_rl", "model"),

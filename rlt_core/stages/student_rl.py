@@ -42,6 +42,7 @@ from rlt_core.config import StudentRLConfig
 from rlt_core.data import read_table, seeded_subset
 from rlt_core.data.sources import require_columns
 from rlt_core.models import resolve_model
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.stages.specs import STUDENT_RL
 from rlt_core.training import run
@@ -81,18 +82,32 @@ def run_student_rl(
     model reference that names nothing, missing columns, bad golds or too few rows for a step;
     `formats.FormatError` for a tokenizer without a chat template.
     """
-    # setup: the grader, the artifact dir of this recipe and inputs; a finished run is reused
+    require_grading_thread(correctness_reward(cfg).task)  # before the lease and any model
+    resolve_model(str(start_model))  # a reference that names nothing fails here
+    return STUDENT_RL.run(
+        store,
+        {"cfg": cfg, "subset_seed": subset_seed},
+        {"start_model": start_model, "dataset": dataset},
+        max_per_device_batch=max_per_device_batch,
+        callbacks=callbacks,
+    )
+
+
+def train_student_rl(
+    work: Work,
+    cfg: StudentRLConfig,
+    start_model: str | Path,
+    dataset: str | Path,
+    subset_seed: int,
+    *,
+    max_per_device_batch: int = DEFAULT_MAX_PER_DEVICE_BATCH,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Outcome:
+    """student_rl's work (`STUDENT_RL.entry`): `run_student_rl` without the owner."""
+    # setup: the grader and the tokenizer
     reward = correctness_reward(cfg)
     require_grading_thread(reward.task)
     model_path = resolve_model(str(start_model))
-    upstream = {
-        "start_model": artifacts.input_identity(start_model),
-        "dataset": artifacts.input_identity(dataset),
-    }
-    key = STUDENT_RL.key_of({"cfg": cfg, "subset_seed": subset_seed}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
     tokenizer = run.load_tokenizer(str(start_model))
     # data: Figure 6 prompts (plain text) with the gold columns the reward reads
     rows, row_stats = read_rl_rows(
@@ -102,14 +117,15 @@ def run_student_rl(
     row_stats["epochs"] = round(cfg.max_steps * _prompts_per_step(cfg) / len(rows), 4)
     train_set = rl_dataset(tokenizer, rows, reward.task)
     # trainer: GRPO with every Table 6 value; the global batch split over this machine
-    args = grpo_training_args(cfg, out / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch)
+    args = grpo_training_args(
+        cfg, work.root / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch
+    )
     trainer = build_grpo_trainer(model_path, tokenizer, train_set, args, [reward], callbacks)
-    # train (resuming when a checkpoint is there), then save model, tokenizer and manifest
+    # train (resuming when a checkpoint is there), then save model and tokenizer
     return train_grpo(
         trainer,
         tokenizer,
-        key,
-        store,
+        work,
         config={"grpo_config": args.to_dict()},
         metrics={"data": row_stats, "batch": batch_figures(args)},
         log_figures=lambda log: {"rewards": reward_figures(log, reward.__name__)},

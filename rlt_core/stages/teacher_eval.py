@@ -37,12 +37,12 @@ import pandas as pd
 from scipy import stats
 
 from rlt_core import artifacts, formats
-from rlt_core.artifacts import input_identity
 from rlt_core.config import RewardConfig, TeacherEvalConfig, TeacherRLConfig
 from rlt_core.config.sampling import SamplingRecipe
 from rlt_core.generation import check_backend, load_engine
 from rlt_core.generation.shards import read_pairs
 from rlt_core.models import model_input
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.copying import solution_copy
 from rlt_core.reward.score import score_file
 from rlt_core.reward.spans import encode
@@ -88,20 +88,28 @@ def run_teacher_eval(
     eval/<task>.parquet). Bad input (missing columns, fewer than 2 pairs, an unfinished
     teacher artifact, an unavailable engine) raises before any model loads.
     """
+    return TEACHER_EVAL.run(
+        store,
+        {"cfg": cfg, "rl_cfg": rl_cfg, "reward_cfg": reward_cfg},
+        {"teacher_sft": teacher_sft, "teacher_rl": teacher_rl, "pairs": pairs},
+    )
+
+
+def compare_teachers(
+    work: Work,
+    cfg: TeacherEvalConfig,
+    rl_cfg: TeacherRLConfig,
+    reward_cfg: RewardConfig,
+    teacher_sft: str | Path,
+    teacher_rl: str | Path,
+    pairs: str | Path,
+) -> Outcome:
+    """teacher_eval's work (`TEACHER_EVAL.entry`): `run_teacher_eval` without the owner."""
     recipe = rollout_recipe(cfg, rl_cfg)
     check_backend(recipe)
     rows = held_out_rows(pairs, cfg.num_pairs)
     sources = {"teacher_sft": model_input(teacher_sft), "teacher_rl": model_input(teacher_rl)}
-    upstream = {
-        "teacher_sft": input_identity(teacher_sft),
-        "teacher_rl": input_identity(teacher_rl),
-        "pairs": input_identity(pairs),
-    }
-    key = TEACHER_EVAL.key_of({"cfg": cfg, "rl_cfg": rl_cfg, "reward_cfg": reward_cfg}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = work.out
     scored = {}
     for name, source in sources.items():
         explanations = out / FILES.explanations(name)
@@ -115,13 +123,8 @@ def run_teacher_eval(
     comparison["pairs"] = int(rows["id"].nunique())
     comparison["samples_per_pair"] = cfg.num_samples
     (out / FILES.comparison).write_text(json.dumps(comparison, indent=2, sort_keys=True))
-    config = key.config | {
-        name: str(value)
-        for name, value in (("teacher_sft", teacher_sft), ("teacher_rl", teacher_rl))
-    }
-    return artifacts.write_manifest(
-        out, stage=STAGE, config=config, upstream=upstream, metrics=comparison, key=key
-    )
+    given = {"teacher_sft": str(teacher_sft), "teacher_rl": str(teacher_rl)}
+    return Outcome(comparison, given)
 
 
 def held_out_rows(pairs: str | Path, num_pairs: int | None) -> pd.DataFrame:

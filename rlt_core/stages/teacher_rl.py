@@ -40,6 +40,7 @@ from rlt_core.data import read_table
 from rlt_core.data.sources import is_text, require_columns
 from rlt_core.figures import reward_curve_figure
 from rlt_core.models import resolve_model
+from rlt_core.owner import Outcome, Work
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.trl import RLTReward
 from rlt_core.stages.specs import TEACHER_RL
@@ -84,28 +85,46 @@ def run_teacher_rl(
     Bad input (missing columns or model, unfinished teacher_sft, a reward temperature other than
     the sampling one) raises before any training.
     """
-    # setup: inputs checked, the artifact dir of this recipe; a finished run is returned as it is
     check_reward_config(cfg, reward_cfg)
-    policy, upstream = policy_start(cfg, teacher_sft)
-    upstream["corpus"] = artifacts.input_identity(corpus)
-    key = TEACHER_RL.key_of({"cfg": cfg, "reward_cfg": reward_cfg}, upstream)
-    out = key.dir(store)
-    if artifacts.is_complete(out):
-        return artifacts.load_ref(out)
+    policy_start(cfg, teacher_sft)  # an unfinished teacher_sft fails before the lease
+    return TEACHER_RL.run(
+        store,
+        {"cfg": cfg, "reward_cfg": reward_cfg},
+        {"teacher_sft": teacher_sft, "corpus": corpus},
+        max_per_device_batch=max_per_device_batch,
+        callbacks=callbacks,
+    )
+
+
+def train_teacher_rl(
+    work: Work,
+    cfg: TeacherRLConfig,
+    reward_cfg: RewardConfig,
+    teacher_sft: str | Path | None,
+    corpus: str | Path,
+    *,
+    max_per_device_batch: int = DEFAULT_MAX_PER_DEVICE_BATCH,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Outcome:
+    """teacher_rl's work (`TEACHER_RL.entry`): `run_teacher_rl` without the owner."""
+    # setup: inputs checked, the tokenizer of the policy's starting point
+    check_reward_config(cfg, reward_cfg)
+    policy = policy_start(cfg, teacher_sft)
     tokenizer = run.load_tokenizer(policy)
     # data: one prefilled RLT prompt per row, question and solution kept for the reward
     dataset, data_stats = teacher_prompts(tokenizer, corpus)
     # trainer: Table 3's GRPOConfig, the RLT reward on a frozen student and the live policy
     trainer, _ = build_rlt_trainer(
-        cfg, reward_cfg, policy, tokenizer, dataset, out, max_per_device_batch, callbacks
+        cfg, reward_cfg, policy, tokenizer, dataset, work.root, max_per_device_batch, callbacks
     )
-    # train (resuming when a checkpoint is there), then save the reward log, model, manifest
-    grpo_kwargs, batch = resolved_arguments(cfg, out, trainer.args.world_size, max_per_device_batch)
+    # train (resuming when a checkpoint is there), then save the reward log and the model
+    grpo_kwargs, batch = resolved_arguments(
+        cfg, work.root, trainer.args.world_size, max_per_device_batch
+    )
     return train_grpo(
         trainer,
         tokenizer,
-        key,
-        store,
+        work,
         config={"policy_start": policy, "grpo_config": grpo_kwargs},
         metrics={"data": data_stats, "batch": batch},
         log_figures=lambda log: {"reward": reward_summary(reward_history(log))},
@@ -139,17 +158,13 @@ def check_reward_config(cfg: TeacherRLConfig, reward_cfg: RewardConfig) -> None:
         )
 
 
-def policy_start(
-    cfg: TeacherRLConfig, teacher_sft: str | Path | None
-) -> tuple[str, dict[str, str]]:
-    """The model the policy starts from (a local path or hub id) and its input identities.
-
-    With a teacher_sft artifact: its `model/` and the artifact's identity; without: `cfg.model`
-    (in the key through the recipe) and no input.
+def policy_start(cfg: TeacherRLConfig, teacher_sft: str | Path | None) -> str:
+    """The model the policy starts from (a local path or hub id): the teacher_sft artifact's
+    `model/`, or `cfg.model` (in the key through the recipe) when no warm-up ran.
     Raises FileNotFoundError for an artifact dir that is missing or unfinished.
     """
     if teacher_sft is None:
-        return resolve_model(cfg.model), {}
+        return resolve_model(cfg.model)
     model_dir = Path(teacher_sft) / run.MODEL
     if not artifacts.is_complete(teacher_sft) or not model_dir.is_dir():
         raise FileNotFoundError(
@@ -157,7 +172,7 @@ def policy_start(
             f"has no {run.MODEL}/ directory; the RL policy starts from its model. Run the "
             "teacher_sft stage first (it resumes if it was cut) and pass the dir it returns."
         )
-    return str(model_dir), {"teacher_sft": artifacts.input_identity(teacher_sft)}
+    return str(model_dir)
 
 
 def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[str, int]]:

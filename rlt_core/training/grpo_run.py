@@ -1,6 +1,6 @@
 """The one GRPO path both GRPO stages run (teacher_rl with the RLT reward, student_rl with
 correctness rewards): the trainer class and how it is built, training with resume, the
-rollout engine released, the time figures, and the save with the manifest.
+rollout engine released, the time figures, and the save (the run's owner publishes it).
 
 What differs between the two stages is what they pass in: the policy, the dataset, the reward
 functions, and the data / batch / reward figures and resolved arguments their manifests keep.
@@ -24,7 +24,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from rlt_core import artifacts
+from rlt_core.owner import Outcome, Work
 from rlt_core.training import run
 from rlt_core.training.step_times import time_summary
 from rlt_core.training.vllm_rollouts import make_grpo_trainer, release_rollout_engine
@@ -64,27 +64,26 @@ def build_grpo_trainer(
 def train_grpo(
     trainer: GRPOTrainer,
     tokenizer: Any,
-    key: artifacts.StageKey,
-    store: str | Path,
+    work: Work,
     *,
     config: dict[str, Any],
     metrics: dict[str, Any],
     log_figures: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     log_files: dict[str, Callable[[list[dict[str, Any]]], Any]] | None = None,
     log_plots: dict[str, Callable[[list[dict[str, Any]], Path], Any]] | None = None,
-) -> artifacts.ArtifactRef:
-    """Train (resuming from the last checkpoint), release the rollout engine, then save the
-    model and the manifest.
+) -> Outcome:
+    """Train (resuming from the last checkpoint of the work area), release the rollout
+    engine, then save the model into `work.out`; the run's Outcome for its manifest.
 
-    `config` joins the key's config in the manifest; `metrics` (what is known before training:
-    data and batch figures) gets `log_figures(log)` (the stage's reward figures), the training
-    figures (`train`) and the per-step time breakdown (`time`). `log_files` maps a file name to
-    a function of the trainer log giving its JSON content (the teacher's reward log);
-    `log_plots` maps a file name to a function of the log that draws it there (its curves).
+    `config` is the resolved config recorded beside the key's; `metrics` (what is known before
+    training: data and batch figures) gets `log_figures(log)` (the stage's reward figures),
+    the training figures (`train`) and the per-step time breakdown (`time`). `log_files` maps
+    a file name to a function of the trainer log giving its JSON content (the teacher's reward
+    log); `log_plots` maps a file name to a function of the log that draws it there (its curves).
     """
-    out = key.dir(store)
+    out = work.out
     try:
-        figures = run.train_resuming(trainer, out)
+        figures = run.train_resuming(trainer, work.root)
     finally:
         release_rollout_engine(trainer)  # a vLLM-CPU engine leaves the process as it was
     history = trainer.state.log_history
@@ -95,6 +94,5 @@ def train_grpo(
             draw(history, out / name)
     extra = log_figures(history) if log_figures is not None else {}
     metrics = {**metrics, **extra, "train": figures, "time": time_summary(history)}
-    return run.finish_run(
-        trainer, tokenizer, key, config=key.config | config, metrics=metrics, store=store
-    )
+    run.save_trained(trainer, tokenizer, out)
+    return Outcome(metrics=metrics, config=config)

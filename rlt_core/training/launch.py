@@ -46,6 +46,16 @@ class StageLaunchError(RuntimeError):
     """A stage subprocess exited with an error; the message holds the command and stderr tail."""
 
 
+class TransientStageError(StageLaunchError):
+    """A stage subprocess failed in a way a retry may cure (the store or the network, inside
+    the child: `rlt_core.store.is_transient`); the orchestration layer retries it."""
+
+
+def transient_marker(ref_out: Path) -> Path:
+    """The file a stage child leaves beside its `--ref-out` when it failed transiently."""
+    return ref_out.with_name(ref_out.name + ".transient")
+
+
 def zero3_config() -> Path:
     """`configs/accelerate/zero3.yaml`: DeepSpeed ZeRO-3, bf16, 8 processes on one node."""
     return config_dir() / "accelerate" / "zero3.yaml"
@@ -213,7 +223,13 @@ def launch_stage(
             ref_out=ref_out,
         )
         logger.info("stage %s: %s", stage, " ".join(command))
-        run_streaming(command, os.environ if env is None else env, what=f"stage {stage!r}")
+        try:
+            run_streaming(command, os.environ if env is None else env, what=f"stage {stage!r}")
+        except StageLaunchError as error:
+            marker = transient_marker(ref_out)
+            if marker.is_file():
+                raise TransientStageError(f"{error}\ntransient: {marker.read_text()}") from None
+            raise
         if not ref_out.is_file():
             raise StageLaunchError(
                 f"stage {stage!r} exited 0 but wrote no artifact ref to {ref_out}.\n"

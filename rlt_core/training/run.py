@@ -1,15 +1,15 @@
 """What every training stage shares: its directory, resume, precision, saving, the manifest.
 
-Layout of one run, `<store>/<stage>/<key>/`:
+Layout of one run (its work area and artifact: `rlt_core.owner`):
 
-    checkpoints/checkpoint-<step>/   trainer checkpoints while training (removed at the end)
-    model/                           the final model and its tokenizer
-    log_history.json                 the trainer's log (loss, lr, grad norm per logged step)
-    manifest.json                    resolved config, upstream digests, metrics; written LAST
+    <store>/.work/<stage>/<key>/checkpoints/checkpoint-<step>/   while training
+    <store>/<stage>/<key>/model/              the final model and its tokenizer
+    <store>/<stage>/<key>/log_history.json    the trainer's log (loss, lr, grad norm per step)
+    <store>/<stage>/<key>/manifest.json       resolved config, upstream digests, metrics; LAST
 
 The key hashes the recipe, the inputs' digests and the code, so running a stage again with
-the same config and inputs lands in the same directory: finished (manifest present) -> reused;
-unfinished (a killed process) -> training resumes from the last complete checkpoint.
+the same config and inputs is the same run: finished (published) -> reused; unfinished (a
+killed process) -> training resumes from the last complete checkpoint of its work area.
 
 Precision rules: on CPU always fp32 (bf16 autocast on CPU was ~10x slower here, and fp16 is
 not supported); on GPU the recipe's dtype as mixed precision (`bf16` / `fp16` autocast over
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
-from rlt_core import artifacts
 from rlt_core.models import resolve_model
 from rlt_core.sft_data import end_of_turn
 from rlt_core.stages.specs import TrainedFiles
@@ -44,7 +42,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint under `out/checkpoints`, or None.
+    """The newest complete checkpoint under `out/checkpoints` (`out`: a run's work area), or None.
 
     The HF Trainer writes `trainer_state.json` last into a checkpoint, so a checkpoint whose
     state file is missing or unreadable was cut by a kill and is skipped.
@@ -101,7 +99,8 @@ def load_model(model_ref: str) -> PreTrainedModel:
 
 
 def train_resuming(trainer: Trainer, out: Path) -> dict[str, Any]:
-    """Train, resuming from the last complete checkpoint of `out`; return the run's figures."""
+    """Train, resuming from the last complete checkpoint under `out` (the run's work area);
+    return the run's figures."""
     checkpoint = last_checkpoint(out)
     resumed = int(_CHECKPOINT.match(checkpoint.name).group(1)) if checkpoint else 0
     if checkpoint:
@@ -121,29 +120,15 @@ def train_resuming(trainer: Trainer, out: Path) -> dict[str, Any]:
     }
 
 
-def finish_run(
-    trainer: Trainer,
-    tokenizer: Any,
-    key: artifacts.StageKey,
-    *,
-    config: dict[str, Any],
-    metrics: dict[str, Any],
-    store: str | Path,
-) -> artifacts.ArtifactRef:
-    """Save the model and tokenizer to `model/`, drop the checkpoints, write the manifest last.
+def save_trained(trainer: Trainer, tokenizer: Any, out: Path) -> None:
+    """Save the model and tokenizer to `out/model/` and the trainer's log beside it.
 
-    `key`: the run's key (its directory in `store`); `config`: the resolved config recorded.
-
-    Every process calls it (the Trainer gathers sharded weights); only the main one writes.
+    Every process calls it (the Trainer gathers sharded weights); only the main one writes
+    the rest. The checkpoints stay where they are: the run's owner removes them only once the
+    artifact is published (`rlt_core.owner`), so a kill now loses nothing.
     """
-    out = key.dir(store)
     trainer.save_model(str(out / MODEL))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / MODEL)
         (out / LOG_HISTORY).write_text(json.dumps(trainer.state.log_history, indent=1))
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-        artifacts.write_manifest(
-            out, stage=key.stage, config=config, upstream=key.upstream, metrics=metrics, key=key
-        )
     trainer.accelerator.wait_for_everyone()
-    return artifacts.load_ref(out)

@@ -93,7 +93,7 @@ def _kill_rank_1_after_first_checkpoint(setup: dict, stage: str, store: Path, in
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 240
-    while not list(store.glob(f"{stage}/*/checkpoints/checkpoint-1/trainer_state.json")):
+    while not list(store.glob(f".work/{stage}/*/checkpoints/checkpoint-1/trainer_state.json")):
         assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint-1 within 240 s"
         time.sleep(0.05)
@@ -153,8 +153,8 @@ def test_teacher_sft_on_two_processes_resumes_after_a_rank_is_killed(setup: dict
     assert manifest["metrics"]["train"]["global_step"] == 4
     store = setup["root"] / "killed"
     _kill_rank_1_after_first_checkpoint(setup, "teacher_sft", store, inputs)
-    (cut,) = store.glob("teacher_sft/*")
-    assert not artifacts.is_complete(cut)  # nothing half-written taken as finished
+    (cut,) = store.glob(".work/teacher_sft/*")  # the work area of the cut run
+    assert not list(store.glob("teacher_sft/*"))  # nothing half-written taken as finished
     # One checkpoint for the two processes: one model, both ranks' RNG states.
     checkpoint = cut / "checkpoints" / "checkpoint-1"
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {
@@ -163,7 +163,7 @@ def test_teacher_sft_on_two_processes_resumes_after_a_rank_is_killed(setup: dict
     }
     assert len(list(checkpoint.glob("model*.safetensors"))) == 1
     resumed = Path(_launch(setup, "teacher_sft", store, inputs).uri)
-    assert resumed == cut
+    assert resumed == store / "teacher_sft" / cut.name and not cut.exists()
     _same_run(resumed, whole)
     setup["teacher_sft"] = whole
 

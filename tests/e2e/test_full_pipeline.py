@@ -164,14 +164,15 @@ def test_flow_killed_during_teacher_rl_resumes_without_redoing_teacher_sft(
         cwd=ROOT, env=e2e.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while not list(store.glob("teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
+    while not list(store.glob(".work/teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
         assert child.poll() is None, child.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "teacher_rl wrote no checkpoint within 300 s"
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    (killed,) = store.glob("teacher_rl/*")
-    assert not artifacts.is_complete(killed)  # half done: no manifest, never taken as finished
+    (work,) = store.glob(".work/teacher_rl/*")  # half done: its work area, nothing published
+    killed = store / "teacher_rl" / work.name
+    assert not artifacts.is_complete(killed)  # never taken as finished
     (warm,) = store.glob("teacher_sft/*")
     warm_manifest = (warm / "manifest.json").stat().st_mtime_ns
 

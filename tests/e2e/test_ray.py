@@ -55,12 +55,13 @@ def test_ray_worker_killed_during_teacher_rl_is_rerun_and_resumes(
     def kill_when_checkpointed() -> None:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
-            if list(store.glob("teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
+            if list(store.glob(".work/teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
                 worker = ray_worker_running("teacher_rl")
                 if worker is not None:
-                    (seen["dir"],) = store.glob("teacher_rl/*")
+                    (work,) = store.glob(".work/teacher_rl/*")
                     os.kill(worker.pid, signal.SIGKILL)
                     seen["pid"] = worker.pid
+                    seen["dir"] = store / "teacher_rl" / work.name
                     seen["complete_after_kill"] = artifacts.is_complete(seen["dir"])
                     return
             time.sleep(0.2)

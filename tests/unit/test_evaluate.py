@@ -29,7 +29,8 @@ from rlt_core.data import countdown_rows, countdown_splits, extract_answer, load
 from rlt_core.evaluation import engines, lighteval_run, score_predictions, tasks
 from rlt_core.models import make_tiny_model
 from rlt_core.stages import evaluate as evaluate_stage
-from rlt_core.stages.evaluate import evaluate_dir, read_results, run_evaluate
+from rlt_core.stages.evaluate import read_results, run_evaluate
+from rlt_core.stages.specs import EVALUATE
 
 DATA = Path(__file__).parents[1] / "fixtures" / "data"
 # 4 countdown questions, 8 new tokens each, the transformers engine: ~3 s per run on 2 cores.
@@ -334,7 +335,9 @@ def _predictions(ref: artifacts.ArtifactRef) -> list[str]:
 def test_a_half_written_directory_is_never_taken_as_finished(
     tiny_model_path: Path, countdown_eval: Path, tmp_path: Path
 ) -> None:
-    out, _ = evaluate_dir(TINY, tiny_model_path, countdown_eval, tmp_path)
+    identities = {"model": tiny_model_path, "eval_dir": countdown_eval}
+    upstream = {name: artifacts.input_identity(path) for name, path in identities.items()}
+    out = EVALUATE.key_of({"cfg": TINY}, upstream).dir(tmp_path)  # an older layout's leftover
     (out / "details").mkdir(parents=True)
     (out / "results.json").write_text("{}")  # a killed run: results but no manifest
     ref = run_evaluate(TINY, tiny_model_path, countdown_eval, tmp_path)

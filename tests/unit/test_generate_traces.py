@@ -245,11 +245,12 @@ def test_killed_run_resumes_without_duplicates_or_missing_rows(
     )
     kill_when(
         ["-c", script, str(scripted_teacher_path), str(corpus), str(store)],
-        lambda: bool(list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet"))),
+        lambda: bool(list(store.glob(f".work/generate_traces/*/*/{SHARDS}/part-00000.parquet"))),
         "finished shard",
     )
-    (out,) = store.glob("generate_traces/*")
-    before = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).glob("part-*.parquet")}
+    (work,) = store.glob(".work/generate_traces/*/*")  # the killed run's files, unpublished
+    before = {p.name: p.stat().st_mtime_ns for p in (work / SHARDS).glob("part-*.parquet")}
+    out = store / "generate_traces" / work.parent.name
     assert not artifacts.is_complete(out) and 1 <= len(before) < 8  # killed mid-way
     cfg = dataclasses.replace(RECIPE, shard_size=1, batch_size=1)
     ref = run_generate_traces(cfg, TINY.reward, scripted_teacher_path, corpus, store)

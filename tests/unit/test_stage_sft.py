@@ -289,20 +289,21 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_path: Path, tmp_path:
     command = [sys.executable, "-c", _KILLABLE_RUN, repr(fields), str(traces), str(store)]
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while not list(store.glob("student_sft/*/checkpoints/checkpoint-2/trainer_state.json")):
+    while not list(store.glob(".work/student_sft/*/checkpoints/checkpoint-2/trainer_state.json")):
         assert child.poll() is None, child.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint-2 within 180 s"
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    (out,) = store.glob("student_sft/*")
-    assert not artifacts.is_complete(out)  # killed: no manifest
+    (work,) = store.glob(".work/student_sft/*")  # killed: its work area, nothing published
+    assert not list(store.glob("student_sft/*"))
+    out = store / "student_sft" / work.name
     ref = run_student_sft(cfg, traces, store)
     train = artifacts.read_manifest(ref.uri)["metrics"]["train"]
     # Resumed from checkpoint 2 (or 3, if the kill came after the next save), on to step 5.
     assert 2 <= train["resumed_from_step"] < 5 and train["global_step"] == 5
     assert train["steps_this_run"] == 5 - train["resumed_from_step"]
-    assert Path(ref.uri) == out and not (out / "checkpoints").exists()
+    assert Path(ref.uri) == out and not work.exists()  # checkpoints gone once published
     assert AutoModelForCausalLM.from_pretrained(str(out / "model")).config.num_hidden_layers == 2
 
 

@@ -4,6 +4,7 @@ the artifact key is the orchestrator's cache key, and `rlt plan` says what would
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
 import typing
@@ -190,13 +191,23 @@ def test_each_entry_function_takes_exactly_what_its_declaration_gives(stage: str
     spec = SPECS[stage]
     cfg = load_config("tiny")
     recipe = next(iter(getattr(cfg, spec.recipe_section))) if spec.recipe_section else None
-    given = {*spec.config_args(cfg, recipe), *spec.input_names, "store"}
+    given = {"work", *spec.config_args(cfg, recipe), *spec.input_names}
     params = inspect.signature(spec.entry_function()).parameters
     required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
     assert required <= given, f"{spec.entry} needs {sorted(required - given)}"
     assert given <= set(params), f"{spec.entry} takes no {sorted(given - set(params))}"
     # The key's config is built from the very arguments the entry function receives.
     assert spec.key_of(spec.config_args(cfg, recipe), {}) == spec.key(cfg, recipe, {})
+
+
+@pytest.mark.parametrize("stage", sorted(SPECS))
+def test_no_stage_module_keys_finds_or_publishes_its_own_run(stage: str) -> None:
+    # The owner (rlt_core.owner, through StageSpec.run) keys, leases, resumes and publishes;
+    # a stage module that did any of it itself would be a second owner of its runs.
+    source = inspect.getsource(importlib.import_module(SPECS[stage].module))
+    for owned in ("key_of(", ".key(", "StageKey", "is_complete(out", "write_manifest(",
+                  "load_ref(out", ".dir(store"):  # fmt: skip
+        assert owned not in source, f"{SPECS[stage].module} does the owner's {owned!r}"
 
 
 def test_the_artifact_directory_key_is_the_orchestrators_cache_key(tmp_path: Path) -> None:

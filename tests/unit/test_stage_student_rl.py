@@ -219,14 +219,15 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_path: Path, tmp_path:
                str(rows), str(store)]  # fmt: skip
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while not list(store.glob("student_rl/*/checkpoints/checkpoint-2/trainer_state.json")):
+    while not list(store.glob(".work/student_rl/*/checkpoints/checkpoint-2/trainer_state.json")):
         assert child.poll() is None, child.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint-2 within 180 s"
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    (out,) = store.glob("student_rl/*")
-    assert not artifacts.is_complete(out)  # killed: no manifest
+    (work,) = store.glob(".work/student_rl/*")  # killed: its work area, nothing published
+    assert not list(store.glob("student_rl/*"))
+    out = store / "student_rl" / work.name
     ref = run_student_rl(cfg, tiny_model_path, rows, store)
     metrics = artifacts.read_manifest(ref.uri)["metrics"]
     train = metrics["train"]
@@ -235,7 +236,7 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_path: Path, tmp_path:
     assert train["steps_this_run"] == 4 - train["resumed_from_step"]
     # the log of the killed run came back with the checkpoint: every step's reward is there
     assert metrics["rewards"]["steps"] == [1, 2, 3, 4]
-    assert Path(ref.uri) == out and not (out / "checkpoints").exists()
+    assert Path(ref.uri) == out and not work.exists()  # checkpoints gone once published
     assert AutoModelForCausalLM.from_pretrained(str(out / "model")).config.num_hidden_layers == 2
 
 

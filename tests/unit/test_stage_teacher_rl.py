@@ -256,20 +256,21 @@ def test_killed_run_resumes_from_its_checkpoint(
     command = [sys.executable, "-c", _KILLABLE_RUN, repr(fields), *paths]
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while not list(store.glob("teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
+    while not list(store.glob(".work/teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
         assert child.poll() is None, child.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint-1 within 180 s"
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    (out,) = store.glob("teacher_rl/*")
-    assert not artifacts.is_complete(out)  # killed: no manifest
+    (work,) = store.glob(".work/teacher_rl/*")  # killed: its work area, nothing published
+    assert not list(store.glob("teacher_rl/*"))
+    out = store / "teacher_rl" / work.name
     ref = run_teacher_rl(cfg, _reward_cfg(student_path), teacher_sft, corpus, store)
     train = artifacts.read_manifest(ref.uri)["metrics"]["train"]
     # Resumed from checkpoint 1 (or 2, if the kill came after the next save), on to step 3.
     assert 1 <= train["resumed_from_step"] < 3 and train["global_step"] == 3
     assert train["steps_this_run"] == 3 - train["resumed_from_step"]
-    assert Path(ref.uri) == out and not (out / "checkpoints").exists()
+    assert Path(ref.uri) == out and not work.exists()  # checkpoints gone once published
     # the reward log spans both processes: the checkpoint carried the first steps' entries
     steps = json.loads((out / REWARD_LOG).read_text())
     assert [entry["step"] for entry in steps] == [1, 2, 3]

@@ -50,11 +50,12 @@ def test_generate_traces_on_vllm_resumes_after_a_kill_and_repeats_itself(
     # vLLM's engine must not outlive the killed stage (kill_when checks every descendant).
     kill_when(
         ["-c", script, str(scripted_teacher_path), str(corpus), str(store)],
-        lambda: bool(list(store.glob(f"generate_traces/*/{SHARDS}/part-00000.parquet"))),
+        lambda: bool(list(store.glob(f".work/generate_traces/*/*/{SHARDS}/part-00000.parquet"))),
         "finished shard",
     )
-    (out,) = store.glob("generate_traces/*")
-    before = {p.name: p.stat().st_mtime_ns for p in (out / SHARDS).glob("part-*.parquet")}
+    (work,) = store.glob(".work/generate_traces/*/*")  # the killed run's files, unpublished
+    before = {p.name: p.stat().st_mtime_ns for p in (work / SHARDS).glob("part-*.parquet")}
+    out = store / "generate_traces" / work.parent.name
     assert not artifacts.is_complete(out) and 1 <= len(before) < 4  # killed mid-way
     ref = run_generate_traces(RECIPE, TINY.reward, scripted_teacher_path, corpus, store)
     assert Path(ref.uri) == out
