@@ -265,6 +265,7 @@ def start_plan(
 ) -> Planner:
     """A Planner over `store` (read only: nothing is created or written)."""
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before anything else
+    check_store_uri(store, storage_options)
     root = store_root(store)
     run = {
         "profile": profile,

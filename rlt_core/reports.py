@@ -288,6 +288,7 @@ def run_report(
     key = artifacts.StageKey.of(REPORT_STAGE, config, upstream, __name__)
 
     def write(work: Work) -> Outcome:
+        """The report's files in the run's work area; its summary for the manifest."""
         out = work.fresh()
         sections, summary = _tables(tasks, table1, table2, table9)
         if ranked:

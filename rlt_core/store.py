@@ -29,13 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -46,12 +42,23 @@ from typing import Any
 import fsspec
 
 from rlt_core import artifacts
+from rlt_core.failures import classify_store_error, is_transient
+from rlt_core.remote_lease import LEASE_SECONDS, LEASES_DIR, RemoteLease
+
+__all__ = [
+    "ArtifactStore",
+    "StoreAccessError",
+    "StoreURIError",
+    "StoreUnavailableError",
+    "check_store_uri",
+    "classify_store_error",
+    "is_remote",
+    "is_transient",
+    "translated",
+]
 
 logger = logging.getLogger(__name__)
 
-LEASES_DIR = ".leases"
-LEASE_SECONDS = 600.0  # a dead holder's remote lease is taken over after this long
-LEASE_POLL_SECONDS = 5.0
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a stage name or a key: no "..", no "/"
 
 
@@ -127,71 +134,6 @@ def _secret_paths(options: Mapping[str, Any], prefix: str = "") -> set[str]:
         elif str(name).lower() in _SECRET_OPTIONS and value:
             found.add(f"{prefix}{name}")
     return found
-
-
-# Connection-level failures of botocore / aiohttp / urllib3, by class name (none is imported).
-_TRANSIENT_NAMES = frozenset({
-    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-    "ConnectionClosedError", "ConnectionError", "ProxyConnectionError", "HTTPClientError",
-    "ResponseStreamingError", "ClientConnectorError", "ClientConnectionError",
-    "ServerDisconnectedError", "ServerTimeoutError", "ClientOSError", "ClientPayloadError",
-    "ProtocolError", "NewConnectionError", "MaxRetryError",
-})  # fmt: skip
-# S3 error codes that mean "try again later".
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
-    "ThrottlingException", "RequestLimitExceeded", "503", "500",
-})  # fmt: skip
-_CLIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs")
-# The model hub's HTTP clients: their connection failures and 5xx / 429 answers are transient.
-_HUB_MODULES = ("httpx", "requests", "huggingface_hub")
-_HUB_TRANSIENT_NAMES = frozenset({
-    "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
-    "RemoteProtocolError", "ReadError", "WriteError", "ChunkedEncodingError", "Timeout",
-})  # fmt: skip
-
-
-def classify_store_error(error: BaseException) -> bool | None:
-    """True for a transient store failure, False for one a retry cannot fix, None for an
-    error that is not the store's (it propagates as it is). Wrapped errors (s3fs re-raises
-    botocore's as OSError) are judged by their cause."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    verdicts = []
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        verdicts.append(_judge(current))
-        current = current.__cause__ or current.__context__
-    decided = [v for v in verdicts if v is not None]
-    return decided[0] if decided else None
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether a retry may cure `error`: the store or the network failed (a refused or reset
-    connection, a timeout, throttling, a 5xx from S3 or the model hub). Configuration errors,
-    out-of-memory, refused credentials and everything else are not."""
-    return classify_store_error(error) is True
-
-
-def _judge(error: BaseException) -> bool | None:
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
-    if type(error).__module__.startswith(_HUB_MODULES):
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        if isinstance(status, int):
-            return status >= 500 or status == 429
-        return type(error).__name__ in _HUB_TRANSIENT_NAMES or None
-    if isinstance(error, (PermissionError, FileNotFoundError)):
-        return False
-    if type(error).__module__.startswith(_CLIENT_MODULES):
-        name = type(error).__name__
-        if name == "ClientError":
-            response = getattr(error, "response", {}) or {}
-            code = str(response.get("Error", {}).get("Code", ""))
-            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            return code in _TRANSIENT_CODES or status >= 500 or status == 429
-        return name in _TRANSIENT_NAMES or "Timeout" in name
-    return None
 
 
 def is_remote(root: str | Path) -> bool:
@@ -285,19 +227,17 @@ class ArtifactStore:
 
     @contextmanager
     def lease(self, name: str, *, ttl: float = LEASE_SECONDS) -> Iterator[None]:
-        """Hold the remote lease `name` while the block runs: at most one holder on any node.
-
-        A lease is the object `<root>/.leases/<name>`, created with a conditional write (S3's
-        If-None-Match: exactly one creator wins) and holding its owner and an expiry that a
-        thread renews every `ttl / 3` seconds. A waiter polls; a lease whose holder died stops
-        being renewed and is taken over once it has expired (`ttl`, 10 minutes by default).
-        A local store needs none (the stage run's own lock covers one machine): a no-op.
-        """
+        """Hold the remote lease `name` while the block runs: at most one holder on any node
+        (`rlt_core.remote_lease`: a conditionally created object, renewed, taken over `ttl`
+        seconds after a dead holder's last renewal). A local store needs none (a stage run's
+        own lock covers one machine): a no-op."""
         if not self.remote:
             yield
             return
-        lease = _Lease(self, name, ttl)
-        lease.acquire()
+        fs, root_path = self._fs()
+        lease = RemoteLease(fs, f"{root_path}/{LEASES_DIR}/{name}", name, ttl)
+        with translated(f"taking the lease {name}"):
+            lease.acquire()
         try:
             yield
         finally:
@@ -427,71 +367,6 @@ class ArtifactStore:
         if not fs.exists(manifest):
             return None
         return json.loads(fs.cat_file(manifest))["digest"]
-
-
-class _Lease:
-    """One holder's side of `ArtifactStore.lease`."""
-
-    def __init__(self, store: ArtifactStore, name: str, ttl: float) -> None:
-        self.fs, root_path = store._fs()
-        self.path = f"{root_path}/{LEASES_DIR}/{name}"
-        self.name, self.ttl = name, ttl
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-
-    def _record(self) -> bytes:
-        return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl}).encode()
-
-    def _current(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-
-    def acquire(self) -> None:
-        waited = False
-        while True:
-            with translated(f"taking the lease {self.name}"):
-                try:
-                    self.fs.pipe_file(self.path, self._record(), mode="create")
-                    break
-                except FileExistsError:
-                    held = self._current()
-                if held is not None and held.get("expires", 0) < time.time():
-                    logger.warning("store: lease %s of %s expired; taking it over",
-                                   self.name, held.get("owner"))  # fmt: skip
-                    if self._current() == held:
-                        self.fs.rm(self.path)
-                    continue
-            if not waited and held is not None:
-                logger.info("store: %s holds %s; waiting", held.get("owner"), self.name)
-                waited = True
-            time.sleep(min(LEASE_POLL_SECONDS, self.ttl / 3))
-        self._renewer = threading.Thread(target=self._renew, daemon=True, name=f"lease-{self.name}")
-        self._renewer.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                held = self._current()
-                if held is None or held.get("owner") != self.owner:
-                    logger.error("store: lease %s was taken over by %s", self.name, held)
-                    return
-                self.fs.pipe_file(self.path, self._record())
-            except Exception as error:  # noqa: BLE001  (retried at the next period)
-                logger.warning("store: renewing lease %s failed: %s", self.name, error)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join(timeout=30)
-        try:
-            held = self._current()
-            if held is not None and held.get("owner") == self.owner:
-                self.fs.rm(self.path)
-        except Exception as error:  # noqa: BLE001  (it expires on its own)
-            logger.warning("store: releasing lease %s failed (it expires): %s", self.name, error)
 
 
 def read_digest(local: Path) -> str | None:

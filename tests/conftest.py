@@ -1,7 +1,8 @@
 """Test tiers: unit (default `pytest`), smoke (`-m smoke`: tiny real model, real files), e2e
 (`-m e2e`: flows on a real Prefect server), vllm (`-m vllm`: the real vLLM engine on CPU),
-distributed (`-m distributed`: 2 training processes with gloo), gpu (needs CUDA; skipped
-without it). `make test` runs every tier that this machine can run."""
+distributed (`-m distributed`: 2 training processes with gloo), faults (`-m faults`:
+concurrent runs, kills, tampered stores on stub stages), gpu (needs CUDA; skipped without
+it). `make test` runs every tier that this machine can run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_s3"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_s3", "tests.fixtures_prefect"]
 
 # Keep tests off the network and off the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

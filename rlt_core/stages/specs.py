@@ -307,6 +307,7 @@ class StageSpec(Generic[O]):
         key = self.key_of(config_args, upstream)
 
         def body(work: Work) -> Any:
+            """The entry function on the work area, with exactly what the key holds."""
             return self.entry_function()(work, **config_args, **inputs, **options)
 
         return own(key, store, body, launch=launch)

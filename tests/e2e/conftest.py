@@ -1,12 +1,12 @@
 """End-to-end fixtures: one real Prefect server (SQLite) per test session and tiny models.
 
-The server is `prefect_test_harness` (a real `prefect server` subprocess on a free port, its
-own SQLite file); flows called in the test process talk to it, and so do subprocesses given
-`api_url` as PREFECT_API_URL. The `runner="ray"` flows run on a real Ray cluster on 127.0.0.1
-(`ray_cluster`, started on first use). Every run uses the `tiny` profile shrunk further
-(`E2E_OVERRIDES`) with a 2-layer random Llama as reward student and student, and as teacher
-a tiny model trained to answer this corpus' prompts with a known explanation, so that
-generate_traces keeps rows.
+The server is the session's `prefect_api` (tests/fixtures_prefect.py: a real `prefect server`
+subprocess on a free port, its own SQLite file); flows called in the test process talk to
+it, and so do subprocesses given `api_url` as PREFECT_API_URL. The `runner="ray"` flows run
+on a real Ray cluster on 127.0.0.1 (`ray_cluster`, started on first use). Every run uses the
+`tiny` profile shrunk further (`E2E_OVERRIDES`) with a 2-layer random Llama as reward student
+and student, and as teacher a tiny model trained to answer this corpus' prompts with a known
+explanation, so that generate_traces keeps rows.
 """
 
 from __future__ import annotations
@@ -60,16 +60,6 @@ class E2E:
     def env(self) -> dict[str, str]:
         """The environment of a subprocess that should use this session's server."""
         return {**os.environ, "PREFECT_API_URL": self.api_url}
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """A real Prefect server for the whole session (about 7 s to start)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield str(PREFECT_API_URL.value())
 
 
 @pytest.fixture(scope="session")

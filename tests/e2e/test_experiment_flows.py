@@ -3,16 +3,19 @@ line), the section 4.5 reward rank and the section 4.4 countdown transfer."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.countdown_transfer import countdown_transfer
 from flows.reward_rank import reward_rank
 from rlt_core import artifacts
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, latest_artifact
 from tests.e2e.test_full_pipeline import overlapping
 from tests.fixtures_ray import RayNode
 
@@ -24,12 +27,21 @@ def _report(result: dict) -> str:
     return (Path(result["report"]["uri"]) / "report.md").read_text()
 
 
-def test_ablation_command_line_lambda_0(e2e: E2E, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "flows.ablation", "--lambda", "0", "--store", str(tmp_path)]
+def test_ablation_command_line_lambda_0_on_ray(
+    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "flows.ablation", "--lambda", "0", "--store", str(tmp_path),
+               "--runner", "ray", "--ray-address", ray_cluster.address]  # fmt: skip
     for override in e2e.overrides:
         command += ["--set", override]
     done = subprocess.run(command, cwd=ROOT, env=e2e.env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    # The two variants share one teacher_sft run: one task run, not two racing for its key.
+    times = json.loads(latest_artifact("rlt-ablation-stage-times"))
+    assert sum(row["stage"].startswith("teacher_sft") for row in times) == 1, times
+    plan = CliRunner().invoke(app, ["plan", "--flow", "ablation", "--store", str(tmp_path),
+                                    *(f"--set={o}" for o in e2e.overrides), "--json"])  # fmt: skip
+    assert plan.exit_code == 0 and json.loads(plan.stdout)["run"] == 0, plan.output
     (report,) = (tmp_path / "report").glob("*/report.md")
     text = report.read_text()
     assert "**Table 9.**" in text and "| full (lambda = 3, alpha = 0.01) |" in text

@@ -1,9 +1,10 @@
 """The full pipeline on a real Prefect server: a first run, all cache hits, a reward change,
-and a flow process killed during teacher_rl."""
+and a served run whose process is killed during teacher_rl, seen as Crashed and retried."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -146,37 +147,81 @@ def test_bad_config_fails_before_any_task_runs(e2e: E2E, tmp_path: Path) -> None
     assert "--lambda" in done.stdout and "--alpha" in done.stdout
 
 
-_KILLABLE = """
-import json, sys
-from flows.full_pipeline import full_pipeline
-full_pipeline(profile="tiny", overrides=json.loads(sys.argv[1]), store=sys.argv[2])
-"""
+def _serve(e2e: E2E, store: Path, log: Path) -> subprocess.Popen:
+    """`python -m deployments.serve` in a process group of its own (its flow runs with it);
+    runs without a heartbeat for 40 s turn Crashed."""
+    command = [sys.executable, "-m", "deployments.serve", "--store", str(store),
+               "--crash-after", "40", "--poll", "1"]  # fmt: skip
+    with log.open("a") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=e2e.env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
-def test_flow_killed_during_teacher_rl_resumes_without_redoing_teacher_sft(
+def _wait_for_state(flow_run_id: object, done: set[str], seconds: float) -> str:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.type.value in done:
+                return state.type.value
+            assert time.monotonic() < deadline, f"flow run still {state.type.value} ({state.name})"
+            time.sleep(1)
+
+
+def test_served_run_killed_during_teacher_rl_crashes_then_a_ui_retry_resumes_it(
     e2e: E2E, tmp_path: Path
 ) -> None:
-    store = tmp_path / "store"
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import AwaitingRetry
+
+    store, log = tmp_path / "store", tmp_path / "serve.log"
     # Three RL steps with a checkpoint after each, so the kill lands inside teacher_rl.
     overrides = [*e2e.overrides, "teacher_rl.max_steps=3", "teacher_rl.save_steps=1"]
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLABLE, json.dumps(overrides), str(store)],
-        cwd=ROOT, env=e2e.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not list(store.glob(".work/teacher_rl/*/checkpoints/checkpoint-1/trainer_state.json")):
-        assert child.poll() is None, child.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "teacher_rl wrote no checkpoint within 300 s"
-        time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    (work,) = store.glob(".work/teacher_rl/*")  # half done: its work area, nothing published
-    killed = store / "teacher_rl" / work.name
-    assert not artifacts.is_complete(killed)  # never taken as finished
-    (warm,) = store.glob("teacher_sft/*")
-    warm_manifest = (warm / "manifest.json").stat().st_mtime_ns
+    serving = _serve(e2e, store, log)
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while True:  # the serve process has registered its deployments (their tag too)
+                try:
+                    deployment = client.read_deployment_by_name("rlt/full-pipeline")
+                    if "rlt-heartbeat" in deployment.tags:
+                        break
+                except Exception:  # noqa: BLE001  (not registered yet)
+                    pass
+                assert serving.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(1)
+        run = run_deployment("rlt/full-pipeline", timeout=0,
+                             parameters={"overrides": overrides, "store": str(store)})  # fmt: skip
+        deadline, checkpoint = time.monotonic() + 300, "checkpoints/checkpoint-1/trainer_state.json"
+        while not list(store.glob(f".work/teacher_rl/*/{checkpoint}")):
+            assert serving.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "teacher_rl wrote no checkpoint within 300 s"
+            time.sleep(0.2)
+        os.killpg(serving.pid, signal.SIGKILL)  # the serving process and its flow run die
+        serving.wait()
+        killed_at = time.monotonic()
+        (work,) = store.glob(".work/teacher_rl/*")  # half done: its work area, nothing published
+        killed = store / "teacher_rl" / work.name
+        assert not artifacts.is_complete(killed)  # never taken as finished
+        (warm,) = store.glob("teacher_sft/*")
+        warm_manifest = (warm / "manifest.json").stat().st_mtime_ns
 
-    states = _states(full_pipeline(profile="tiny", overrides=overrides, store=str(store)))
+        # Seen as dead: Crashed within the heartbeat period plus the automation's 40 s.
+        assert _wait_for_state(run.id, {"CRASHED", "COMPLETED", "FAILED"}, 120) == "CRASHED"
+        assert time.monotonic() - killed_at < 30 + 40 + 20
+        serving = _serve(e2e, store, log)  # the deployments are served again ...
+        with get_client(sync_client=True) as client:  # ... and the UI's Retry, as it sends it
+            client.set_flow_run_state(run.id, AwaitingRetry(message="Retry from the UI"))
+        assert _wait_for_state(run.id, {"COMPLETED", "FAILED", "CRASHED"}, 600) == "COMPLETED"
+    finally:
+        if serving.poll() is None:
+            os.killpg(serving.pid, signal.SIGKILL)
+            serving.wait()
+    states = {row["stage"]: row["state"] for row in json.loads(latest_artifact("rlt-stage-times"))
+              if row["state"]}  # fmt: skip
     assert states["teacher_sft"] == "Cached" and states["teacher_rl"] == "Completed"
     assert (warm / "manifest.json").stat().st_mtime_ns == warm_manifest  # not redone
     train = artifacts.read_manifest(killed)["metrics"]["train"]
