@@ -316,11 +316,11 @@ class ArtifactStore:
         target = f"{path}/{artifacts.MANIFEST}"
         try:
             fs.pipe_file(target, manifest, mode="create")
-        except FileExistsError:
-            pass  # another run published this key first
+        except FileExistsError:  # another run published this key first
+            return json.loads(fs.cat_file(target))["digest"]
         except TypeError:  # a filesystem without exclusive writes
             fs.pipe_file(target, manifest)
-        return json.loads(fs.cat_file(target))["digest"]
+        return json.loads(manifest)["digest"]
 
     def fetch(self, ref: artifacts.ArtifactRef | dict[str, str]) -> Path:
         """A local, complete copy of the artifact `ref` (downloaded into the working store when

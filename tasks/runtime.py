@@ -48,7 +48,7 @@ from rlt_core.artifacts import ArtifactRef, input_identity, member_identity
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import spec_of
-from rlt_core.store import ArtifactStore, StoreAccessError, StoreUnavailableError
+from rlt_core.store import ArtifactStore, StoreUnavailableError, translated
 from rlt_core.store import is_transient as transient_error
 from rlt_core.training.launch import TransientStageError, launch_stage
 
@@ -133,17 +133,18 @@ def drop_unverified_record(storage: Any, key: str, store: ArtifactStore) -> None
     if storage is None:
         return
     fs, path = _record_path(storage, key)
-    try:
+    with translated(f"checking the cached result {key}"):  # unreachable: no cache lookup
         if not fs.exists(path):
             return
-        reason = _record_problem(fs.cat_file(path), store)
-    except StoreAccessError:
-        raise
-    except Exception as error:  # noqa: BLE001  (an unreadable record is not a cache hit)
+        content = fs.cat_file(path)
+    try:
+        reason = _record_problem(content, store)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         reason = f"it cannot be read ({type(error).__name__}: {error})"
     if reason is not None:
         logger.warning("cached result %s is not used and is removed: %s", key, reason)
-        fs.rm(path)
+        with translated(f"removing the cached result {key}"):
+            fs.rm(path)
 
 
 def _record_path(storage: Any, key: str) -> tuple[Any, str]:
