@@ -373,11 +373,13 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
         print(json.dumps(summary, indent=2))
         return rows
     table = Table(title=f"rlt plan: {planner.run['profile']} on {planner.run['store']}")
-    for column in ("stage run", "status", "key", "GPUs / CPUs", "why it runs"):
+    for column in ("stage run", "status", "key", "GPUs / CPUs", "why it runs (cached: made with)"):
         table.add_column(column, overflow="fold")
     for row in rows:
         status = "[green]cached[/]" if row["status"] == "cached" else "[yellow]run[/]"
         why = "\n".join(row["reasons"])
+        if row["environment"]:  # cached under other package versions: kept (lenient default)
+            why = "made with " + ", ".join(row["environment"])
         given = f"{row['gpus']} / {row['cpus']}"
         table.add_row(escape(row["label"]), status, row["key"] or "—", given, escape(why))
     console = Console(width=max(Console().width, 140))

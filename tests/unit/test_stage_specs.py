@@ -300,3 +300,24 @@ def test_each_stage_states_its_resources_from_the_profile_and_no_key_holds_them(
         load_config("tiny", ["resources.teacher_lr.gpus=1"])
     with pytest.raises(ConfigError, match="tensor_parallel_size=4; give it at least that many"):
         load_config("paper-32b", ["resources.evaluate.gpus=2"])
+
+
+def test_every_manifest_records_the_environment_and_plan_shows_what_changed_since(
+    tmp_path: Path,
+) -> None:
+    from rlt_core.stages.plan import StoreIndex, plan_stage
+
+    cfg = load_config("tiny")
+    out = Path(run_data(cfg, tmp_path).ref.uri)
+    manifest = artifacts.read_manifest(out)
+    for name in ("torch", "transformers", "trl", "accelerate", "lighteval", "math-verify"):
+        assert manifest["versions"][name], name
+    assert manifest["device"] == "cpu"
+    row = plan_stage("data", "data", cfg, None, {}, [], StoreIndex(str(tmp_path)))
+    assert row.status == "cached" and row.environment == []
+    # The same artifact made under another trl: still cached (lenient), and plan says so.
+    manifest["versions"]["trl"] = "0.0.1"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    current = artifacts.package_versions()["trl"]
+    row = plan_stage("data", "data", cfg, None, {}, [], StoreIndex(str(tmp_path)))
+    assert row.status == "cached" and row.environment == [f"trl 0.0.1 -> {current}"]
