@@ -65,6 +65,7 @@ def ablation(
     recipe: str | None = None,
     runner: RunnerKind = "sequential",
     ray_address: str | None = None,
+    strict_env: bool = False,
 ) -> dict[str, Any]:
     """Table 9: students of the full and the ablated rewards' teachers, side by side.
 
@@ -75,7 +76,7 @@ def ablation(
     if lam is None and alpha is None:
         raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
     with common.start_run(
-        profile, overrides, store, runner=runner, ray_address=ray_address
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
     ) as base:
         report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
         return common.finish(base, report, "rlt-ablation")
@@ -122,6 +123,7 @@ def main(
     recipe: common.RecipeOption = None,
     runner: common.RunnerOption = "sequential",
     ray_address: common.RayAddressOption = None,
+    strict_env: common.StrictEnvOption = False,
 ) -> None:
     """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
     if lam is None and alpha is None:
@@ -135,6 +137,7 @@ def main(
         recipe=recipe,
         runner=runner,
         ray_address=ray_address,
+        strict_env=strict_env,
     )
 
 

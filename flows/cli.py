@@ -2,7 +2,7 @@
 flows' DAGs and so lives beside them (rlt_core never imports the orchestration layer).
 
     rlt plan [--flow full-pipeline] [--profile tiny] [--set key.path=value ...] [--store DIR]
-             [--json]
+             [--json] [--strict-env]
 
 For every stage run of the flow: its key and `cached`, or `run` and why (which config value,
 input or module changed against the stage's nearest earlier artifact in the store, or which
@@ -15,7 +15,13 @@ from typing import Annotated
 
 import typer
 
-from flows.options import JsonOption, OverridesOption, ProfileOption, StoreOption
+from flows.options import (
+    JsonOption,
+    OverridesOption,
+    ProfileOption,
+    StoreOption,
+    StrictEnvOption,
+)
 from rlt_core.cli import app
 from rlt_core.config import ConfigError
 from rlt_core.store import StoreAccessError, StoreUnavailableError, StoreURIError
@@ -30,8 +36,10 @@ def plan(
     overrides: OverridesOption = None,
     store: StoreOption = "artifacts",
     as_json: JsonOption = False,
+    strict_env: StrictEnvOption = False,
 ) -> None:
-    """Print what a flow run would do on `store`: each stage cached, or run and why."""
+    """Print what a flow run would do on `store`: each stage cached, or run and why (and for
+    a cached stage made under other package versions, which)."""
     from flows import ablation, countdown_transfer, full_pipeline, reward_rank
     from flows.common import print_plan, start_plan
 
@@ -42,7 +50,7 @@ def plan(
         "reward-rank": reward_rank.rank_overrides(16),
     }.get(flow, [])
     try:
-        planner = start_plan(profile, [*(overrides or []), *extra], store)
+        planner = start_plan(profile, [*(overrides or []), *extra], store, strict_env=strict_env)
         if flow == "full-pipeline":
             full_pipeline.pipeline(planner, title="plan")
         elif flow == "ablation":

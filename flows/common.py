@@ -42,6 +42,7 @@ from flows.options import (  # noqa: F401  (the flows' options, re-exported)
     RecipeOption,
     RunnerOption,
     StoreOption,
+    StrictEnvOption,
 )
 from rlt_core.artifacts import digest_json
 from rlt_core.config import PipelineConfig, load_config
@@ -179,6 +180,11 @@ def _variant(run: Mapping[str, Any], extra_overrides: Sequence[str]) -> dict[str
     }
 
 
+def with_strict_env(overrides: Sequence[str] | None, strict_env: bool) -> list[str]:
+    """The overrides, with `strict_env=true` when the flow's `strict_env` parameter is set."""
+    return [*(overrides or ()), "strict_env=true"] if strict_env else list(overrides or ())
+
+
 def start_run(
     profile: str,
     overrides: Sequence[str] | None,
@@ -189,10 +195,13 @@ def start_run(
     runner: str = "sequential",
     ray_address: str | None = None,
     task_runner: TaskRunner | None = None,
+    strict_env: bool = False,
 ) -> Runner:
     """Validate the config and the runner, start the task runner (`runner`, `ray_address`:
     `flows.runners`; a Ray cluster is checked against the run), then open the store and its
-    result storage (module docstring). Nothing is written before every check has passed."""
+    result storage (module docstring). Nothing is written before every check has passed.
+    `strict_env` keys every stage on the package versions too (`PipelineConfig.strict_env`)."""
+    overrides = with_strict_env(overrides, strict_env)
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before any task runs
     runners.check_runner(runner, ray_address)
     check_store_uri(store, storage_options)  # StoreURIError before anything starts
@@ -262,8 +271,10 @@ def start_plan(
     store: str,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    strict_env: bool = False,
 ) -> Planner:
     """A Planner over `store` (read only: nothing is created or written)."""
+    overrides = with_strict_env(overrides, strict_env)
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before anything else
     check_store_uri(store, storage_options)
     root = store_root(store)

@@ -39,11 +39,14 @@ def countdown_transfer(
     store: str = "artifacts",
     runner: RunnerKind = "sequential",
     ray_address: str | None = None,
+    strict_env: bool = False,
 ) -> dict[str, Any]:
     """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4); `runner` /
     `ray_address`: where the stages run (`flows.runners`)."""
     overrides = [*(overrides or []), *COUNTDOWN_RUNS]
-    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+    with common.start_run(
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
+    ) as run:
         report = countdown_dag(run, title=f"RLT zero-shot transfer to countdown ({profile})")
         return common.finish(run, report, "rlt-countdown-transfer")
 
@@ -112,6 +115,7 @@ def main(
     store: common.StoreOption = "artifacts",
     runner: common.RunnerOption = "sequential",
     ray_address: common.RayAddressOption = None,
+    strict_env: common.StrictEnvOption = False,
 ) -> None:
     """Run the section 4.4 flow in this process."""
     countdown_transfer(
@@ -120,6 +124,7 @@ def main(
         store=store,
         runner=runner,
         ray_address=ray_address,
+        strict_env=strict_env,
     )
 
 

@@ -158,6 +158,7 @@ def full_pipeline(
     store: str = "artifacts",
     runner: RunnerKind = "sequential",
     ray_address: str | None = None,
+    strict_env: bool = False,
 ) -> dict[str, Any]:
     """The RLT pipeline end to end on `profile` (tiny, paper-7b, paper-32b or a YAML path).
 
@@ -166,7 +167,9 @@ def full_pipeline(
     stage at a time) or `ray` (independent stages side by side on the Ray cluster at
     `ray_address`, a local one if none; `flows.runners`).
     """
-    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+    with common.start_run(
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
+    ) as run:
         report = pipeline(run, title=f"RLT ({profile})")
         return common.finish(run, report, "rlt")
 
@@ -201,11 +204,12 @@ def main(
     as_json: common.JsonOption = False,
     runner: common.RunnerOption = "sequential",
     ray_address: common.RayAddressOption = None,
+    strict_env: common.StrictEnvOption = False,
 ) -> None:
     """Run the full pipeline flow in this process (against PREFECT_API_URL, if set), or with
     --plan print what it would run and why, running nothing."""
     if plan:
-        planner = common.start_plan(profile, overrides, store)
+        planner = common.start_plan(profile, overrides, store, strict_env=strict_env)
         pipeline(planner, title=f"RLT ({profile})")
         common.print_plan(planner, as_json=as_json)
         return
@@ -215,6 +219,7 @@ def main(
         store=store,
         runner=runner,
         ray_address=ray_address,
+        strict_env=strict_env,
     )
 
 

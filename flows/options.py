@@ -30,3 +30,11 @@ RayAddressOption = Annotated[
         "new local one for this flow run",
     ),
 ]
+StrictEnvOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict-env",
+        help="rerun a stage whose cached artifact was made under other package versions "
+        "(torch, transformers, trl, vllm, ...): the versions join every key",
+    ),
+]

@@ -33,6 +33,7 @@ def reward_rank(
     recipe: str | None = None,
     runner: RunnerKind = "sequential",
     ray_address: str | None = None,
+    strict_env: bool = False,
 ) -> dict[str, Any]:
     """Students distilled from each reward rank; the rank-score correlation of section 4.5.
 
@@ -42,7 +43,9 @@ def reward_rank(
     if num_ranks < 3:
         raise ValueError(f"num_ranks={num_ranks}: a correlation needs at least 3 ranks (paper: 16)")
     overrides = [*(overrides or []), *rank_overrides(num_ranks)]
-    with common.start_run(profile, overrides, store, runner=runner, ray_address=ray_address) as run:
+    with common.start_run(
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
+    ) as run:
         title = f"RLT reward rank vs student score ({profile})"
         report = rank_dag(run, num_ranks, recipe, title=title)
         return common.finish(run, report, "rlt-reward-rank")
@@ -92,6 +95,7 @@ def main(
     recipe: common.RecipeOption = None,
     runner: common.RunnerOption = "sequential",
     ray_address: common.RayAddressOption = None,
+    strict_env: common.StrictEnvOption = False,
 ) -> None:
     """Run the section 4.5 flow in this process."""
     reward_rank(
@@ -102,6 +106,7 @@ def main(
         recipe=recipe,
         runner=runner,
         ray_address=ray_address,
+        strict_env=strict_env,
     )
 
 

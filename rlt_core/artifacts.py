@@ -185,6 +185,13 @@ def device_kind() -> str:
     return f"cuda {torch.version.cuda}: {torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
 
 
+def keyed_versions() -> dict[str, str]:
+    """The package versions a strict-environment key holds (`PipelineConfig.strict_env`): all
+    recorded ones but the project's own (its code is keyed module by module) and Prefect's
+    (it orchestrates; it shapes no artifact)."""
+    return {n: v for n, v in package_versions().items() if n not in ("rlt", "prefect")}
+
+
 def environment_changes(recorded: Mapping[str, str] | None) -> list[str]:
     """What differs between the package versions a manifest recorded and this environment's,
     e.g. `trl 1.16.0 -> 1.17.0` (`—` for a package on one side only)."""

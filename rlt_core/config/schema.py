@@ -85,6 +85,15 @@ class PipelineConfig:
         default_factory=lambda: PAPER_RESOURCES,
         metadata={"help": "GPUs and CPU cores of one run of each stage, by stage name"},
     )
+    strict_env: bool = field(
+        default=False,
+        metadata={
+            "help": "key every stage on the versions of the packages that shape it (torch, "
+            "transformers, trl, vllm, ...): an upgrade reruns everything. Off by default: a "
+            "patch release should not throw away days of GPU time; `rlt plan` shows a cached "
+            "stage made under other versions either way (flows: --strict-env)"
+        },
+    )
 
     def held_out_task(self) -> str | None:
         """The evaluation task whose pairs teacher_eval explains: `teacher_eval.held_out`, else

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from rlt_core.artifacts import ArtifactRef, StageKey, input_identity
+from rlt_core.artifacts import ArtifactRef, StageKey, input_identity, keyed_versions
 from rlt_core.config import (
     EvaluateConfig,
     GenerateTracesConfig,
@@ -235,14 +235,24 @@ class StageSpec(Generic[O]):
                 )
         return self.reads(cfg, recipe)
 
-    def key_of(self, config_args: Mapping[str, Any], upstream: Mapping[str, str]) -> StageKey:
-        """The key of a run with these config arguments and input identities."""
-        return StageKey.of(self.name, self.key_config(**config_args), upstream, self.module)
+    def key_of(
+        self,
+        config_args: Mapping[str, Any],
+        upstream: Mapping[str, str],
+        *,
+        strict_env: bool = False,
+    ) -> StageKey:
+        """The key of a run with these config arguments and input identities; with
+        `strict_env`, the package versions too (`PipelineConfig.strict_env`)."""
+        config = self.key_config(**config_args)
+        if strict_env:
+            config = {**config, "environment": keyed_versions()}
+        return StageKey.of(self.name, config, upstream, self.module)
 
     def key(self, cfg: PipelineConfig, recipe: str | None, upstream: Mapping[str, str]) -> StageKey:
         """The key of this stage's run on `cfg` (and `recipe`) with these input identities:
         the artifact directory `<store>/<stage>/<digest>` and the orchestrator's cache key."""
-        return self.key_of(self.config_args(cfg, recipe), upstream)
+        return self.key_of(self.config_args(cfg, recipe), upstream, strict_env=cfg.strict_env)
 
     def check_recipe(self, recipe: str | None) -> None:
         """Raise ValueError for a recipe missing on a recipe stage or given to another."""
@@ -289,7 +299,7 @@ class StageSpec(Generic[O]):
         args = self.config_args(cfg, recipe)
         self.check_inputs(inputs)
         given = {name: inputs.get(name) for name in self.input_names}
-        return self.run(store, args, given, launch=launch)
+        return self.run(store, args, given, launch=launch, strict_env=cfg.strict_env)
 
     def run(
         self,
@@ -298,13 +308,14 @@ class StageSpec(Generic[O]):
         inputs: Mapping[str, str | Path | None],
         *,
         launch: Launch | None = None,
+        strict_env: bool = False,
         **options: Any,
     ) -> ArtifactRef:
         """One run of the stage in the local store `store`, owned by `rlt_core.owner`:
         keyed once, here, on exactly the config arguments and inputs the entry function then
         receives (with `options`, which shape nothing: memory bounds, callbacks)."""
         upstream = {name: input_identity(v) for name, v in inputs.items() if v is not None}
-        key = self.key_of(config_args, upstream)
+        key = self.key_of(config_args, upstream, strict_env=strict_env)
 
         def body(work: Work) -> Any:
             """The entry function on the work area, with exactly what the key holds."""

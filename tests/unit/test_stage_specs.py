@@ -321,3 +321,26 @@ def test_every_manifest_records_the_environment_and_plan_shows_what_changed_sinc
     current = artifacts.package_versions()["trl"]
     row = plan_stage("data", "data", cfg, None, {}, [], StoreIndex(str(tmp_path)))
     assert row.status == "cached" and row.environment == [f"trl 0.0.1 -> {current}"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_package_versions_join_the_keys_only_with_strict_env(
+    strict: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config("tiny", ["strict_env=true"] if strict else [])
+    before = {(s.name, r): s.key(cfg, r, {}).digest for s, r in _runs(cfg)}
+    real = artifacts.package_versions
+    monkeypatch.setattr(artifacts, "package_versions", lambda: {**real(), "trl": "9.9.9"})
+    after = {(s.name, r): s.key(cfg, r, {}).digest for s, r in _runs(cfg)}
+    changed = {run for run in before if before[run] != after[run]}
+    assert changed == (set(before) if strict else set())  # lenient: an upgrade keeps the cache
+
+
+def test_the_number_of_processes_is_in_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The paper's global batch is fixed and split over the processes (training/batching), so
+    # one run on 1 process and on 8 is the same artifact.
+    cfg = load_config("tiny")
+    alone = {(s.name, r): s.key(cfg, r, {}).digest for s, r in _runs(cfg)}
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert {(s.name, r): s.key(cfg, r, {}).digest for s, r in _runs(cfg)} == alone
