@@ -100,32 +100,6 @@ def member_identity(digest: str, member: str) -> str:
     return digest if member in ("", ".") else f"{digest}:{member}"
 
 
-def input_identity(value: str | Path) -> str:
-    """What identifies a stage input in its key, the same in the stage and in the orchestrator.
-
-    - a finished artifact directory: its digest; a file or folder inside one:
-      `<digest>:<relative path>` (location-free: the same artifact in a cache or on S3 has it);
-    - another local file or directory: the sha256 of its bytes (`files_digest` for a folder);
-    - anything else (an offline model name, a hub id): the reference itself.
-    """
-    path = Path(value).expanduser()
-    if not path.exists():
-        return str(value)
-    path = path.resolve()
-    for artifact in (path, *path.parents):
-        if is_complete(artifact):
-            return member_identity(
-                read_manifest(artifact)["digest"], str(path.relative_to(artifact))
-            )
-    if path.is_dir():
-        return files_digest(path)
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def stage_dir(store: str | Path, stage: str, key: str) -> Path:
     """`<store>/<stage>/<key>`: the directory a stage run writes into."""
     return Path(store).expanduser() / stage / key

@@ -44,8 +44,9 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
 
-from rlt_core.artifacts import ArtifactRef, input_identity, member_identity
+from rlt_core.artifacts import ArtifactRef, member_identity
 from rlt_core.config import PipelineConfig, load_config
+from rlt_core.identity import input_identity
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import spec_of
 from rlt_core.store import ArtifactStore, StoreUnavailableError, translated
@@ -75,7 +76,7 @@ def open_store(run: Run) -> ArtifactStore:
 
 def input_digest(value: Input) -> str:
     """What identifies a task input in the key: what the stage itself computes from the local
-    path (`rlt_core.artifacts.input_identity`), from the ref alone."""
+    path (`rlt_core.identity.input_identity`), from the ref alone."""
     if isinstance(value, str):
         return input_identity(value)
     if "ref" in value:

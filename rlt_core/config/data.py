@@ -37,7 +37,8 @@ class DataConfig:
         default="bespokelabs/Bespoke-Stratos-17k",
         metadata={
             "help": "question-solution corpus of Li et al. (section 4.1, <17K pairs); null "
-            "only with corpus_schema 'countdown' (generated from the countdown_* fields)"
+            "only with corpus_schema 'countdown' (generated from the countdown_* fields)",
+            "reference": True,
         },
     )
     corpus_schema: CorpusSchema = field(
@@ -76,11 +77,15 @@ class DataConfig:
         },
     )
     limr_source: str = field(
-        default="GAIR/LIMR", metadata={"help": "LIMR questions of student RL (section 4.3)"}
+        default="GAIR/LIMR",
+        metadata={"help": "LIMR questions of student RL (section 4.3)", "reference": True},
     )
     eval_sources: Mapping[str, str] = field(
         default_factory=lambda: PAPER_EVAL_SOURCES,
-        metadata={"help": "source of each benchmark by task name (countdown is generated)"},
+        metadata={
+            "help": "source of each benchmark by task name (countdown is generated)",
+            "reference": True,
+        },
     )
 
     def __post_init__(self) -> None:

@@ -30,7 +30,8 @@ class GRPORecipe:
     """Fields of one GRPO run; defaults are Table 3 (identical to Table 6 except steps, batch)."""
 
     model: str = field(
-        default="Qwen/Qwen2.5-7B-Instruct", metadata={"help": "fine-tuned model (Tables 3, 6)"}
+        default="Qwen/Qwen2.5-7B-Instruct",
+        metadata={"help": "fine-tuned model (Tables 3, 6)", "reference": True},
     )
     max_steps: int = field(default=125, metadata={"help": "number of training steps (Tables 3, 6)"})
     batch_size: int = field(

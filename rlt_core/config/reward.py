@@ -51,7 +51,8 @@ class RewardConfig:
         default="bespokelabs/Bespoke-Stratos-7B",
         metadata={
             "help": "frozen student pi_s scoring the explanations: Bespoke-Stratos-7B "
-            "(Appendix A.1; Table 3 lists its base, Qwen2.5-7B-Instruct)"
+            "(Appendix A.1; Table 3 lists its base, Qwen2.5-7B-Instruct)",
+            "reference": True,
         },
     )
     logprob_chunk_size: int = field(

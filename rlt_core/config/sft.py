@@ -21,7 +21,10 @@ class SFTRecipe:
 
     model: str = field(
         default="Qwen/Qwen2.5-7B-Instruct",
-        metadata={"help": "model fine-tuned: Qwen2.5-7B/32B-Instruct (Table 5 'Distilled model')"},
+        metadata={
+            "help": "model fine-tuned: Qwen2.5-7B/32B-Instruct (Table 5 'Distilled model')",
+            "reference": True,
+        },
     )
     num_train_samples: int | None = field(
         default=16710,

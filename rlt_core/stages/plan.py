@@ -33,6 +33,7 @@ __all__ = [
     "stage_module",
 ]
 MAX_CONFIG_CHANGES = 4  # config paths shown per reason line
+REFERENCES = "references."  # the key's identities of the config's references
 
 
 def stage_module(stage: str) -> str:
@@ -45,7 +46,7 @@ def stage_cache_key(
 ) -> str:
     """`<stage>-<digest>`: the run's artifact directory key, prefixed with the stage name for
     the orchestrator's cache (one namespace for every stage). `upstream` maps input names to
-    identities (`rlt_core.artifacts.input_identity`)."""
+    identities (`rlt_core.identity.input_identity`)."""
     return spec_of(stage).key(cfg, recipe, upstream).cache_key
 
 
@@ -151,6 +152,9 @@ def _differences(key: StageKey, record: Mapping[str, Any]) -> list[str]:
     old_config, new_config = _flatten(record.get("config")), _flatten(key.config)
     changed = sorted(k for k in old_config.keys() | new_config.keys()
                      if old_config.get(k, "—") != new_config.get(k, "—"))  # fmt: skip
+    # what a model or data source named in the config holds (rlt_core.identity)
+    contents = [k.removeprefix(REFERENCES) for k in changed if k.startswith(REFERENCES)]
+    changed = [k for k in changed if not k.startswith(REFERENCES)]
     if changed:
         shown = [f"{k}: {old_config.get(k, '—')!r} -> {new_config.get(k, '—')!r}"
                  for k in changed[:MAX_CONFIG_CHANGES]]  # fmt: skip
@@ -160,6 +164,8 @@ def _differences(key: StageKey, record: Mapping[str, Any]) -> list[str]:
             else ""
         )
         reasons.append("config changed: " + "; ".join(shown) + more)
+    if contents:
+        reasons.append("input changed: " + ", ".join(f"{k} (its content)" for k in contents))
     old_inputs, new_inputs = dict(record.get("upstream") or {}), key.upstream
     inputs = sorted(n for n in old_inputs.keys() | new_inputs.keys()
                     if old_inputs.get(n) != new_inputs.get(n))  # fmt: skip

@@ -7,7 +7,7 @@ Everything else about a stage derives from its `StageSpec`, so nothing is kept i
 - the subprocess launcher (`rlt_core.training.launch`): input names, which may be model
   references, whether the stage needs a recipe, whether it runs as one process;
 - the key (`StageSpec.key`): the config part is `key_config` of those same arguments, the
-  upstream part the identities of the inputs (`rlt_core.artifacts.input_identity`), the code
+  upstream part the identities of the inputs (`rlt_core.identity.input_identity`), the code
   part the import closure of the entry function's module (`rlt_core.code_closure`). The run's
   owner (`StageSpec.run`, `rlt_core.owner`) keys the artifact directory with it, once,
   and the orchestration layer's cache (Prefect) uses the very same key before running anything;
@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from rlt_core.artifacts import ArtifactRef, StageKey, input_identity, keyed_versions
+from rlt_core.artifacts import ArtifactRef, StageKey, keyed_versions
 from rlt_core.config import (
     EvaluateConfig,
     GenerateTracesConfig,
@@ -37,6 +37,7 @@ from rlt_core.config import (
     TeacherRLConfig,
     to_dict,
 )
+from rlt_core.identity import REFERENCE_FIELDS, input_identity, references
 from rlt_core.owner import Launch, Work, own
 
 InputKind = Literal["artifact", "file", "model"]
@@ -245,6 +246,9 @@ class StageSpec(Generic[O]):
         """The key of a run with these config arguments and input identities; with
         `strict_env`, the package versions too (`PipelineConfig.strict_env`)."""
         config = self.key_config(**config_args)
+        identities = references(config, REFERENCE_FIELDS)
+        if identities:  # what the models and data sources named in the config hold
+            config = {**config, "references": identities}
         if strict_env:
             config = {**config, "environment": keyed_versions()}
         return StageKey.of(self.name, config, upstream, self.module)

@@ -23,10 +23,10 @@ from lighteval.tasks.requests import Doc
 from transformers import AutoTokenizer
 
 from rlt_core import artifacts, formats
-from rlt_core.artifacts import input_identity
 from rlt_core.config import ConfigError, EvaluateConfig
 from rlt_core.data import countdown_rows, countdown_splits, extract_answer, load_eval_set
 from rlt_core.evaluation import engines, lighteval_run, score_predictions, tasks
+from rlt_core.identity import input_identity
 from rlt_core.models import make_tiny_model
 from rlt_core.stages import evaluate as evaluate_stage
 from rlt_core.stages.evaluate import read_results, run_evaluate
@@ -336,7 +336,7 @@ def test_a_half_written_directory_is_never_taken_as_finished(
     tiny_model_path: Path, countdown_eval: Path, tmp_path: Path
 ) -> None:
     identities = {"model": tiny_model_path, "eval_dir": countdown_eval}
-    upstream = {name: artifacts.input_identity(path) for name, path in identities.items()}
+    upstream = {name: input_identity(path) for name, path in identities.items()}
     out = EVALUATE.key_of({"cfg": TINY}, upstream).dir(tmp_path)  # an older layout's leftover
     (out / "details").mkdir(parents=True)
     (out / "results.json").write_text("{}")  # a killed run: results but no manifest

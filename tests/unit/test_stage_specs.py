@@ -23,6 +23,7 @@ from rlt_core.config import (
     available_profiles,
     load_config,
 )
+from rlt_core.identity import input_identity
 from rlt_core.stages.data import run_data
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import DATA, SPECS, TEACHER_SFT, StageSpec
@@ -222,16 +223,19 @@ def test_the_artifact_directory_key_is_the_orchestrators_cache_key(tmp_path: Pat
     # file name) has one identity, so both sides compute one key for the next stage.
     as_ref = {"ref": ref.to_dict(), "file": DATA.outputs.corpus}
     path = out / DATA.outputs.corpus
-    assert input_digest(as_ref) == artifacts.input_identity(path) == f"{ref.digest}:corpus.parquet"
-    assert input_digest(ref.to_dict()) == artifacts.input_identity(out) == ref.digest
-    assert input_digest("offline:smollm2-135m-instruct") == "offline:smollm2-135m-instruct"
-    stage_side = TEACHER_SFT.key(cfg, None, {"corpus": artifacts.input_identity(path)})
+    assert input_digest(as_ref) == input_identity(path) == f"{ref.digest}:corpus.parquet"
+    assert input_digest(ref.to_dict()) == input_identity(out) == ref.digest
+    # A model reference: what it is built from, the same on both sides (rlt_core.identity).
+    offline = input_digest("offline:smollm2-135m-instruct")
+    assert offline == input_identity("offline:smollm2-135m-instruct")
+    assert offline.startswith("offline:smollm2-135m-instruct@")
+    stage_side = TEACHER_SFT.key(cfg, None, {"corpus": input_identity(path)})
     orchestrator_side = stage_cache_key("teacher_sft", cfg, {"corpus": input_digest(as_ref)})
     assert orchestrator_side == f"teacher_sft-{stage_side.digest}"
     # A copy of the same bytes outside any artifact is identified by its content instead.
     copy = tmp_path / "copy.parquet"
     copy.write_bytes(path.read_bytes())
-    assert artifacts.input_identity(copy) != artifacts.input_identity(path)
+    assert input_identity(copy) != input_identity(path)
 
 
 def test_bad_requests_fail_with_the_declarations_names(tmp_path: Path) -> None:

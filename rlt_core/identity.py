@@ -1,0 +1,193 @@
+"""What identifies anything a stage reads: one function for every input and every reference.
+
+A key must change when what a stage reads changes, not only when its name does
+(`reference_identity`):
+
+- a finished artifact (or a file or folder inside one): its digest (`<digest>:<path>` inside),
+  wherever it lies (a cache, S3);
+- any other local file or folder: the sha256 of its bytes, cached by the path and the size and
+  modification time of every file under it (`$RLT_HOME/identity-cache.json`), so a 15 GB
+  checkpoint is hashed once per change, not once per plan;
+- `offline:<name>`: the name and the sha256 of the file it is built from (the pinned GGUF, or
+  the file `RLT_SMOLLM2_GGUF` names);
+- a remote object (`s3://...`, any fsspec URI): its ETag (or version id);
+- a hub id `org/name` (a data set's `org/name:split`): the commit its revision (`main`)
+  resolves to in the local hub cache, models and data sets alike (`org/name@<commit>`). A
+  revision that is not in the cache is kept as written (`org/name@main`): the key then changes
+  once the cache knows the commit. (The loaders take no `@revision` in a config yet.)
+
+`input_identity` is the same rule for a stage input (a path or a reference), shared by the
+stage and the orchestrator, so both compute one key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rlt_core import artifacts
+
+# `org/name`, a data set's `org/name:split`, either with `@revision`
+_HUB_ID = re.compile(
+    r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?::(?P<split>[\w.-]+))?(?:@(?P<revision>[\w.-]+))?$"
+)
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+OFFLINE_PREFIX = "offline:"
+_MEMORY: dict[str, tuple[str, str]] = {}  # path -> (stamp, digest), this process
+
+
+def input_identity(value: str | Path) -> str:
+    """The identity of a stage input: a path (artifact, member, file, folder) or a reference."""
+    return reference_identity(str(value))
+
+
+def reference_identity(ref: str) -> str:
+    """The identity of what `ref` names (module docstring)."""
+    path = Path(ref).expanduser()
+    if ref and path.exists():
+        return _local_identity(path.resolve())
+    if ref.startswith(OFFLINE_PREFIX):
+        return _offline_identity(ref)
+    if "://" in ref:
+        return _remote_identity(ref)
+    match = _HUB_ID.match(ref)
+    if match:
+        split = f":{match['split']}" if match["split"] else ""
+        return _hub_identity(match["repo"], match["revision"]) + split
+    return ref
+
+
+def _local_identity(path: Path) -> str:
+    for artifact in (path, *path.parents):
+        if artifacts.is_complete(artifact):
+            digest = artifacts.read_manifest(artifact)["digest"]
+            return artifacts.member_identity(digest, str(path.relative_to(artifact)))
+    stamp = _stamp(path)
+    cached = _MEMORY.get(str(path)) or _disk_cache().get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    digest = artifacts.files_digest(path) if path.is_dir() else _file_sha256(path)
+    _remember(str(path), stamp, digest)
+    return digest
+
+
+def _stamp(path: Path) -> str:
+    """What changes when any byte under `path` may have: every file's name, size and mtime."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    text = "\n".join(f"{p.relative_to(path) if p != path else ''} {p.stat().st_size} "
+                     f"{p.stat().st_mtime_ns}" for p in files)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _cache_file() -> Path:
+    from rlt_core.models import default_models_dir
+
+    return default_models_dir().parent / "identity-cache.json"
+
+
+def _disk_cache() -> dict[str, tuple[str, str]]:
+    try:
+        raw = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {path: (entry[0], entry[1]) for path, entry in raw.items()}
+
+
+def _remember(path: str, stamp: str, digest: str) -> None:
+    _MEMORY[path] = (stamp, digest)
+    file = _cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        entries = {**_disk_cache(), path: (stamp, digest)}
+        artifacts.write_atomic(file, lambda tmp: tmp.write_text(json.dumps(entries)))
+    except OSError:
+        pass  # a cache: hashing again next time is correct, only slower
+
+
+def _offline_identity(ref: str) -> str:
+    from rlt_core.models.smollm2 import GGUF_ENV_VAR, GGUF_SHA256, SMOLLM2_NAME
+
+    if ref.removeprefix(OFFLINE_PREFIX) != SMOLLM2_NAME:
+        return ref  # resolve_model names the known ones when it refuses this
+    override = os.environ.get(GGUF_ENV_VAR)
+    source = _local_identity(Path(override).expanduser().resolve()) if override else GGUF_SHA256
+    return f"{ref}@{source}"
+
+
+def _remote_identity(uri: str) -> str:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    info = fs.info(path)
+    tag = info.get("VersionId") or info.get("ETag") or info.get("etag") or info.get("mtime")
+    if tag is None and info.get("type") == "directory":
+        tag = artifacts.digest_json(sorted(fs.find(path, detail=True).items(), key=str))[:16]
+    return f"{uri}@{str(tag).strip(chr(34))}"
+
+
+def _hub_identity(repo: str, revision: str | None) -> str:
+    revision = revision or "main"
+    if _COMMIT.match(revision):
+        return f"{repo}@{revision}"
+    from huggingface_hub import constants
+
+    folder = repo.replace("/", "--")
+    for kind in ("models", "datasets"):
+        ref = Path(constants.HF_HUB_CACHE) / f"{kind}--{folder}" / "refs" / revision
+        if ref.is_file():
+            return f"{repo}@{ref.read_text().strip()}"
+    return f"{repo}@{revision}"
+
+
+def reference_fields() -> frozenset[str]:
+    """The config keys whose value names something a stage reads: every config field marked
+    `reference` (models, data sources), and the data stage's name for the teacher's tokenizer."""
+    from rlt_core import config
+
+    sections = (
+        config.DataConfig, config.RewardConfig, config.TeacherSFTConfig, config.TeacherRLConfig,
+        config.StudentSFTConfig, config.StudentRLConfig, config.GenerateTracesConfig,
+        config.EvaluateConfig, config.TeacherEvalConfig,
+    )  # fmt: skip
+    names = {"teacher_tokenizer"}
+    for section in sections:
+        for field in dataclasses.fields(section):
+            if field.metadata.get("reference"):
+                names.add(field.metadata.get("key", field.name))
+    return frozenset(names)
+
+
+REFERENCE_FIELDS = reference_fields()
+
+
+def references(
+    config: Mapping[str, Any], names: frozenset[str] = REFERENCE_FIELDS
+) -> dict[str, str]:
+    """The identity of every reference in a key's config: the leaves whose field name is in
+    `names` (a mapping under such a name: each of its values), by their dotted path."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str, name: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                walk(item, child, name if name in names else str(key))
+        elif name in names and isinstance(value, str) and value:
+            found[path] = reference_identity(value)
+
+    walk(config, "", "")
+    return found

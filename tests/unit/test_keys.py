@@ -1,0 +1,185 @@
+"""Keys that cannot go stale: change one thing a stage reads, see exactly which keys move.
+
+Every model and data source a config names is keyed by what it holds (`rlt_core.identity`):
+local files and folders by their bytes, offline models by the file they are built from, hub
+ids by the commit the local hub cache resolves them to. Nothing here loads a model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlt_core import artifacts, identity
+from rlt_core.config import PipelineConfig, available_profiles, load_config, to_dict
+from rlt_core.identity import REFERENCE_FIELDS, input_identity, reference_identity
+from rlt_core.stages.plan import StoreIndex, plan_stage
+from rlt_core.stages.specs import EVALUATE, SPECS
+
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
+
+
+def _runs(cfg: PipelineConfig) -> dict[str, str]:
+    """Every stage run's key digest (inputs held fixed), by `stage[recipe]`."""
+    keys = {}
+    for spec in SPECS.values():
+        recipes = getattr(cfg, spec.recipe_section) if spec.recipe_section else {None: None}
+        for recipe in recipes:
+            keys[f"{spec.name}[{recipe}]" if recipe else spec.name] = spec.key(
+                cfg, recipe, {}
+            ).digest
+    return keys
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A corpus file, a teacher and a student directory, and a hub cache holding
+    `org/student` at COMMIT_A."""
+    monkeypatch.setenv("RLT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(identity, "_MEMORY", {})
+    corpus = tmp_path / "corpus.parquet"
+    pd.DataFrame({"id": ["1"], "question": ["q"], "solution": ["s"]}).to_parquet(corpus)
+    paths = {"corpus": corpus}
+    for name in ("teacher", "student"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights v1")
+        paths[name] = tmp_path / name
+    hub = tmp_path / "hub"
+    (hub / "models--org--student" / "refs").mkdir(parents=True)
+    (hub / "models--org--student" / "refs" / "main").write_text(COMMIT_A)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    paths["hub"] = hub
+    return paths
+
+
+def _config(world: dict[str, Path], student: str | None = None) -> PipelineConfig:
+    return load_config("tiny", [
+        "data.corpus_schema=question_solution",
+        f"data.corpus_source={world['corpus']}",
+        f"teacher_sft.model={world['teacher']}",
+        f"teacher_rl.model={world['teacher']}",
+        f"reward.student_model={student or world['student']}",
+    ])  # fmt: skip
+
+
+def _retrain(folder: Path) -> None:
+    (folder / "model.safetensors").write_bytes(b"weights v2, retrained in place")
+
+
+def _edit_corpus(world: dict[str, Path]) -> None:
+    pd.DataFrame({"id": ["1"], "question": ["q"], "solution": ["another"]}).to_parquet(
+        world["corpus"]
+    )
+
+
+READS_STUDENT = {"teacher_rl", "rank_traces", "teacher_eval"}  # the reward's frozen student
+READS_TEACHER = {"data", "teacher_sft", "teacher_rl"}  # data: think lengths in its tokens
+CASES: dict[str, tuple[Callable[[dict[str, Path]], None], set[str]]] = {
+    "the corpus file's bytes": (_edit_corpus, {"data"}),
+    "the student's weights in place": (lambda w: _retrain(w["student"]), READS_STUDENT),
+    "the teacher's weights in place": (lambda w: _retrain(w["teacher"]), READS_TEACHER),
+    "nothing": (lambda w: None, set()),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_change_moves_exactly_the_keys_of_the_stages_that_read_it(
+    case: str, world: dict[str, Path]
+) -> None:
+    change, expected = CASES[case]
+    before = _runs(_config(world))
+    change(world)
+    after = _runs(_config(world))
+    moved = {run.split("[")[0] for run in before if before[run] != after[run]}
+    assert moved == expected
+
+
+def test_a_hub_revision_moves_the_keys_of_the_stages_that_read_it(
+    world: dict[str, Path],
+) -> None:
+    cfg = _config(world, student="org/student")
+    before = _runs(cfg)
+    assert SPECS["teacher_rl"].key(cfg, None, {}).config["references"][
+        "reward.student_model"
+    ] == f"org/student@{COMMIT_A}"  # the commit the hub cache resolves `main` to
+    (world["hub"] / "models--org--student" / "refs" / "main").write_text(COMMIT_B)
+    after = _runs(cfg)
+    assert {run for run in before if before[run] != after[run]} == READS_STUDENT
+
+
+def test_an_evaluated_models_weights_are_its_identity(world: dict[str, Path]) -> None:
+    cfg = _config(world)
+    eval_dir = world["corpus"]
+
+    def key() -> str:
+        upstream = {"model": input_identity(world["student"]), "eval_dir": input_identity(eval_dir)}
+        return EVALUATE.key(cfg, None, upstream).digest
+
+    first = key()
+    _retrain(world["student"])
+    assert key() != first
+
+
+def test_plan_says_which_content_changed(world: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _config(world)
+    old = SPECS["teacher_rl"].key(cfg, None, {})
+    out = old.dir(tmp_path / "store")
+    out.mkdir(parents=True)
+    artifacts.write_manifest(out, stage="teacher_rl", config=old.config, upstream={},
+                             metrics={}, key=old)  # fmt: skip
+    _retrain(world["student"])
+    index = StoreIndex(str(tmp_path / "store"))
+    row = plan_stage("teacher_rl", "teacher_rl", cfg, None, {}, [], index)
+    assert row.status == "run"
+    assert row.reasons == ["input changed: reward.student_model (its content)"]
+
+
+def test_a_big_folder_is_hashed_once_per_change(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[Path] = []
+    real = artifacts.files_digest
+    monkeypatch.setattr(artifacts, "files_digest", lambda p: hashed.append(p) or real(p))
+    first = reference_identity(str(world["student"]))
+    monkeypatch.setattr(identity, "_MEMORY", {})  # a new process: only the cache file remains
+    assert reference_identity(str(world["student"])) == first and len(hashed) == 1
+    _retrain(world["student"])
+    assert reference_identity(str(world["student"])) != first and len(hashed) == 2
+
+
+def _looks_like_a_reference(value: object) -> bool:
+    text = str(value)
+    return isinstance(value, str) and (text.startswith("offline:") or "/" in text)
+
+
+@pytest.mark.parametrize("profile", available_profiles())
+def test_every_reference_valued_field_of_every_profile_is_keyed_by_its_content(
+    profile: str,
+) -> None:
+    # Generated from the profiles: a string field holding a path, an offline name or a hub id
+    # must be one `rlt_core.identity` resolves (a `reference` field of the config).
+    unkeyed = []
+
+    def walk(value: object, name: str, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, name if name in REFERENCE_FIELDS else str(key), f"{path}.{key}")
+        elif _looks_like_a_reference(value) and name not in REFERENCE_FIELDS:
+            unkeyed.append(f"{path.lstrip('.')}={value}")
+
+    walk(to_dict(load_config(profile)), "", "")
+    assert not unkeyed, f"fields naming what a stage reads, keyed by name only: {unkeyed}"
+
+
+def test_every_reference_field_is_a_string_field() -> None:
+    from rlt_core import config
+
+    tagged = [(section.__name__, f.name, f.type) for section in (
+        config.DataConfig, config.RewardConfig, config.TeacherSFTConfig,
+        config.TeacherRLConfig, config.StudentSFTConfig, config.StudentRLConfig,
+    ) for f in dataclasses.fields(section) if f.metadata.get("reference")]  # fmt: skip
+    assert {name for _, name, _ in tagged} == REFERENCE_FIELDS - {"teacher_tokenizer"}
+    assert all("str" in str(kind) for _, _, kind in tagged), tagged
