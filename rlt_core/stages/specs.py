@@ -37,6 +37,7 @@ from rlt_core.config import (
     TeacherRLConfig,
     to_dict,
 )
+from rlt_core.devices import numerics
 from rlt_core.identity import REFERENCE_FIELDS, input_identity, references
 from rlt_core.owner import Launch, Work, own
 
@@ -249,6 +250,11 @@ class StageSpec(Generic[O]):
         identities = references(config, REFERENCE_FIELDS)
         if identities:  # what the models and data sources named in the config hold
             config = {**config, "references": identities}
+        dtype = next((v["dtype"] for v in config.values() if isinstance(v, Mapping)
+                      and isinstance(v.get("dtype"), str)), None)  # fmt: skip
+        if dtype is not None:  # a stage that runs a model: the device and dtype it really uses
+            launched = not (self.single_process or self.in_driver)
+            config = {**config, "numerics": numerics(dtype, launched=launched)}
         if strict_env:
             config = {**config, "environment": keyed_versions()}
         return StageKey.of(self.name, config, upstream, self.module)

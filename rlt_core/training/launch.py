@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
+from rlt_core import devices
 from rlt_core.artifacts import ArtifactRef
-from rlt_core.config import config_dir
 from rlt_core.stages.specs import spec_of
 
 logger = logging.getLogger(__name__)
@@ -56,14 +56,10 @@ def transient_marker(ref_out: Path) -> Path:
     return ref_out.with_name(ref_out.name + ".transient")
 
 
-def zero3_config() -> Path:
-    """`configs/accelerate/zero3.yaml`: DeepSpeed ZeRO-3, bf16, 8 processes on one node."""
-    return config_dir() / "accelerate" / "zero3.yaml"
-
-
 def default_accelerate_config() -> Path | None:
-    """ZeRO-3 when CUDA sees more than one GPU; None (a plain process) on CPU or one GPU."""
-    return zero3_config() if torch.cuda.device_count() > 1 else None
+    """ZeRO-3 when CUDA sees more than one GPU; None (a plain process) on CPU or one GPU
+    (`rlt_core.devices.accelerate_config`, the one the stage keys hold)."""
+    return devices.accelerate_config()
 
 
 def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: str | None) -> None:

@@ -183,3 +183,38 @@ def test_every_reference_field_is_a_string_field() -> None:
     ) for f in dataclasses.fields(section) if f.metadata.get("reference")]  # fmt: skip
     assert {name for _, name, _ in tagged} == REFERENCE_FIELDS - {"teacher_tokenizer"}
     assert all("str" in str(kind) for _, _, kind in tagged), tagged
+
+
+MODEL_STAGES = set(SPECS) - {"data"}  # every stage that runs a model
+LAUNCHED = {"teacher_sft", "teacher_rl", "student_sft", "student_rl"}  # training launches
+
+
+def test_the_dtype_a_stage_really_runs_in_is_keyed(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny profile asks for float32; a profile asking for bf16 runs it in float32 on a CPU
+    # and in bf16 on a GPU: two different artifacts.
+    cfg = load_config("tiny", ["teacher_sft.dtype=bfloat16"])
+    monkeypatch.setattr("rlt_core.devices.gpu_count", lambda: 0)
+    on_cpu = _runs(cfg)
+    assert SPECS["teacher_sft"].key(cfg, None, {}).config["numerics"]["dtype"] == "float32"
+    monkeypatch.setattr("rlt_core.devices.gpu_count", lambda: 1)
+    on_gpu = _runs(cfg)
+    assert SPECS["teacher_sft"].key(cfg, None, {}).config["numerics"]["dtype"] == "bfloat16"
+    assert {run.split("[")[0] for run in on_cpu if on_cpu[run] != on_gpu[run]} == MODEL_STAGES
+
+
+def test_the_accelerate_configs_content_is_keyed_for_training_launches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlt_core import devices
+
+    cfg = load_config("tiny")
+    edited = tmp_path / "zero3.yaml"
+    edited.write_text(devices.zero3_config().read_text())
+    monkeypatch.setattr(devices, "zero3_config", lambda: edited)
+    monkeypatch.setattr(devices, "gpu_count", lambda: 8)  # a node whose stages launch ZeRO-3
+    before = _runs(cfg)
+    edited.write_text(edited.read_text().replace("mixed_precision: bf16", "mixed_precision: fp16"))
+    after = _runs(cfg)
+    assert {run.split("[")[0] for run in before if before[run] != after[run]} == LAUNCHED

@@ -17,12 +17,12 @@ import yaml
 
 from rlt_core import artifacts
 from rlt_core.data import countdown_rows, countdown_splits
+from rlt_core.devices import zero3_config
 from rlt_core.training.launch import (
     StageLaunchError,
     accelerate_command,
     check_stage_request,
     launch_stage,
-    zero3_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,56 @@
+"""What a stage really computes with: its device, its dtype and how it is launched.
+
+The precision rule of every model-running stage: on a CPU always float32 (bf16 autocast on
+CPU was about 10x slower here, fp16 is not supported), on GPUs the recipe's dtype; training on
+more than one GPU launches through `accelerate` with DeepSpeed ZeRO-3
+(`configs/accelerate/zero3.yaml`). `numerics` is that rule as a stage key sees it: one shared
+store never mixes a laptop's float32 artifact with a cluster's bf16 one under one key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from rlt_core.config import config_dir
+
+
+def gpu_count() -> int:
+    """The CUDA GPUs this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_dtype(recipe_dtype: str, gpus: int | None = None) -> str:
+    """The dtype a stage computes in: float32 without a GPU, else the recipe's."""
+    gpus = gpu_count() if gpus is None else gpus
+    return recipe_dtype if gpus else "float32"
+
+
+def zero3_config() -> Path:
+    """`configs/accelerate/zero3.yaml`: DeepSpeed ZeRO-3, bf16, 8 processes on one node."""
+    return config_dir() / "accelerate" / "zero3.yaml"
+
+
+def accelerate_config(gpus: int | None = None) -> Path | None:
+    """The accelerate config a training stage launches with: ZeRO-3 on more than one GPU,
+    None (a plain process) on a CPU or one GPU."""
+    gpus = gpu_count() if gpus is None else gpus
+    return zero3_config() if gpus > 1 else None
+
+
+def numerics(recipe_dtype: str, *, launched: bool) -> dict[str, Any]:
+    """What of the hardware shapes a stage's output, for its key: the device kind, the dtype it
+    runs in and, for a stage `launched` as a training launch, the content of the accelerate
+    config it launches with (its mixed precision, its ZeRO stage)."""
+    gpus = gpu_count()
+    found: dict[str, Any] = {"device": "cuda" if gpus else "cpu"}
+    found["dtype"] = run_dtype(recipe_dtype, gpus)
+    if launched:
+        config = accelerate_config(gpus)
+        found["accelerate"] = (
+            hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config is not None else None
+        )
+    return found
