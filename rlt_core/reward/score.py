@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from rlt_core.artifacts import write_atomic
 from rlt_core.config import ConfigError, RewardConfig, config_digest, load_config, to_dict
 from rlt_core.data import read_table
+from rlt_core.identity import reference_identity
+from rlt_core.models import resolve_model
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.spans import SpanError, align_text
 from rlt_core.reward.terms import RewardBreakdown
@@ -207,7 +209,9 @@ def score_dataset(
     out = Path(out)
     parts = parts_dir(out)
     student = student or cfg.student_model
-    _check_meta(parts, _meta(teacher, student, cfg, explanation))
+    for ref in (teacher, student):
+        resolve_model(ref)  # a reference that names nothing fails here, before meta.json
+    _check_meta(parts, _meta(teacher, student, data, cfg, explanation, dtype))
     done = set(read_parts(parts)[ID_COLUMN].astype(str))
     todo = table[~table[ID_COLUMN].isin(done)]
     scored = 0
@@ -225,13 +229,25 @@ def score_dataset(
     return ScoreRun(scored=scored, skipped=len(done), out=out)
 
 
-def _meta(teacher: str, student: str, cfg: RewardConfig, explanation: str) -> dict[str, object]:
+def _meta(
+    teacher: str,
+    student: str,
+    data: str | Path,
+    cfg: RewardConfig,
+    explanation: str,
+    dtype: str,
+) -> dict[str, object]:
+    """What the scores in a `.parts` folder depend on: the models and the data by what they
+    hold (`rlt_core.identity`: retrained weights or edited rows are other scores), the reward
+    settings and the dtype they were computed in."""
     return {
-        "teacher": teacher,
-        "student": student,
+        "teacher": reference_identity(teacher),
+        "student": reference_identity(student),
+        "data": reference_identity(str(data)),
         "explanation_column": explanation,
         "reward_config": to_dict(cfg),
         "reward_config_digest": config_digest(cfg),
+        "dtype": dtype,
     }
 
 

@@ -8,6 +8,7 @@ rather than against quality expectations (those are in tests/smoke/test_reward_s
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -309,6 +310,27 @@ def test_rerun_with_other_settings_is_refused(tmp_path, tiny_model_path, student
     score_dataset(str(tiny_model_path), str(student_path), data, out, cfg=CFG)
     with pytest.raises(ValueError, match=r"other settings \(changed: \['reward_config'"):
         score_dataset(str(tiny_model_path), str(student_path), data, out, cfg=replace(CFG, lam=0.0))
+
+
+def test_score_resume_is_keyed_on_what_the_models_and_data_hold(
+    tmp_path, tiny_model_path, smollm2_tokenizer_path
+) -> None:
+    student = make_tiny_model(tmp_path / "student", smollm2_tokenizer_path, seed=1)
+    data, out = _traces(tmp_path / "t.jsonl", 2), tmp_path / "s.parquet"
+    args = (str(tiny_model_path), str(student), data, out)
+    # A typo in the teacher fails before anything is written: the corrected rerun goes on.
+    with pytest.raises(ValueError, match="neither an offline model"):
+        score_dataset("teachr-typo", str(student), data, out, cfg=CFG)
+    assert not parts_dir(out).exists()
+    score_dataset(*args, cfg=CFG, max_batches=0)
+    make_tiny_model(tmp_path / "student", smollm2_tokenizer_path, seed=2)  # retrained in place
+    with pytest.raises(ValueError, match=r"other settings \(changed: \['student'\]\)"):
+        score_dataset(*args, cfg=CFG)
+    shutil.rmtree(parts_dir(out))
+    score_dataset(*args, cfg=CFG, max_batches=0)
+    _traces(data, 3)  # a row more
+    with pytest.raises(ValueError, match=r"other settings \(changed: \['data'\]\)"):
+        score_dataset(*args, cfg=CFG)
 
 
 @pytest.mark.parametrize(
