@@ -15,8 +15,8 @@ from rlt_core.config.coerce import normalize_fields
 from rlt_core.config.errors import ConfigError, ConfigIssue, without_keys
 
 # Hub ids `org/name` (datasets may add `:split`, as rlt_core.data.sources reads them).
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*?(@[\w.-]+)?$")  # [@revision]
+HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+?(:[\w.-]+)?(@[\w.-]+)?$")
 OFFLINE_REF = re.compile(r"^offline:[A-Za-z0-9][\w.-]*$")
 LOCAL_PREFIXES = ("/", "./", "../", "~")
 DATA_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")

@@ -33,8 +33,11 @@ import pandas as pd
 ACCEPTED_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 DEFAULT_HUB_SPLIT = "train"
 
-# `org/name` or `org/name:split`; Hub names use letters, digits, `-`, `_` and `.`.
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<split>[\w.-]+))?$")
+# `org/name`, `org/name:split`, either pinned with `@revision` (a commit, tag or branch); Hub
+# names use letters, digits, `-`, `_` and `.`.
+_HUB_ID = re.compile(
+    r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?::(?P<split>[\w.-]+))?(?:@(?P<revision>[\w.-]+))?$"
+)
 
 
 class SourceUnavailableError(OSError):
@@ -47,10 +50,11 @@ class HubSource:
 
     repo_id: str
     split: str
+    revision: str | None = None
 
 
 def parse_hub_id(source: str) -> HubSource | None:
-    """Return the Hub reference when `source` reads as `org/name[:split]`, else None.
+    """Return the Hub reference when `source` reads as `org/name[:split][@revision]`, else None.
 
     A string with a URI scheme or a known file extension is never a Hub id.
     """
@@ -59,7 +63,8 @@ def parse_hub_id(source: str) -> HubSource | None:
     match = _HUB_ID.match(source)
     if match is None:
         return None
-    return HubSource(repo_id=match["repo"], split=match["split"] or DEFAULT_HUB_SPLIT)
+    split = match["split"] or DEFAULT_HUB_SPLIT
+    return HubSource(repo_id=match["repo"], split=split, revision=match["revision"])
 
 
 def source_name(source: str) -> str:
@@ -182,7 +187,7 @@ def _read_hub(hub: HubSource, config: str | None) -> pd.DataFrame:
     import datasets  # heavy import, needed only for Hub ids
 
     try:
-        dataset = datasets.load_dataset(hub.repo_id, config, split=hub.split)
+        dataset = datasets.load_dataset(hub.repo_id, config, split=hub.split, revision=hub.revision)
     except (OSError, ValueError) as exc:
         raise SourceUnavailableError(
             f"could not load Hub dataset {hub.repo_id!r} (config {config!r}, split "

@@ -16,8 +16,9 @@ OFFLINE_PREFIX = "offline:"
 # Offline model name -> function that materialises it (if needed) and returns its directory.
 OFFLINE_MODELS: dict[str, Callable[[], Path]] = {SMOLLM2_NAME: materialize_smollm2}
 
-# Hugging Face repo ids: `org/name`, letters, digits, '-', '_', '.'; no leading '.', '-' or '/'.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+# Hugging Face repo ids: `org/name`, letters, digits, '-', '_', '.'; no leading '.', '-' or '/';
+# optionally pinned: `org/name@revision` (a commit, tag or branch).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}?(@[\w.-]{1,96})?")
 
 
 def resolve_model(ref: str) -> str:
@@ -27,7 +28,9 @@ def resolve_model(ref: str) -> str:
     - `offline:<name>` with a name of `OFFLINE_MODELS` (e.g. `offline:smollm2-135m-instruct`):
       materialised on first use, returns the local checkpoint directory;
     - an existing local path: returned as given (`~` expanded);
-    - a hub id `org/name` (e.g. `Qwen/Qwen2.5-7B-Instruct`): returned unchanged.
+    - a hub id `org/name` (e.g. `Qwen/Qwen2.5-7B-Instruct`): returned unchanged; pinned,
+      `org/name@revision`: the local snapshot of that revision (ValueError when offline and
+      not cached).
     Anything else raises ValueError naming the reference and these forms.
     """
     if ref.startswith(OFFLINE_PREFIX):
@@ -41,12 +44,29 @@ def resolve_model(ref: str) -> str:
     if ref and Path(local).exists():
         return local
     if _HUB_ID.fullmatch(ref) and "--" not in ref and ".." not in ref:
-        return ref
+        return _pinned(ref) if "@" in ref else ref
     raise ValueError(
         f"Model reference {ref!r} is neither an offline model ({_offline_refs()}), nor an "
         "existing local path, nor a hub id of the form 'org/name'. Fix the spelling, create the "
         "path, or use one of those forms."
     )
+
+
+def _pinned(ref: str) -> str:
+    """The local snapshot of `org/name@revision` (downloaded when the hub is reachable):
+    every loader then reads exactly that revision from a path."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, revision = ref.split("@", 1)
+    try:
+        return snapshot_download(repo_id=repo, revision=revision)
+    except LocalEntryNotFoundError as error:
+        raise ValueError(
+            f"model {ref!r}: revision {revision!r} is not in the local hub cache and the hub "
+            "cannot be reached (offline). Download it where the hub is reachable "
+            f"(`huggingface-cli download {repo} --revision {revision}`) or use a local path."
+        ) from error
 
 
 def _offline_refs() -> str:

@@ -218,3 +218,28 @@ def test_the_accelerate_configs_content_is_keyed_for_training_launches(
     edited.write_text(edited.read_text().replace("mixed_precision: bf16", "mixed_precision: fp16"))
     after = _runs(cfg)
     assert {run.split("[")[0] for run in before if before[run] != after[run]} == LAUNCHED
+
+
+def test_a_pinned_hub_revision_loads_from_the_cache_and_is_keyed_by_its_commit(
+    tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from rlt_core.models import resolve_model
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--tiny"
+    shutil.copytree(tiny_model_path, repo / "snapshots" / COMMIT_A)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(COMMIT_A)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert Path(resolve_model("org/tiny@v1")) == repo / "snapshots" / COMMIT_A
+    assert reference_identity("org/tiny@v1") == f"org/tiny@{COMMIT_A}"
+    cfg = load_config("tiny", ["reward.student_model=org/tiny@v1"])
+    refs = SPECS["teacher_rl"].key(cfg, None, {}).config["references"]
+    assert refs["reward.student_model"] == f"org/tiny@{COMMIT_A}"  # the commit that was used
+    with pytest.raises(ValueError, match="'v2' is not in the local hub cache.*offline"):
+        resolve_model("org/tiny@v2")
