@@ -243,3 +243,15 @@ def test_a_pinned_hub_revision_loads_from_the_cache_and_is_keyed_by_its_commit(
     assert refs["reward.student_model"] == f"org/tiny@{COMMIT_A}"  # the commit that was used
     with pytest.raises(ValueError, match="'v2' is not in the local hub cache.*offline"):
         resolve_model("org/tiny@v2")
+
+
+def test_an_s3_object_is_keyed_by_its_etag(s3_env, s3_bucket: str, tmp_path: Path) -> None:
+    client = s3_env.client()
+    client.put_object(Bucket=s3_bucket, Key="corpus.parquet", Body=b"first rows")
+    first = reference_identity(f"s3://{s3_bucket}/corpus.parquet")
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # s3fs caches listings per instance
+    client.put_object(Bucket=s3_bucket, Key="corpus.parquet", Body=b"edited rows")
+    second = reference_identity(f"s3://{s3_bucket}/corpus.parquet")
+    assert first != second and second.startswith(f"s3://{s3_bucket}/corpus.parquet@")
