@@ -182,6 +182,7 @@ def references(
     found: dict[str, str] = {}
 
     def walk(value: Any, path: str, name: str) -> None:
+        """Visit `value` at dotted `path`, under the field `name` that holds it."""
         if isinstance(value, Mapping):
             for key, item in value.items():
                 child = f"{path}.{key}" if path else str(key)
