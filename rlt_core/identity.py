@@ -33,10 +33,6 @@ from typing import Any
 
 from rlt_core import artifacts
 
-# `org/name`, a data set's `org/name:split`, either with `@revision`
-_HUB_ID = re.compile(
-    r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?::(?P<split>[\w.-]+))?(?:@(?P<revision>[\w.-]+))?$"
-)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 OFFLINE_PREFIX = "offline:"
 _MEMORY: dict[str, tuple[str, str]] = {}  # path -> (stamp, digest), this process
@@ -56,11 +52,13 @@ def reference_identity(ref: str) -> str:
         return _offline_identity(ref)
     if "://" in ref:
         return _remote_identity(ref)
-    match = _HUB_ID.match(ref)
-    if match:
-        split = f":{match['split']}" if match["split"] else ""
-        return _hub_identity(match["repo"], match["revision"]) + split
-    return ref
+    from rlt_core.data.sources import parse_hub_id  # the one parser of `org/name[:split][@rev]`
+
+    hub = parse_hub_id(ref)
+    if hub is None:
+        return ref
+    split = f":{hub.split}" if ":" in ref.split("@", 1)[0] else ""
+    return _hub_identity(hub.repo_id, hub.revision) + split
 
 
 def _local_identity(path: Path) -> str:
