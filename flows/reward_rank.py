@@ -19,6 +19,7 @@ from flows import common
 from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
 from flows.runners import RunnerKind
+from rlt_core.config.reward import KlEstimator
 from rlt_core.reports import rank_row
 from rlt_core.stages.specs import DATA, RANK_TRACES
 from tasks import stages
@@ -34,19 +35,24 @@ def reward_rank(
     runner: RunnerKind = "sequential",
     ray_address: str | None = None,
     strict_env: bool = False,
+    kl_estimator: KlEstimator | None = None,
 ) -> dict[str, Any]:
     """Students distilled from each reward rank; the rank-score correlation of section 4.5.
 
     `runner` / `ray_address`: where the stages run (`flows.runners`); with `ray` the rank
-    students and their evaluations run side by side.
+    students and their evaluations run side by side. `kl_estimator` sets the r_KL estimator
+    the ranks are made with (None: the profile's `reward.kl_estimator`, the paper's 'sampled';
+    the completions ranked here are the SFT teacher's own samples, where it estimates a KL).
     """
     if num_ranks < 3:
         raise ValueError(f"num_ranks={num_ranks}: a correlation needs at least 3 ranks (paper: 16)")
-    overrides = [*(overrides or []), *rank_overrides(num_ranks)]
+    estimator = [f"reward.kl_estimator={kl_estimator}"] if kl_estimator else []
+    overrides = [*(overrides or []), *estimator, *rank_overrides(num_ranks)]
     with common.start_run(
         profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
     ) as run:
-        title = f"RLT reward rank vs student score ({profile})"
+        used = run.cfg.reward.kl_estimator
+        title = f"RLT reward rank vs student score ({profile}, {used} KL estimator)"
         report = rank_dag(run, num_ranks, recipe, title=title)
         return common.finish(run, report, "rlt-reward-rank")
 
@@ -96,6 +102,13 @@ def main(
     runner: common.RunnerOption = "sequential",
     ray_address: common.RayAddressOption = None,
     strict_env: common.StrictEnvOption = False,
+    kl_estimator: Annotated[
+        KlEstimator | None,
+        typer.Option(
+            help="r_KL estimator of the ranks: sampled (the paper's), k3 or full; default: the "
+            "profile's reward.kl_estimator"
+        ),
+    ] = None,
 ) -> None:
     """Run the section 4.5 flow in this process."""
     reward_rank(
@@ -107,6 +120,7 @@ def main(
         runner=runner,
         ray_address=ray_address,
         strict_env=strict_env,
+        kl_estimator=kl_estimator,
     )
 
 

@@ -31,7 +31,13 @@ END_SOLUTION = "<|end_of_solution|>"
 BEGIN_EXPLANATION = "<|begin_of_explanation|>"
 END_EXPLANATION = "<|end_of_explanation|>"
 
-# Figure 6 verbatim (the system prompt of Li et al. [11]); `'\n\n'` is literal text in the prompt.
+# The student's system prompt: the text of Bespoke-Stratos-17k's `system` field and of the
+# authors' code (their STRATOS_SYSTEM_PROMPT), i.e. what Bespoke-Stratos-7B, the frozen reward
+# student of Appendix A.1, was trained on. It spells "analisying"; the paper's Figure 6 prints
+# "analysing" (`FIGURE_6_SYSTEM_PROMPT`). The figure is a rendering of this prompt, the model
+# never saw it: a student scored, trained or evaluated under the figure's spelling conditions on
+# a prompt it does not know. This is the DEFAULT; a corpus row that carries its own `system`
+# text is used with exactly that text (`student_system`). `'\n\n'` is literal text here.
 STUDENT_SYSTEM_PROMPT = (
     "Your role as an assistant involves thoroughly exploring questions through a systematic "
     "long thinking process before providing the final precise and accurate solutions. This "
@@ -40,7 +46,7 @@ STUDENT_SYSTEM_PROMPT = (
     "process. Please structure your response into two main sections: Thought and Solution. In "
     "the Thought section, detail your reasoning process using the specified format: "
     "<|begin_of_thought|> {thought with steps separated with '\\n\\n'} <|end_of_thought|> Each "
-    "step should include detailed considerations such as analysing questions, summarizing "
+    "step should include detailed considerations such as analisying questions, summarizing "
     "relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, "
     "refining any errors, and revisiting previous steps. In the Solution section, based on "
     "various attempts, explorations, and reflections from the Thought section, systematically "
@@ -50,8 +56,13 @@ STUDENT_SYSTEM_PROMPT = (
     "clear solution} <|end_of_solution|> Now, try to solve the following question through the "
     "above guidelines:"
 )
+# Figure 6 as printed in the paper: the same prompt with "analysing". Documentation only.
+FIGURE_6_SYSTEM_PROMPT = STUDENT_SYSTEM_PROMPT.replace("analisying", "analysing")
 
-# Figure 7 verbatim (the RLT system prompt). The figure shows one space before <|im_end|>.
+# The RLT system prompt (Figure 7) as the authors' code has it (their
+# STRATOS_STYLE_TEACHER_PROMPT), "analisying" included, and one space at its end (the figure
+# shows it before <|im_end|>). The teachers are trained from scratch on it (teacher_sft), so
+# only agreement with the authors' runs depends on the spelling.
 TEACHER_SYSTEM_PROMPT = (
     "Your role as an assistant involves providing precise and accurate solutions before "
     "providing detailed explanations with your full work showing your systematic thinking "
@@ -66,9 +77,21 @@ TEACHER_SYSTEM_PROMPT = (
     "comprehensively detail your reasoning process using the specified format: "
     "<|begin_of_explanation|> {explanation with steps separated with '\\n\\n'} "
     "<|end_of_explanation|> Each step should show detailed considerations leading to your "
-    "solutions such as analysing questions, summarizing relevant findings, brainstorming new "
+    "solutions such as analisying questions, summarizing relevant findings, brainstorming new "
     "ideas, verifying the accuracy of the current steps, refining any errors, and revisiting "
     "previous steps. "
+)
+# Figure 7 as printed in the paper ("analysing"). Documentation only.
+FIGURE_7_SYSTEM_PROMPT = TEACHER_SYSTEM_PROMPT.replace("analisying", "analysing")
+
+# SkyThought's instruction, which Bespoke-Stratos-17k prefixes to every math question: the
+# students are distilled on questions that carry it, so every math question a student answers
+# (corpus, LIMR, AIME24, MATH 500) carries it too (`student_question`).
+MATH_INSTRUCTION = "Return your final response within \\boxed{}. "
+# GPQA Diamond's variant (multiple choice, the letter in the box).
+GPQA_INSTRUCTION = (
+    "Return your final response within \\boxed{} and only include the letter choice "
+    "(A, B, C, or D) as your final response. "
 )
 
 Message = dict[str, str]
@@ -91,12 +114,14 @@ class FormatError(ValueError):
 # --------------------------------------------------------------------------- assistant texts
 
 
+# The blank line the format puts between every tag and the body it opens or closes.
+PADDING = "\n\n"
 # The glue of the student format around its two bodies (Figure 6) ...
-THOUGHT_OPEN = f"{BEGIN_THOUGHT}\n\n"
-THOUGHT_TO_SOLUTION = f"\n\n{END_THOUGHT}\n\n{BEGIN_SOLUTION}\n\n"
-SOLUTION_CLOSE = f"\n\n{END_SOLUTION}"
+THOUGHT_OPEN = f"{BEGIN_THOUGHT}{PADDING}"
+THOUGHT_TO_SOLUTION = f"{PADDING}{END_THOUGHT}\n\n{BEGIN_SOLUTION}{PADDING}"
+SOLUTION_CLOSE = f"{PADDING}{END_SOLUTION}"
 # ... and what follows the explanation in the RLT format (Figure 7).
-EXPLANATION_CLOSE = f"\n\n{END_EXPLANATION}"
+EXPLANATION_CLOSE = f"{PADDING}{END_EXPLANATION}"
 
 
 def student_assistant_text(thought: str, solution: str) -> str:
@@ -227,10 +252,32 @@ def teacher_output_to_student(question: str, solution: str, completion: str) -> 
 # --------------------------------------------------------------------------- chat messages
 
 
-def student_messages(question: str) -> list[Message]:
-    """System (Figure 6) and user turns of the student format."""
+def student_system(system: str | None = None) -> str:
+    """The student's system prompt: `system` when it is text (a corpus row's own, a model's
+    recorded one), else the default `STUDENT_SYSTEM_PROMPT`."""
+    if isinstance(system, str) and system.strip():
+        return system
+    return STUDENT_SYSTEM_PROMPT
+
+
+def student_question(question: str, instruction: str = MATH_INSTRUCTION) -> str:
+    """The question as a student reads it: `instruction` (SkyThought's boxed instruction by
+    default) prefixed once.
+
+    A question that already carries the instruction (Bespoke-Stratos questions start with it,
+    countdown questions end with it) is returned unchanged, so applying this twice is applying
+    it once. The instruction is recognised without its final ". ".
+    """
+    core = instruction.strip().removesuffix(".")
+    if core in question:
+        return question
+    return instruction + question
+
+
+def student_messages(question: str, system: str | None = None) -> list[Message]:
+    """System (`student_system(system)`, Figure 6) and user turns of the student format."""
     return [
-        {"role": "system", "content": STUDENT_SYSTEM_PROMPT},
+        {"role": "system", "content": student_system(system)},
         {"role": "user", "content": question},
     ]
 
@@ -254,9 +301,12 @@ def _generation_prompt(tokenizer: ChatTokenizer, messages: list[Message]) -> str
     return str(text)
 
 
-def render_student_prompt(tokenizer: ChatTokenizer, question: str) -> str:
-    """The student prompt as text, ending where the assistant's answer starts."""
-    return _generation_prompt(tokenizer, student_messages(question))
+def render_student_prompt(
+    tokenizer: ChatTokenizer, question: str, system: str | None = None
+) -> str:
+    """The student prompt as text, ending where the assistant's answer starts; `system` is the
+    row's or the model's own system prompt (None: the default, `student_system`)."""
+    return _generation_prompt(tokenizer, student_messages(question, system))
 
 
 def render_teacher_prompt(tokenizer: ChatTokenizer, question: str, solution: str) -> str:

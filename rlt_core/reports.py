@@ -348,7 +348,11 @@ def _correlation(
         line = result.to_markdown()
     return (
         "**Section 4.5.** Students distilled from each reward rank (pass@1, %).\n\n"
-        f"{table}\nReward rank vs student score: {line}"
+        f"{table}\nReward rank vs student score: {line}\n"
+        "The ranks order each pair's completions by r_RLT with the KL estimator named in the "
+        "title. The paper's sampled estimator (log pi_T - log pi_S at the written tokens) "
+        "estimates a KL only on the teacher's own samples, as here; to rank text the teacher "
+        "did not write, use the full estimator (`rlt score --kl-estimator full`).\n"
     )
 
 

@@ -47,7 +47,7 @@ import pandas as pd
 from datasets import Dataset
 
 from rlt_core import formats
-from rlt_core.data import read_table, seeded_subset
+from rlt_core.data import read_table, row_systems, seeded_subset
 from rlt_core.data.sources import is_text, require_columns
 from rlt_core.data.validation import none_if_missing
 
@@ -98,6 +98,19 @@ def read_sft_rows(
     return rows, stats
 
 
+def trained_system_prompt(rows: pd.DataFrame) -> tuple[str, int]:
+    """The student system prompt of `rows` (each row's own, else the default) and how many
+    distinct prompts they hold; with several, the most frequent one (a warning says so)."""
+    counts = pd.Series([formats.student_system(s) for s in row_systems(rows)]).value_counts()
+    if len(counts) > 1:
+        logger.warning(
+            "the training rows carry %d different system prompts; the student records the most "
+            "frequent one (%d of %d rows) for RL and evaluation",
+            len(counts), int(counts.iloc[0]), len(rows),
+        )  # fmt: skip
+    return str(counts.index[0]), len(counts)
+
+
 def end_of_turn(tokenizer: Any) -> str:
     """The text the chat template closes an assistant turn with (ChatML: `<|im_end|>`).
 
@@ -123,28 +136,44 @@ class SFTExample:
     `prompt` is the rendered context (chat template, and for the teacher the prefill);
     `completion` is what the loss covers, ending with the chat template's end of turn.
     `thought` and `solution` are character slices of `completion`: the thought (student) or
-    explanation (teacher) body, and the solution body (student format only).
+    explanation (teacher) section and the solution section (student format only), each from
+    tag to tag, the format's blank lines included. The teacher's explanation section starts in
+    the prompt: its first `thought_lead` characters (the prefill's blank line) end the prompt.
     """
 
     prompt: str
     completion: str
     thought: slice
     solution: slice | None = None
+    thought_lead: int = 0
 
 
 def student_example(
-    tokenizer: Any, question: str, thought: str, solution: str, *, eot: str | None = None
+    tokenizer: Any,
+    question: str,
+    thought: str,
+    solution: str,
+    *,
+    system: str | None = None,
+    eot: str | None = None,
 ) -> SFTExample:
     """The student-format example of one row (Figure 6): what student_sft trains on and what
-    the RLT reward's student reads. `eot` defaults to `end_of_turn(tokenizer)`."""
+    the RLT reward's student reads. `system` is the row's own system prompt (None: the
+    default); `eot` defaults to `end_of_turn(tokenizer)`.
+
+    `thought` and `solution` are the sections from tag to tag: the body with the blank line
+    the format puts on each side of it (`formats.PADDING`), as the authors' reward takes them.
+    """
     eot = end_of_turn(tokenizer) if eot is None else eot
-    start = len(formats.THOUGHT_OPEN)
-    solution_start = start + len(thought) + len(formats.THOUGHT_TO_SOLUTION)
+    start = len(formats.BEGIN_THOUGHT)
+    stop = len(formats.THOUGHT_OPEN) + len(thought) + len(formats.PADDING)
+    solution_start = stop + len(formats.THOUGHT_TO_SOLUTION) - 2 * len(formats.PADDING)
+    solution_stop = solution_start + 2 * len(formats.PADDING) + len(solution)
     return SFTExample(
-        prompt=formats.render_student_prompt(tokenizer, question),
+        prompt=formats.render_student_prompt(tokenizer, question, system),
         completion=formats.student_assistant_text(thought, solution) + eot,
-        thought=slice(start, start + len(thought)),
-        solution=slice(solution_start, solution_start + len(solution)),
+        thought=slice(start, stop),
+        solution=slice(solution_start, solution_stop),
     )
 
 
@@ -157,7 +186,8 @@ def teacher_example(
     return SFTExample(
         prompt=formats.render_teacher_prompt(tokenizer, question, solution),
         completion=formats.teacher_completion_text(explanation) + eot,
-        thought=slice(0, len(explanation)),
+        thought=slice(0, len(explanation) + len(formats.PADDING)),
+        thought_lead=len(formats.PADDING),
     )
 
 
@@ -177,13 +207,13 @@ def student_pairs(tokenizer: Any, rows: pd.DataFrame) -> tuple[list[str], list[s
     eot = end_of_turn(tokenizer)
     responses = rows[RESPONSE] if RESPONSE in rows.columns else [None] * len(rows)
     prompts, completions = [], []
-    for q, t, s, r in zip(rows["question"], rows["thought"], rows["solution"], responses,
-                          strict=True):  # fmt: skip
+    for q, t, s, r, system in zip(rows["question"], rows["thought"], rows["solution"], responses,
+                                  row_systems(rows), strict=True):  # fmt: skip
         if is_text(none_if_missing(r)):
-            prompts.append(formats.render_student_prompt(tokenizer, q))
+            prompts.append(formats.render_student_prompt(tokenizer, q, system))
             completions.append(str(r) + eot)
         else:
-            example = student_example(tokenizer, q, t, s, eot=eot)
+            example = student_example(tokenizer, q, t, s, system=system, eot=eot)
             prompts.append(example.prompt)
             completions.append(example.completion)
     return prompts, completions
@@ -194,37 +224,53 @@ class EncodedExample:
     """An example's token ids as the SFT stages train on them: the prompt and the completion
     each tokenised alone, without added special tokens, then joined (`input_ids`).
 
-    `completion_offsets` holds the (start, end) characters of each completion token in the
-    completion text, when asked for (`encode_examples(..., offsets=True)`).
+    `prompt_offsets` / `completion_offsets` hold the (start, end) characters of each token in
+    its own text, when asked for (`encode_examples(..., offsets=True)`).
     """
 
     prompt_ids: list[int]
     completion_ids: list[int]
     completion_offsets: list[tuple[int, int]] | None = None
+    prompt_offsets: list[tuple[int, int]] | None = None
 
     @property
     def input_ids(self) -> list[int]:
         """The ids of the whole example (prompt then completion)."""
         return self.prompt_ids + self.completion_ids
 
-    def span(self, chars: slice) -> slice:
-        """The `input_ids` slice of the completion tokens that overlap the characters `chars`.
+    def span(self, chars: slice, *, lead: slice | None = None) -> slice:
+        """The `input_ids` slice of the tokens lying wholly inside a section.
 
-        A token counts when it holds at least one of those characters, so a token that merges
-        a section's last character with the separator after it (Qwen's ".\\n\\n") belongs to
-        the section. Empty `chars` give an empty slice where the section would start.
+        The section is the completion's characters `chars`, preceded, when given, by the
+        prompt's characters `lead` (the prefill's blank line that opens the teacher's
+        explanation). A token that also holds a character outside (Qwen's "|>\n\n", merging a
+        tag with the blank line after it) is not in the section: these are the tokens of the
+        section's text, as the authors' reward takes them. A section without a whole token
+        gives an empty slice where it would start.
         """
-        if self.completion_offsets is None:
+        if self.completion_offsets is None or (lead and self.prompt_offsets is None):
             raise ValueError("this example was encoded without offsets: use offsets=True")
-        base, offsets = len(self.prompt_ids), self.completion_offsets
-        inside = [
-            i for i, (start, end) in enumerate(offsets) if start < chars.stop and end > chars.start
-        ]
-        if inside and chars.start < chars.stop:
-            return slice(base + inside[0], base + inside[-1] + 1)
-        after = [i for i, (start, _) in enumerate(offsets) if start >= chars.start]
-        at = base + (after[0] if after else len(offsets))
+        base = len(self.prompt_ids)
+        inside = [base + i for i in _whole_tokens(self.completion_offsets, chars)]
+        if lead is not None and (not inside or inside[0] == base):
+            assert self.prompt_offsets is not None
+            head = _whole_tokens(self.prompt_offsets, lead)
+            if head and head[-1] == base - 1:  # the prompt's last tokens, next to the completion
+                inside = [head[0], *(inside or [base - 1])]
+        if inside:
+            return slice(inside[0], inside[-1] + 1)
+        after = [i for i, (start, _) in enumerate(self.completion_offsets) if start >= chars.start]
+        at = base + (after[0] if after else len(self.completion_offsets))
         return slice(at, at)
+
+
+def _whole_tokens(offsets: Sequence[tuple[int, int]], chars: slice) -> list[int]:
+    """Indices of the tokens whose characters all lie in `chars` (empty tokens excluded)."""
+    return [
+        i
+        for i, (start, end) in enumerate(offsets)
+        if chars.start <= start and end <= chars.stop and end > start
+    ]
 
 
 def encode_examples(
@@ -233,16 +279,25 @@ def encode_examples(
     """Tokenise each prompt and each completion alone (no special tokens: the chat template's
     text holds them) — the one tokenisation of SFT examples, shared by the RLT reward.
 
-    `offsets=True` also records each completion token's characters (needs a fast tokenizer).
+    `offsets=True` also records each token's characters (needs a fast tokenizer).
     """
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    encoded_prompts = tokenizer(
+        list(prompts), add_special_tokens=False, return_offsets_mapping=offsets
+    )
     encoded = tokenizer(list(completions), add_special_tokens=False, return_offsets_mapping=offsets)
-    spans = encoded["offset_mapping"] if offsets else [None] * len(prompt_ids)
+    none = [None] * len(encoded_prompts["input_ids"])
+    spans = encoded["offset_mapping"] if offsets else none
+    prompt_spans = encoded_prompts["offset_mapping"] if offsets else none
     return [
         EncodedExample(
-            list(prompt), list(completion), None if span is None else [tuple(o) for o in span]
+            list(prompt),
+            list(completion),
+            None if span is None else [tuple(o) for o in span],
+            None if prompt_span is None else [tuple(o) for o in prompt_span],
         )
-        for prompt, completion, span in zip(prompt_ids, encoded["input_ids"], spans, strict=True)
+        for prompt, completion, span, prompt_span in zip(
+            encoded_prompts["input_ids"], encoded["input_ids"], spans, prompt_spans, strict=True
+        )
     ]
 
 

@@ -6,7 +6,7 @@ batch_size / num_generations prompts and num_generations completions for each (T
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rlt_core.config.checks import (
     bad,
@@ -118,14 +118,21 @@ class TeacherRLConfig(GRPORecipe):
 class StudentRLConfig(GRPORecipe):
     """One traditional-RL recipe of Table 6 with correctness rewards (section 4.3, Appendix B.3).
 
-    Defaults are the column "LIMR data traditional RL".
+    Defaults are the column "LIMR data traditional RL". The length of the run is `max_steps`
+    alone: Table 6's "epochs" row is not a setting (its countdown column contradicts its own
+    steps, see configs/profiles/paper-7b.yaml); the epochs a run realised are in its metrics
+    (`data.epochs`).
     """
+
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "num_epochs": "removed: student RL runs `max_steps` steps of batch_size / num_generations "
+        "prompts; set max_steps (the epochs a run realised are in its metrics, data.epochs)."
+    }
 
     max_steps: int = field(default=86, metadata={"help": "number of training steps (Table 6)"})
     num_train_samples: int | None = field(
         default=1389, metadata={"help": "training rows (Table 6); null = every row"}
     )
-    num_epochs: float = field(default=1.0, metadata={"help": "number of epochs (Table 6)"})
     dataset: RlDataset = field(
         default="limr",
         metadata={
@@ -151,7 +158,7 @@ class StudentRLConfig(GRPORecipe):
     )
 
     def _issues(self) -> list[ConfigIssue]:
-        issues = super()._issues() + positive(self, "num_train_samples", "num_epochs")
+        issues = super()._issues() + positive(self, "num_train_samples")
         if not self.reward_unformatted <= self.reward_wrong < self.reward_correct:
             rule = (
                 f"breaks reward_unformatted <= reward_wrong < reward_correct "

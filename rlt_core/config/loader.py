@@ -165,6 +165,9 @@ def build(cls: type, raw: Any, path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs, issues, failed = {}, [], set()
     for key, value in raw.items():
+        if key in getattr(cls, "RETIRED_KEYS", {}):
+            issues.append(ConfigIssue(_join(path, key), cls.RETIRED_KEYS[key]))
+            continue
         if key not in fields:
             issues.append(_unknown_key(key, list(fields), path))
             continue

@@ -37,7 +37,9 @@ class RewardConfig:
         metadata={
             "help": "per-token KL of r_KL: 'sampled' = log pi_theta(t) - log pi_s(t) at the "
             "sampled token (reference code), 'k3' = Schulman's k3 estimator, 'full' = exact "
-            "KL over the vocabulary (the paper's literal Eq. 4)"
+            "KL over the vocabulary (the paper's literal Eq. 4). 'sampled' and 'k3' estimate "
+            "a KL only on text the teacher itself sampled; on other text (a corpus' traces) "
+            "'sampled' is a log-likelihood ratio and can be strongly negative: use 'full'"
         },
     )
     temperature: float = field(

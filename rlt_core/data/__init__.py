@@ -1,7 +1,7 @@
 """Corpora, validation, subsets, LIMR and evaluation sets, and the countdown task.
 
-Every corpus becomes one row shape (`CORPUS_COLUMNS`: id, question, solution, thought, source);
-see `corpus.py` for the contract and `countdown.py` for the generated task of section 4.4.
+Every corpus becomes one row shape (`CORPUS_COLUMNS`: id, question, solution, thought, system,
+source); see `corpus.py` for the contract and `countdown.py` for the generated task of section 4.4.
 """
 
 from rlt_core.data.benchmarks import load_eval_set, load_limr, plain_answer
@@ -29,6 +29,7 @@ from rlt_core.data.validation import (
     CORPUS_COLUMNS,
     DataValidationError,
     ValidationReport,
+    row_systems,
     validate_rows,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "parse_boxed_answer",
     "plain_answer",
     "read_table",
+    "row_systems",
     "score_countdown_completion",
     "search_trace",
     "seeded_subset",

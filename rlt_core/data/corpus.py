@@ -12,20 +12,26 @@ index 0..n-1, ids unique, no two rows with the same normalised question and solu
 | thought  | str or None | the corpus' own reasoning trace when it has one, else None; for     |
 |          |             | Bespoke-Stratos-17k the R1 traces, i.e. the baseline traces of     |
 |          |             | Table 1 (section 4.1)                                              |
+| system   | str or None | the student system prompt the row comes with (Bespoke-Stratos'     |
+|          |             | `system` field), else None: the default, the text the Bespoke-     |
+|          |             | trained students know (`rlt_core.formats.student_system`)          |
 | source   | str         | the source's short name (`sources.source_name`)                    |
 
-`thought` is an object column so that a missing trace stays None (pandas >= 3 would store it
-as NaN in a string column, and does so again when the rows come back from a parquet file: map
-NaN to None there with `validation.none_if_missing`).
+`thought` and `system` are object columns so that a missing value stays None (pandas >= 3
+would store it as NaN in a string column, and does so again when the rows come back from a
+parquet file: map NaN to None there with `validation.none_if_missing`).
 
 Schemas:
 
 - `bespoke`: Bespoke-Stratos-17k (Appendix A.2, footnote 2): columns `system` and
   `conversations`, a list of `{"from": "user" | "assistant", "value": str}`. The user value is
   the question; the assistant value is in the student format of Figure 6 and is split with
-  `rlt_core.formats.parse_student_text`. `system` is the fixed Figure 6 prompt and is not kept.
-- `question_solution`: any table with question and solution columns (names configurable) and
-  an optional thought column.
+  `rlt_core.formats.parse_student_text`. `system` is kept verbatim: it is the prompt the
+  Bespoke-trained students (the reward's frozen student, Appendix A.1) were trained on, and it
+  differs from the paper's Figure 6 by a letter ("analisying"); every later stage reads the
+  row's own text.
+- `question_solution`: any table with question and solution columns (names configurable), an
+  optional thought column and an optional `system` column.
 
 Rows that fail validation are dropped and counted, or raise in strict mode
 (`rlt_core.data.validation`).
@@ -152,6 +158,7 @@ def bespoke_rows(table: pd.DataFrame, name: str) -> pd.DataFrame:
             "question": [turn.question for turn in turns],
             "solution": [turn.solution for turn in turns],
             "thought": [turn.thought for turn in turns],
+            "system": _systems(table),
             "source": name,
             LOAD_ISSUE_COLUMN: [turn.issue for turn in turns],
         },
@@ -187,10 +194,18 @@ def question_solution_rows(
             "question": table[question_column].to_list(),
             "solution": table[solution_column].to_list(),
             "thought": thoughts,
+            "system": _systems(table),
             "source": name,
         },
         columns=list(CORPUS_COLUMNS),
     )
+
+
+def _systems(table: pd.DataFrame) -> list[Any]:
+    """The table's `system` column (missing values None), or None for every row."""
+    if "system" not in table.columns:
+        return [None] * len(table)
+    return [none_if_missing(value) for value in table["system"]]
 
 
 def row_ids(table: pd.DataFrame, name: str) -> list[str]:

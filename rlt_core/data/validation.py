@@ -4,8 +4,8 @@ Every row gets at most one drop reason, the first that applies in this order:
 
 1. the loader's own `load_issue` (e.g. `missing_tags:<|end_of_solution|>` for a Bespoke row
    whose assistant text lacks a tag, `malformed_conversation`);
-2. `non_string`: id, question, solution or source is not a string, or thought is neither a
-   string nor missing (None, or NaN: pandas >= 3 stores a missing string as NaN);
+2. `non_string`: id, question, solution or source is not a string, or thought or system is
+   neither a string nor missing (None, or NaN: pandas >= 3 stores a missing string as NaN);
 3. `empty_question`, then `empty_solution`: empty or whitespace only;
 4. `duplicate_id`: an id already seen in an earlier valid row (the first is kept);
 5. `duplicate`: the same normalised question and solution as an earlier valid row (the first is
@@ -30,14 +30,16 @@ from rlt_core.data.sources import require_columns
 
 Mode = Literal["strict", "lenient"]
 MODES: tuple[Mode, ...] = ("strict", "lenient")
-CORPUS_COLUMNS = ("id", "question", "solution", "thought", "source")
+CORPUS_COLUMNS = ("id", "question", "solution", "thought", "system", "source")
+# Optional on input: a table without it gets None everywhere (the student's default prompt).
+OPTIONAL_COLUMNS = ("system",)
 LOAD_ISSUE_COLUMN = "load_issue"
 MAX_IDS_SHOWN = 20
 
 REASON_HELP = {
     "malformed_conversation": "`conversations` lacks a user or an assistant turn with a text value",
     "missing_tags": "the assistant text lacks these tags, so thought and solution cannot be split",
-    "non_string": "id/question/solution/source must be strings and thought a string or null",
+    "non_string": "id/question/solution/source must be strings; thought and system strings or null",
     "empty_question": "the question is empty or whitespace only",
     "empty_solution": "the solution is empty or whitespace only",
     "duplicate_id": "the id repeats an earlier row's id",
@@ -90,15 +92,16 @@ def format_report(report: ValidationReport) -> str:
 def validate_rows(df: pd.DataFrame, *, mode: Mode) -> tuple[pd.DataFrame, ValidationReport]:
     """Check corpus rows and keep the valid ones (rules and their order: module docstring).
 
-    `df` has the corpus columns and optionally `load_issue` (str or None per row). Returns the
-    kept rows with exactly the corpus columns and a fresh index, and the report. Strict mode
-    raises `DataValidationError` listing reasons and row ids when any row fails.
+    `df` has the corpus columns (`system` may be missing: None, the default prompt) and
+    optionally `load_issue` (str or None per row). Returns the kept rows with exactly the
+    corpus columns and a fresh index, and the report. Strict mode raises `DataValidationError`
+    listing reasons and row ids when any row fails.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    require_columns(
-        df, CORPUS_COLUMNS, source="validate_rows", hint="Build rows with a corpus loader."
-    )
+    required = [column for column in CORPUS_COLUMNS if column not in OPTIONAL_COLUMNS]
+    require_columns(df, required, source="validate_rows", hint="Build rows with a corpus loader.")
+    df = df.assign(**{column: None for column in OPTIONAL_COLUMNS if column not in df.columns})
     reasons = _first_reasons(df)
     ids = [str(value) for value in df["id"]]
     dropped: dict[str, int] = {}
@@ -118,8 +121,18 @@ def validate_rows(df: pd.DataFrame, *, mode: Mode) -> tuple[pd.DataFrame, Valida
         raise DataValidationError(report)
     kept = df.loc[keep, list(CORPUS_COLUMNS)].reset_index(drop=True)
     # pandas >= 3 stores a missing string as NaN; the contract says None (object column).
-    kept["thought"] = pd.Series([none_if_missing(t) for t in kept["thought"]], dtype=object)
+    for column in ("thought", "system"):
+        kept[column] = pd.Series([none_if_missing(t) for t in kept[column]], dtype=object)
     return kept, report
+
+
+def row_systems(df: pd.DataFrame) -> list[str | None]:
+    """Each row's own student system prompt: its `system` text, None where it has none or the
+    table has no `system` column (None means the default, `rlt_core.formats.student_system`)."""
+    if "system" not in df.columns:
+        return [None] * len(df)
+    values = [none_if_missing(value) for value in df["system"]]
+    return [value if isinstance(value, str) and value.strip() else None for value in values]
 
 
 def none_if_missing(value: Any) -> Any:
@@ -161,9 +174,10 @@ def _row_reason(row: Any) -> str | None:
     strings = (row.id, row.question, row.solution, row.source)
     if not all(isinstance(value, str) for value in strings):
         return "non_string"
-    thought = none_if_missing(row.thought)
-    if thought is not None and not isinstance(thought, str):
-        return "non_string"
+    for optional in (row.thought, row.system):
+        value = none_if_missing(optional)
+        if value is not None and not isinstance(value, str):
+            return "non_string"
     if not row.question.strip():
         return "empty_question"
     if not row.solution.strip():

@@ -82,9 +82,10 @@ class GenerationBudget:
         return asdict(self)
 
 
-def longest_prompt(tokenizer: Any, queries: Iterable[str]) -> int:
-    """Tokens of the longest student prompt (Figure 6 system prompt + user turn) of `queries`."""
-    prompts = [formats.render_student_prompt(tokenizer, query) for query in queries]
+def longest_prompt(tokenizer: Any, queries: Iterable[str], system: str | None = None) -> int:
+    """Tokens of the longest student prompt (system prompt `system`, None for the default, and
+    the user turn) of `queries`."""
+    prompts = [formats.render_student_prompt(tokenizer, query, system) for query in queries]
     if not prompts:
         return 0
     return max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
@@ -140,7 +141,13 @@ def generation_parameters(cfg: EvaluateConfig, budget: GenerationBudget) -> Gene
 
 
 def transformers_model(
-    cfg: EvaluateConfig, model_path: str, *, label: str, cache_dir: Path, budget: GenerationBudget
+    cfg: EvaluateConfig,
+    model_path: str,
+    *,
+    label: str,
+    cache_dir: Path,
+    budget: GenerationBudget,
+    system_prompt: str | None = None,
 ) -> tuple[PreTrainedModel, TransformersModelConfig]:
     """The CPU engine: the loaded model (sampling on) and lighteval's config for it (fp32)."""
     if cfg.dtype != "float32":
@@ -156,7 +163,7 @@ def transformers_model(
         max_length=budget.max_model_length,
         add_special_tokens=False,  # the chat template already holds every special token
         override_chat_template=True,
-        system_prompt=formats.STUDENT_SYSTEM_PROMPT,
+        system_prompt=formats.student_system(system_prompt),
         generation_parameters=generation_parameters(cfg, budget),
         cache_dir=str(cache_dir),
     )
@@ -164,7 +171,13 @@ def transformers_model(
 
 
 def vllm_model(
-    cfg: EvaluateConfig, model_path: str, *, label: str, cache_dir: Path, budget: GenerationBudget
+    cfg: EvaluateConfig,
+    model_path: str,
+    *,
+    label: str,
+    cache_dir: Path,
+    budget: GenerationBudget,
+    system_prompt: str | None = None,
 ) -> Any:
     """The GPU engine on `model_path` (imports vllm: `rlt_core.generation.check_backend` first)."""
     from lighteval.models.vllm.vllm_model import VLLMModelConfig
@@ -180,7 +193,7 @@ def vllm_model(
         seed=cfg.seed,
         add_special_tokens=False,
         override_chat_template=True,
-        system_prompt=formats.STUDENT_SYSTEM_PROMPT,
+        system_prompt=formats.student_system(system_prompt),
         generation_parameters=generation_parameters(cfg, budget),
         cache_dir=str(cache_dir),
     )

@@ -61,6 +61,7 @@ from rlt_core.config import EvaluateConfig
 from rlt_core.data import read_table
 from rlt_core.data.sources import require_columns
 from rlt_core.evaluation import engines, tasks
+from rlt_core.models import system_prompt_of
 
 REASONING_TAGS = [(formats.BEGIN_THOUGHT, formats.END_THOUGHT)]
 _REGISTRY_LOCK = threading.Lock()
@@ -222,15 +223,21 @@ def evaluate_model(
     `work_dir`. The backend is `cfg.backend` (checked by the caller, `engines.check_backend`).
     """
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    system = system_prompt_of(model_path)  # the prompt the student was trained with, if known
     budget = engines.plan_budget(
         cfg.max_new_tokens,
-        engines.longest_prompt(tokenizer, tasks.user_turns(tables)),
+        engines.longest_prompt(tokenizer, tasks.user_turns(tables), system),
         engines.model_context(model_path),
         builtin=any(t in tasks.BUILTIN_TASKS for t in cfg.tasks),
     )
     size = budget.max_new_tokens
     configs, owners = tasks.task_configs(cfg.tasks, tables, work_dir / "datasets", size)
-    engine = {"label": label, "cache_dir": work_dir / "lighteval_cache", "budget": budget}
+    engine = {
+        "label": label,
+        "cache_dir": work_dir / "lighteval_cache",
+        "budget": budget,
+        "system_prompt": system,
+    }
     if cfg.backend == "vllm":
         model, model_config = engines.vllm_model(cfg, model_path, **engine), None
     else:
@@ -246,6 +253,7 @@ def evaluate_model(
         )
     outcome = collect_outcome(results, details, owners)
     outcome.generation.update(budget.to_dict())
+    outcome.generation["system_prompt"] = "model" if system else "default"
     return outcome
 
 

@@ -7,7 +7,10 @@ reads it offline). Every row id travels in `Doc.specific`, with the raw question
 so the per-sample details name the benchmark's own ids (lighteval numbers docs by position).
 
 Prompts are the student format (Figure 6): the system prompt reaches the chat template through
-the model config (`system_prompt`); the user turn is built here.
+the model config (`system_prompt`: the one the student was trained with,
+`rlt_core.models.system_prompt_of`); the user turn is built here with
+`rlt_core.formats.student_question`, the one function that gives every math question a student
+reads (corpus, LIMR, benchmarks) its instruction, once.
 - aime24, math500: `MATH_INSTRUCTION + question`. Bespoke-Stratos-17k, the corpus the students
   are trained on, PREFIXES this instruction to every question ("Return your final response within
   \\boxed{}. What is 7 times 8?"), and so does the SkyThought evaluation code the paper reuses
@@ -57,12 +60,8 @@ with keep_grad_mode():  # lighteval turns gradients off when imported
 from rlt_core.data.benchmarks import GPQA_LETTERS
 from rlt_core.data.countdown_verify import score_countdown_completion
 from rlt_core.data.sources import require_columns
+from rlt_core.formats import GPQA_INSTRUCTION, MATH_INSTRUCTION, student_question
 
-MATH_INSTRUCTION = "Return your final response within \\boxed{}. "
-GPQA_INSTRUCTION = (
-    "Return your final response within \\boxed{} and only include the letter choice "
-    "(A, B, C, or D) as your final response. "
-)
 DATASET_FILE = "test.parquet"
 NAME_PREFIX = "rlt_"
 # Tasks whose lighteval metric runs math-verify, whose timeouts use signal.alarm (main thread).
@@ -80,7 +79,7 @@ def math_prompt(line: Mapping[str, Any], task_name: str | None = None) -> Doc:
     """A math row (AIME24, MATH 500) as a Doc: the boxed instruction, then the question."""
     return Doc(
         task_name=task_name,
-        query=MATH_INSTRUCTION + line["question"],
+        query=student_question(line["question"], MATH_INSTRUCTION),
         choices=[f"${line['answer']}$"],
         gold_index=0,
         specific=_specific(line),
@@ -91,7 +90,7 @@ def gpqa_prompt(line: Mapping[str, Any], task_name: str | None = None) -> Doc:
     """A GPQA Diamond row (question with lettered options, gold letter) as a Doc."""
     return Doc(
         task_name=task_name,
-        query=GPQA_INSTRUCTION + line["question"],
+        query=student_question(line["question"], GPQA_INSTRUCTION),
         choices=list(GPQA_LETTERS),
         gold_index=GPQA_LETTERS.index(line["answer"]),
         specific=_specific(line),

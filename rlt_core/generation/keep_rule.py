@@ -83,8 +83,11 @@ def row_outcome(
 ) -> dict[str, Any]:
     """One row's kept candidate and its figures (a record of `explain_shard`'s table)."""
     explanations = [usable_explanation(c) for c in candidates]
+    system = row.get("system") if isinstance(row.get("system"), str) else None
     lengths = [
-        None if e is None else student_length(tokenizer, row["question"], e, row["solution"])
+        None
+        if e is None
+        else student_length(tokenizer, row["question"], e, row["solution"], system=system)
         for e in explanations
     ]
     choice = choose_candidate(
@@ -120,10 +123,12 @@ def usable_explanation(generation: Generation) -> str | None:
     return parsed.explanation if parsed.complete else None
 
 
-def student_length(tokenizer: Any, question: str, thought: str, solution: str) -> int:
+def student_length(
+    tokenizer: Any, question: str, thought: str, solution: str, *, system: str | None = None
+) -> int:
     """Tokens of the student SFT sample (prompt + thought + solution + end of turn), counted
-    the way `rlt_core.sft_data` tokenizes it for student_sft."""
-    example = sft_data.student_example(tokenizer, question, thought, solution)
+    the way `rlt_core.sft_data` tokenizes it for student_sft (`system`: the row's prompt)."""
+    example = sft_data.student_example(tokenizer, question, thought, solution, system=system)
     (encoded,) = sft_data.encode_examples(tokenizer, [example.prompt], [example.completion])
     return len(encoded.input_ids)
 
@@ -168,6 +173,7 @@ def candidate_r_ss(
                 row["question"],
                 row["solution"],
                 explanations[i],
+                system=row.get("system") if isinstance(row.get("system"), str) else None,
             )
             for i in usable
         ]

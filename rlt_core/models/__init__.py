@@ -6,12 +6,22 @@
 - `make_tiny_model` / `build_tiny_model`: random-weight 2-layer Llamas sharing a real tokenizer.
 - `resolve_model`: `offline:<name>`, a local path, or a hub id -> what `from_pretrained` takes;
   `model_input`: the same for a stage input (an artifact dir too), with its cache-key digest.
+- `system_prompt_of` / `record_system_prompt`: the student system prompt a trained student
+  carries beside its weights (`student_system_prompt.txt`).
 
 Command line: `python -m rlt_core.models smollm2 [--cache-dir D] [--force] [--tokenizer-only]`.
 """
 
 from rlt_core.models.cache import PROVENANCE_FILE, default_models_dir, is_finished
-from rlt_core.models.refs import OFFLINE_MODELS, ModelInput, model_input, resolve_model
+from rlt_core.models.refs import (
+    OFFLINE_MODELS,
+    SYSTEM_PROMPT_FILE,
+    ModelInput,
+    model_input,
+    record_system_prompt,
+    resolve_model,
+    system_prompt_of,
+)
 from rlt_core.models.smollm2 import (
     fetch_smollm2_gguf,
     materialize_smollm2,
@@ -23,6 +33,7 @@ __all__ = [
     "OFFLINE_MODELS",
     "ModelInput",
     "PROVENANCE_FILE",
+    "SYSTEM_PROMPT_FILE",
     "build_tiny_model",
     "default_models_dir",
     "fetch_smollm2_gguf",
@@ -31,6 +42,8 @@ __all__ = [
     "materialize_smollm2",
     "materialize_smollm2_tokenizer",
     "model_input",
+    "record_system_prompt",
     "resolve_model",
+    "system_prompt_of",
     "tiny_llama_config",
 ]

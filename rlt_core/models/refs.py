@@ -111,3 +111,28 @@ def model_input(ref: str | Path) -> ModelInput:
             return ModelInput(str(path), artifacts.read_manifest(path.parent)["digest"])
         return ModelInput(str(path), artifacts.files_digest(path))
     return ModelInput(resolve_model(str(ref)), str(ref))
+
+
+# The student system prompt a model was trained with, written beside its weights by student_sft
+# (and carried on by student_rl), read by student_rl and evaluate: the prompt travels with the
+# model, so a student is never evaluated under a prompt it did not learn.
+SYSTEM_PROMPT_FILE = "student_system_prompt.txt"
+
+
+def system_prompt_of(model: str | Path) -> str | None:
+    """The student system prompt recorded in a local model directory, or None (any other
+    model: offline, hub, or trained elsewhere; the default prompt then applies)."""
+    path = Path(os.path.expanduser(str(model))) / SYSTEM_PROMPT_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    return text if text.strip() else None
+
+
+def record_system_prompt(model_dir: Path, prompt: str | None) -> None:
+    """Write `prompt` as the model's student system prompt (nothing for None: the default)."""
+    if prompt is not None:
+        artifacts.write_atomic(
+            Path(model_dir) / SYSTEM_PROMPT_FILE,
+            lambda tmp: Path(tmp).write_text(prompt, encoding="utf-8"),
+        )

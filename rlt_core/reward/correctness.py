@@ -34,6 +34,7 @@ from rlt_core.formats import BEGIN_SOLUTION, BEGIN_THOUGHT, END_SOLUTION, END_TH
 Task = Literal["math", "countdown"]
 TASK_COLUMNS: dict[str, tuple[str, ...]] = {"math": ("answer",), "countdown": ("numbers", "target")}
 _TAGS = (BEGIN_THOUGHT, END_THOUGHT, BEGIN_SOLUTION, END_SOLUTION)
+BOXED = "\\boxed{"
 
 
 def student_solution(text: str) -> str | None:
@@ -91,8 +92,10 @@ class CorrectnessReward:
     """Callable TRL reward: -1 unformatted, -0.5 formatted but wrong, +1 right (section 2).
 
     Reads the gold from the dataset columns that TRL passes per completion: `answer` for math,
-    `numbers` and `target` for countdown. After each call it logs `correctness/formatted` and
-    `correctness/accuracy` (batch fractions) through TRL's `log_metric`.
+    `numbers` and `target` for countdown. After each call it logs `correctness/formatted`,
+    `correctness/accuracy` and `correctness/boxed` (completions holding a `\\boxed{`
+    anywhere: how many give the graders a boxed answer) as batch fractions through TRL's
+    `log_metric`.
     """
 
     task: Task
@@ -141,8 +144,9 @@ class CorrectnessReward:
             {"id": ids[i], **{name: values[i] for name, values in columns.items()}}
             for i in range(len(completions))
         ]
-        rewards = [self.score(_text(c), row) for c, row in zip(completions, rows, strict=True)]
-        self._log(rewards, kwargs.get("log_metric"))
+        texts = [_text(c) for c in completions]
+        rewards = [self.score(text, row) for text, row in zip(texts, rows, strict=True)]
+        self._log(rewards, texts, kwargs.get("log_metric"))
         return rewards
 
     def _columns(self, kwargs: Mapping[str, Any], count: int) -> dict[str, Sequence[Any]]:
@@ -159,8 +163,14 @@ class CorrectnessReward:
             columns[name] = values
         return columns
 
-    def _log(self, rewards: list[float], log_metric: Callable[[str, float], None] | None) -> None:
+    def _log(
+        self,
+        rewards: list[float],
+        texts: list[str],
+        log_metric: Callable[[str, float], None] | None,
+    ) -> None:
         if callable(log_metric) and rewards:
+            log_metric("correctness/boxed", sum(BOXED in text for text in texts) / len(texts))
             formatted = sum(r != self.unformatted for r in rewards) / len(rewards)
             log_metric("correctness/formatted", formatted)
             log_metric(

@@ -17,6 +17,7 @@ Input is validated before any model loads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 
 from rlt_core.artifacts import write_atomic
 from rlt_core.config import ConfigError, RewardConfig, config_digest, load_config, to_dict
-from rlt_core.data import read_table
+from rlt_core.config.reward import KlEstimator
+from rlt_core.data import read_table, row_systems
 from rlt_core.identity import reference_identity
 from rlt_core.models import resolve_model
 from rlt_core.reward.scorer import RLTScorer
@@ -155,9 +157,10 @@ def _score_batches(
                 r["question"],
                 r["solution"],
                 r[explanation],
+                system=system,
                 format_ok=bool(r.get(FORMAT_COLUMN, True)),
             )
-            for r in batch.to_dict("records")
+            for r, system in zip(batch.to_dict("records"), row_systems(batch), strict=True)
         ]
         scores = pd.DataFrame(scorer.score(samples).to_rows())
         scores.insert(0, ID_COLUMN, batch[ID_COLUMN].tolist())
@@ -256,7 +259,19 @@ def _meta(
 app = typer.Typer(add_completion=False, help="Score reasoning traces with the RLT reward.")
 
 
-@app.command()
+SCORE_HELP = (
+    "Score every row with r_RLT and its breakdown; rerun the same command to resume.\n\n"
+    "Which KL estimator, and why it matters here: the paper's sampled estimator of Eq. 4, "
+    "log pi_T(t) - log pi_S(t) on the think tokens, averages to a KL (non-negative in "
+    "expectation) only on text the teacher itself sampled, as in GRPO's rollouts. On traces "
+    "the teacher did not write (a corpus' R1 traces, another model's explanations) it is a "
+    "log-likelihood ratio that can be strongly negative and rank an off-topic explanation "
+    "above a correct one. To rank such traces pass --kl-estimator full (the exact per-token "
+    "KL over the vocabulary, non-negative on any text)."
+)
+
+
+@app.command(help=SCORE_HELP)
 def score(
     teacher: Annotated[str, typer.Option(help="teacher model reference (offline:, path, hub id)")],
     data: Annotated[str, typer.Option(help="traces: question, solution, explanation/thought")],
@@ -271,10 +286,19 @@ def score(
     batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 8,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
     device: Annotated[str, typer.Option(help="torch device of the models")] = "cpu",
+    kl_estimator: Annotated[
+        KlEstimator | None,
+        typer.Option(
+            help="per-token KL of r_KL: sampled (the paper's, default of the paper profiles), "
+            "k3, or full (exact over the vocabulary); default: the profile's reward.kl_estimator"
+        ),
+    ] = None,
 ) -> None:
-    """Score every row with r_RLT and its breakdown; rerun the same command to resume."""
+    """Score every row with r_RLT and its breakdown (`SCORE_HELP`); rerun to resume."""
     try:
         cfg = load_config(profile, overrides or ()).reward
+        if kl_estimator is not None:
+            cfg = dataclasses.replace(cfg, kl_estimator=kl_estimator)
         run = score_dataset(
             teacher,
             student,

@@ -20,7 +20,7 @@ Which tokenisation each side reads, and why:
 - Teacher, sampled ids (`align_completion`, the GRPO reward): the ids the teacher generated
   after its prefilled prompt, as they were sampled; the prompt is tokenised alone, as
   teacher_sft and generation tokenise it. The think span is the sampled ids before the closing
-  tag's token sequence, without whitespace-only tokens at its ends.
+  tag's token sequence (and the prefill's blank line, see below).
 - Teacher, text (`align_text`, for traces given as text: `rlt score`, the keep rule of
   generate_traces): the ids teacher_sft trains on for that explanation
   (`rlt_core.sft_data.teacher_example`), think span located by characters as for the student.
@@ -37,8 +37,29 @@ sides and is followed by the same "\\n\\n<|end_of_". A tokenizer for which even 
 (SentencePiece with a dummy-prefix space, as in Llama 2) cannot be scored token by token:
 `SpanError` says so, and `check_layout` refuses such a tokenizer before any model loads.
 
-Deliberate simplification: explanations are trimmed of whitespace at both ends, like
-`rlt_core.formats.parse_teacher_completion` does; the separators come from the format.
+What a section is: the text from tag to tag, as the authors' reward takes it. The think span
+is everything between the explanation (thought) tags, the blank lines after the opening tag and
+before the closing one included; the solution span is everything between the solution tags,
+its blank lines included. These are the tokens lying wholly inside that text
+(`EncodedExample.span`): a token that merges a tag with the blank line next to it (Qwen's
+"|>\\n\\n") is outside, where the authors' sub-sequence search leaves it too, and a token that
+merges the body's last character with the closing blank line (Qwen's ".\\n\\n") is inside.
+With a Qwen-style tokenizer the spans are the authors' token for token
+(`tests/unit/test_reward_spans.py`). The teacher's opening blank line ends its prompt (the
+prefill); when its tokens there differ from the student's (SmolLM2 makes it one token at the
+end of a prompt and two inside the student's completion), it is left out on both sides.
+
+The other difference from the authors' code, kept on purpose: they re-tokenise prompt +
+completion as one text; here the teacher is scored on the ids it generated after its prompt
+tokenised alone, which is what the policy actually sampled (on-policy). With Qwen's tokenizer
+the two agree; with SmolLM2's the first think token's context differs (the blank line above).
+
+The explanation body itself is trimmed of whitespace at both ends, as the conversion to a
+student sample does (`rlt_core.formats.parse_teacher_completion`); whitespace the teacher
+samples before its explanation stays in its context only.
+
+The student reads the row's own system prompt when the row has one (`system`, e.g.
+Bespoke-Stratos' field), else the default (`rlt_core.formats.student_system`).
 """
 
 from __future__ import annotations
@@ -50,6 +71,7 @@ from typing import Any
 from rlt_core.formats import (
     END_EXPLANATION,
     EXPLANATION_CLOSE,
+    PADDING,
     SOLUTION_CLOSE,
     THOUGHT_OPEN,
     THOUGHT_TO_SOLUTION,
@@ -153,22 +175,54 @@ def _require_solution(sample_id: str, solution: str) -> None:
 
 
 def student_side(
-    tokenizer: Any, question: str, explanation: str, solution: str
+    tokenizer: Any, question: str, explanation: str, solution: str, system: str | None = None
 ) -> tuple[list[int], slice, slice]:
-    """The student's ids as student_sft tokenises the row, with its think and solution spans."""
-    example = student_example(tokenizer, question, explanation, solution)
+    """The student's ids as student_sft tokenises the row (`system`: the row's own system
+    prompt, None for the default), with its think and solution sections from tag to tag."""
+    ids, sections = _student(tokenizer, question, explanation, solution, system)
+    return ids, sections["think"], sections["solution"]
+
+
+def _student(
+    tokenizer: Any, question: str, explanation: str, solution: str, system: str | None
+) -> tuple[list[int], dict[str, slice]]:
+    """The student's ids and sections: `think` (tag to tag), `body` (without the opening blank
+    line), `open` (without either blank line) and `solution` (tag to tag)."""
+    example = student_example(tokenizer, question, explanation, solution, system=system)
     (encoded,) = encode_examples(tokenizer, [example.prompt], [example.completion], offsets=True)
     assert example.solution is not None  # a student example always has a solution section
-    return encoded.input_ids, encoded.span(example.thought), encoded.span(example.solution)
+    think, pad = example.thought, len(PADDING)
+    return encoded.input_ids, {
+        "think": encoded.span(think),
+        "body": encoded.span(slice(think.start + pad, think.stop)),
+        "open": encoded.span(slice(think.start + pad, think.stop - pad)),
+        "solution": encoded.span(example.solution),
+    }
 
 
 def teacher_side(
     tokenizer: Any, question: str, solution: str, explanation: str
 ) -> tuple[list[int], slice]:
-    """The teacher's ids as teacher_sft tokenises the row, with its think span."""
+    """The teacher's ids as teacher_sft tokenises the row, with its explanation section from
+    tag to tag (the prefill's blank line at the end of the prompt included when it is whole
+    tokens there)."""
+    ids, think, _ = _teacher(tokenizer, question, solution, explanation)
+    return ids, think
+
+
+def _teacher(
+    tokenizer: Any, question: str, solution: str, explanation: str
+) -> tuple[list[int], slice, slice]:
+    """The teacher's ids, its explanation section, and that section without the opening
+    blank line (which ends the prompt)."""
     example = teacher_example(tokenizer, question, solution, explanation)
     (encoded,) = encode_examples(tokenizer, [example.prompt], [example.completion], offsets=True)
-    return encoded.input_ids, encoded.span(example.thought)
+    lead = slice(len(example.prompt) - example.thought_lead, len(example.prompt))
+    return (
+        encoded.input_ids,
+        encoded.span(example.thought, lead=lead),
+        encoded.span(example.thought),
+    )
 
 
 def align_text(
@@ -178,17 +232,26 @@ def align_text(
     solution: str,
     explanation: str,
     *,
+    system: str | None = None,
     format_ok: bool = True,
 ) -> AlignedSample:
     """Align a (question, solution, explanation) given as text; the explanation is trimmed.
 
-    Both sides read their SFT tokenisation (module docstring). Used for datasets of existing
-    traces (`rlt score`, the keep rule) and by `align_completion` when it re-tokenises. Raises
-    SpanError naming `sample_id` for a missing solution, or when the two sides' think tokens
-    differ (a tokenizer whose tokens depend on the text around the explanation).
+    Both sides read their SFT tokenisation (module docstring); `system` is the row's student
+    system prompt (None: the default). Used for datasets of existing traces (`rlt score`, the
+    keep rule) and by `align_completion` when it re-tokenises. Raises SpanError naming
+    `sample_id` for a missing solution, or when the two sides' think tokens differ (a
+    tokenizer whose tokens depend on the text around the explanation).
     """
     return _align_retokenized(
-        tokenizer, sample_id, question, solution, explanation, format_ok=format_ok, flagged=False
+        tokenizer,
+        sample_id,
+        question,
+        solution,
+        explanation,
+        system=system,
+        format_ok=format_ok,
+        flagged=False,
     )
 
 
@@ -199,6 +262,7 @@ def _align_retokenized(
     solution: str,
     explanation: str,
     *,
+    system: str | None,
     format_ok: bool,
     flagged: bool,
 ) -> AlignedSample:
@@ -206,10 +270,17 @@ def _align_retokenized(
     given up (`AlignedSample.retokenized`)."""
     _require_solution(sample_id, solution)
     explanation = explanation.strip()
-    teacher_ids, teacher_think = teacher_side(tokenizer, question, solution, explanation)
-    student_ids, student_think, student_solution = student_side(
-        tokenizer, question, explanation, solution
-    )
+    teacher_ids, teacher_think, teacher_body = _teacher(tokenizer, question, solution, explanation)
+    student_ids, sections = _student(tokenizer, question, explanation, solution, system)
+    student_think, student_solution = sections["think"], sections["solution"]
+    if teacher_ids[teacher_think] != student_ids[student_think]:
+        # The opening blank line is one token at the end of the teacher's prompt but two at
+        # the start of the student's completion (SmolLM2): it is left out on both sides.
+        teacher_think, student_think = teacher_body, sections["body"]
+    if not explanation and teacher_ids[teacher_think] != student_ids[student_think]:
+        # Nothing but blank lines, tokenised differently on the two sides: no think tokens.
+        teacher_think = slice(teacher_think.start, teacher_think.start)
+        student_think = slice(student_think.start, student_think.start)
     if teacher_ids[teacher_think] != student_ids[student_think]:
         raise SpanError(
             f"sample {sample_id!r}: the explanation ({explanation[:60]!r}...) tokenises into "
@@ -256,16 +327,6 @@ def find_subsequence(haystack: Sequence[int], needle: Sequence[int]) -> int:
     return -1
 
 
-def _trim_whitespace_tokens(tokenizer: Any, ids: list[int]) -> tuple[int, int]:
-    """(start, stop) of `ids` without the whitespace-only tokens at either end."""
-    start, stop = 0, len(ids)
-    while start < stop and not decode(tokenizer, ids[start : start + 1]).strip():
-        start += 1
-    while stop > start and not decode(tokenizer, ids[stop - 1 : stop]).strip():
-        stop -= 1
-    return start, stop
-
-
 def _strip_trailing_special(tokenizer: Any, ids: list[int]) -> list[int]:
     special = set(tokenizer.all_special_ids)
     stop = len(ids)
@@ -281,17 +342,21 @@ def align_completion(
     solution: str,
     completion_ids: Sequence[int],
     *,
+    system: str | None = None,
     truncated: bool = False,
 ) -> AlignedSample:
     """Align a teacher completion from the token ids it actually sampled (the GRPO reward).
 
-    Teacher: the prompt's ids, then `completion_ids` as sampled; the think span is the sampled
-    ids before the closing tag's canonical token sequence, minus whitespace-only tokens at both
-    ends. Without the tag (or when `truncated`, the generation hit the length limit)
-    `format_ok` is False and everything sampled (trailing special tokens dropped) is the think
-    span. Student: student_sft's tokenisation of the decoded explanation (`student_side`).
-    When the student's think ids are not the sampled ones, or the tag is in the text but not at
-    a token boundary, the sample is re-tokenised and flagged `retokenized` (module docstring).
+    Teacher: the prompt's ids, then `completion_ids` as sampled; the think section is the
+    prefill's blank line (when it is whole tokens at the end of the prompt) and the sampled
+    ids up to the closing tag's canonical token sequence, the blank line before the tag
+    included; whitespace-only tokens the teacher sampled before its explanation stay in its
+    context only. Without the tag (or when `truncated`, the generation hit the length limit)
+    `format_ok` is False and everything sampled (trailing special tokens dropped) is the body.
+    Student: student_sft's tokenisation of the decoded explanation (`student_side`, `system`
+    its system prompt). When the student's think ids are not the sampled ones, or the tag is
+    in the text but not at a token boundary, the sample is re-tokenised and flagged
+    `retokenized` (module docstring).
     """
     _require_solution(sample_id, solution)
     ids = [int(token) for token in completion_ids]
@@ -305,26 +370,69 @@ def align_completion(
             question,
             solution,
             parsed.explanation,
+            system=system,
             format_ok=parsed.complete and not truncated,
             flagged=True,
         )
     format_ok = tag_at >= 0 and not truncated
-    start, stop = _trim_whitespace_tokens(tokenizer, body)
     explanation = decode(tokenizer, body).strip()
-    student_ids, student_think, student_solution = student_side(
-        tokenizer, question, explanation, solution
-    )
-    if student_ids[student_think] != body[start:stop]:
+    student_ids, sections = _student(tokenizer, question, explanation, solution, system)
+    prompt_text = render_teacher_prompt(tokenizer, question, solution)
+    prompt = encode(tokenizer, prompt_text)
+    start = 0
+    while start < len(body) and not decode(tokenizer, body[start : start + 1]).strip():
+        start += 1  # whitespace sampled before the explanation: the teacher's context only
+    spans = _sampled_think(tokenizer, prompt_text, prompt, body, start, student_ids, sections,
+                           closed=tag_at >= 0)  # fmt: skip
+    if spans is None:
         return _align_retokenized(
-            tokenizer, sample_id, question, solution, explanation, format_ok=format_ok, flagged=True
+            tokenizer,
+            sample_id,
+            question,
+            solution,
+            explanation,
+            system=system,
+            format_ok=format_ok,
+            flagged=True,
         )
-    prompt = encode(tokenizer, render_teacher_prompt(tokenizer, question, solution))
+    teacher_think, student_think = spans
     return AlignedSample(
         sample_id=sample_id,
         teacher_ids=prompt + ids,
         student_ids=student_ids,
-        teacher_think=slice(len(prompt) + start, len(prompt) + stop),
+        teacher_think=teacher_think,
         student_think=student_think,
-        student_solution=student_solution,
+        student_solution=sections["solution"],
         format_ok=format_ok,
     )
+
+
+def _sampled_think(
+    tokenizer: Any,
+    prompt_text: str,
+    prompt: list[int],
+    body: list[int],
+    start: int,
+    student_ids: list[int],
+    sections: dict[str, slice],
+    *,
+    closed: bool,
+) -> tuple[slice, slice] | None:
+    """(teacher, student) think spans when the sampled body is the student's think section:
+    tried with the prefill's blank line (whole tokens at the end of the prompt), then without
+    the opening blank line, and for an unclosed explanation (the teacher may not have written
+    the closing blank line) without either; None when none fits."""
+    offsets = tokenizer(prompt_text, add_special_tokens=False, return_offsets_mapping=True)
+    lead = [
+        i
+        for i, (first, last) in enumerate(offsets["offset_mapping"])
+        if first >= len(prompt_text) - len(PADDING) and last > first
+    ]
+    base, think = len(prompt), sections["think"]
+    whole = prompt[lead[0] :] + body if lead and lead[-1] == base - 1 else None
+    if start == 0 and whole == student_ids[think]:
+        return slice(lead[0], base + len(body)), think
+    for student in (sections["body"], *(() if closed else (sections["open"],))):
+        if body[start:] == student_ids[student]:
+            return slice(base + start, base + len(body)), student
+    return None

@@ -86,10 +86,12 @@ class RLTReward:
         completion_ids: Sequence[Sequence[int]],
         **kwargs: Any,
     ) -> list[float]:
-        """One reward per completion; `kwargs` must hold the question and solution columns."""
+        """One reward per completion; `kwargs` must hold the question and solution columns,
+        and may hold `system` (each row's student system prompt; missing: the default)."""
         questions = self._column(kwargs, self.question_column, len(completion_ids))
         solutions = self._column(kwargs, self.solution_column, len(completion_ids))
         ids = kwargs.get("id") or [str(i) for i in range(len(completion_ids))]
+        systems = kwargs.get("system") or [None] * len(completion_ids)
         samples = [
             align_completion(
                 self.scorer.tokenizer,
@@ -97,6 +99,7 @@ class RLTReward:
                 questions[i],
                 solutions[i],
                 completion,
+                system=systems[i] or None,
                 truncated=len(completion) >= self.max_completion_length,
             )
             for i, completion in enumerate(completion_ids)

@@ -10,7 +10,8 @@ rendered in the teacher (Figure 7) and student (Figure 6) formats with the real 
 The training stages draw their own seeded row subsets (`data.subset_seed`, in their keys).
 
 Output (`<store>/data/<key>/`, names in `rlt_core.stages.specs.DataFiles`): `corpus.parquet`,
-`eval/<task>.parquet`, `limr.parquet` and `countdown.parquet` (countdown training rows; each
+`eval/<task>.parquet`, `limr.parquet` (questions as the students read them,
+`formats.student_question`) and `countdown.parquet` (countdown training rows; each
 when a run uses it), `think_tokens.parquet` (per-row
 corpus think lengths), `report.json`, `preview.md`, and `manifest.json` last.
 """
@@ -111,6 +112,8 @@ def _write_datasets(cfg: PipelineConfig, out: Path) -> dict[str, Any]:
             result["eval"][task] = len(table)
     if needs_limr(cfg):
         limr = load_limr(cfg.data.limr_source)
+        # the question as the students read every math question: with the boxed instruction
+        limr["question"] = limr["question"].map(formats.student_question)
         limr.to_parquet(out / FILES.limr, index=False)
         result["limr"] = len(limr)
     return result
@@ -178,7 +181,8 @@ def format_preview(corpus: pd.DataFrame, tokenizer: Any) -> str:
     """The first row rendered in both formats with the real chat template, as markdown."""
     row = corpus.iloc[0]
     teacher = formats.render_teacher_prompt(tokenizer, row.question, row.solution)
-    student = formats.render_student_prompt(tokenizer, row.question)
+    system = row.system if isinstance(getattr(row, "system", None), str) else None
+    student = formats.render_student_prompt(tokenizer, row.question, system)
     thought = row.thought if isinstance(row.thought, str) else "(no trace in this corpus)"
     answer = formats.student_assistant_text(thought, row.solution)
     return (

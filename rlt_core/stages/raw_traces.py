@@ -36,6 +36,7 @@ import pandas as pd
 
 from rlt_core import artifacts, formats
 from rlt_core.config import GenerateTracesConfig
+from rlt_core.data import row_systems
 from rlt_core.generation import Engine, check_backend, load_engine
 from rlt_core.generation.shards import fill_shards, read_pairs, read_shards
 from rlt_core.generation.trace_stats import length_stats
@@ -99,15 +100,19 @@ def answer_shard(engine: Engine, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     (`format_ok`), `truncated`, `kept`, `reason` ("raw", or "empty": rejected),
     `think_tokens` and the corpus' `reference_solution`."""
     tokenizer = engine.tokenizer
-    prompts = [formats.render_student_prompt(tokenizer, q) for q in rows["question"]]
+    systems = row_systems(rows)
+    prompts = [
+        formats.render_student_prompt(tokenizer, q, system)
+        for q, system in zip(rows["question"], systems, strict=True)
+    ]
     outputs = engine.generate(prompts, n=1, seed=seed)
     records = []
-    for row, (generation,) in zip(rows.to_dict("records"), outputs, strict=True):
+    for row, system, (generation,) in zip(rows.to_dict("records"), systems, outputs, strict=True):
         parsed = formats.parse_student_text(generation.text)
         reason = "raw" if generation.text.strip() else "empty"
         in_format = parsed.complete and reason == "raw"
         records.append({
-            "id": row["id"], "question": row["question"],
+            "id": row["id"], "question": row["question"], "system": system,
             "response": generation.text.strip() if reason == "raw" else None,
             "thought": parsed.thought if in_format else None,
             "solution": parsed.solution if in_format else None,

@@ -25,6 +25,7 @@ from trl import SFTConfig, SFTTrainer
 from rlt_core import artifacts, sft_data
 from rlt_core.config import StudentSFTConfig, TeacherSFTConfig
 from rlt_core.config.sft import SFTRecipe
+from rlt_core.models import record_system_prompt
 from rlt_core.owner import Outcome, Work
 from rlt_core.stages.specs import STUDENT_SFT, TEACHER_SFT
 from rlt_core.training import run
@@ -107,8 +108,9 @@ def train_student_sft(
 ) -> Outcome:
     """student_sft's work (`STUDENT_SFT.entry`): `run_student_sft` without the owner."""
     return _train_sft(
-        work, cfg, dataset, sft_data.student_pairs, subset_seed, max_per_device_batch, callbacks
-    )
+        work, cfg, dataset, sft_data.student_pairs, subset_seed, max_per_device_batch, callbacks,
+        student=True,
+    )  # fmt: skip
 
 
 PairsFn = Callable[[Any, Any], tuple[list[str], list[str]]]
@@ -122,9 +124,12 @@ def _train_sft(
     subset_seed: int,
     max_per_device_batch: int,
     callbacks: Sequence[TrainerCallback],
+    *,
+    student: bool = False,
 ) -> Outcome:
     """The SFT work both SFT stages do; they differ in format (`pairs`:
-    `sft_data.teacher_pairs` or `student_pairs`)."""
+    `sft_data.teacher_pairs` or `student_pairs`). A `student` carries the system prompt it
+    was trained with beside its weights (`rlt_core.models.system_prompt_of`)."""
     # setup: the tokenizer (a model without a chat template fails here, before training)
     tokenizer = run.load_tokenizer(cfg.model)
     # data: the seeded subset in the stage's format, tokenised as prompt + completion
@@ -139,6 +144,10 @@ def _train_sft(
     # train (resuming when a checkpoint is there), then save model and tokenizer
     figures = run.train_resuming(trainer, work.root)
     run.save_trained(trainer, tokenizer, work.out)
+    if student:
+        prompt, row_stats["system_prompts"] = sft_data.trained_system_prompt(rows)
+        if trainer.is_world_process_zero():
+            record_system_prompt(work.out / run.MODEL, prompt)
     metrics = {"data": row_stats | token_stats, "batch": plan.to_dict(), "train": figures}
     return Outcome(metrics, {"sft_config": sft_arguments(cfg, work.root, plan)})
 

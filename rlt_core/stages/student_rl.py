@@ -12,15 +12,15 @@ Every GRPO value of Table 6 is set explicitly by `rlt_core.training.grpo.grpo_tr
 
 Deliberate choices:
 - Prompts are plain text rendered by `formats.render_student_prompt` (the exact context the
-  student sees at evaluation), tokenised as they are by the GRPO path both GRPO stages share
-  (`rlt_core.training.grpo_run`: training, resume, rollout engine, save), so a tokenizer that
-  adds a BOS does not get a second one.
-- Gold columns travel in the dataset (`answer` for math, `numbers` and `target` for countdown)
-  and TRL hands them to the reward per completion. Golds are checked before training: a math
-  gold that math-verify cannot parse would otherwise stop the run at its first step.
-- math-verify's timeouts use `signal.alarm`, which only works in a process's main thread; a
-  math run off the main thread is refused before any model is loaded.
-"""
+  student sees at evaluation: the system prompt it was trained with, carried in its model
+  directory, and math questions with SkyThought's boxed instruction), tokenised as they are by
+  the GRPO path both GRPO stages share (`rlt_core.training.grpo_run`: training, resume, rollout
+  engine, save), so a tokenizer that adds a BOS does not get a second one. - Gold columns
+  travel in the dataset (`answer` for math, `numbers` and `target` for countdown) and TRL hands
+  them to the reward per completion. Golds are checked before training: a math gold that
+  math-verify cannot parse would otherwise stop the run at its first step. - math-verify's
+  timeouts use `signal.alarm`, which only works in a process's main thread; a math run off the
+  main thread is refused before any model is loaded."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from rlt_core import artifacts, formats
 from rlt_core.config import StudentRLConfig
 from rlt_core.data import read_table, seeded_subset
 from rlt_core.data.sources import require_columns
-from rlt_core.models import resolve_model
+from rlt_core.models import record_system_prompt, resolve_model, system_prompt_of
 from rlt_core.owner import Outcome, Work
 from rlt_core.reward.correctness import TASK_COLUMNS, Task, correctness_reward
 from rlt_core.stages.specs import STUDENT_RL
@@ -115,21 +115,25 @@ def train_student_rl(
     )
     check_rows_per_step(len(rows), cfg, dataset)
     row_stats["epochs"] = round(cfg.max_steps * _prompts_per_step(cfg) / len(rows), 4)
-    train_set = rl_dataset(tokenizer, rows, reward.task)
+    system = system_prompt_of(model_path)  # the prompt the cold-start student was trained on
+    train_set = rl_dataset(tokenizer, rows, reward.task, system=system)
     # trainer: GRPO with every Table 6 value; the global batch split over this machine
     args = grpo_training_args(
         cfg, work.root / run.CHECKPOINTS, max_per_device_batch=max_per_device_batch
     )
     trainer = build_grpo_trainer(model_path, tokenizer, train_set, args, [reward], callbacks)
     # train (resuming when a checkpoint is there), then save model and tokenizer
-    return train_grpo(
+    outcome = train_grpo(
         trainer,
         tokenizer,
         work,
-        config={"grpo_config": args.to_dict()},
+        config={"grpo_config": args.to_dict(), "system_prompt": formats.student_system(system)},
         metrics={"data": row_stats, "batch": batch_figures(args)},
         log_figures=lambda log: {"rewards": reward_figures(log, reward.__name__)},
     )
+    if trainer.is_world_process_zero():  # the RL student keeps the prompt it was trained on
+        record_system_prompt(work.out / run.MODEL, system)
+    return outcome
 
 
 def require_grading_thread(task: Task) -> None:
@@ -201,13 +205,20 @@ def _is_int_list(values: Any) -> bool:
     return hasattr(values, "__len__") and len(values) > 0 and all(_is_int(v) for v in values)
 
 
-def rl_dataset(tokenizer: Any, rows: pd.DataFrame, task: Task) -> Dataset:
+def rl_dataset(
+    tokenizer: Any, rows: pd.DataFrame, task: Task, *, system: str | None = None
+) -> Dataset:
     """TRL prompt dataset: `prompt` = the Figure 6 student prompt as text, plus id and golds.
 
-    The shared GRPO trainer tokenises the prompts without added special tokens (the chat
-    template already holds every one it needs), so a BOS-adding tokenizer is fine.
+    The system prompt is `system` (the one the start model was trained with; None: the
+    default). A math question is the student's question text (`formats.student_question`:
+    SkyThought's boxed instruction, once), as in the corpus the student was distilled on and
+    in evaluation; LIMR's raw prompts lack it. The shared GRPO trainer tokenises the prompts
+    without added special tokens (the chat template already holds every one it needs), so a
+    BOS-adding tokenizer is fine.
     """
-    prompts = [formats.render_student_prompt(tokenizer, q) for q in rows["question"]]
+    questions = [formats.student_question(q) if task == "math" else q for q in rows["question"]]
+    prompts = [formats.render_student_prompt(tokenizer, q, system) for q in questions]
     columns: dict[str, list[Any]] = {"prompt": prompts, "id": [str(i) for i in rows["id"]]}
     if task == "math":
         columns["answer"] = [str(a) for a in rows["answer"]]
@@ -253,4 +264,5 @@ def reward_figures(log_history: list[dict[str, Any]], name: str) -> dict[str, An
         "reward_mean": [entry[key] for entry in steps],
         "accuracy": [entry.get("correctness/accuracy") for entry in steps],
         "formatted": [entry.get("correctness/formatted") for entry in steps],
+        "boxed": [entry.get("correctness/boxed") for entry in steps],
     }

@@ -2,12 +2,13 @@
 
 One prompt per corpus row: the Figure 7 system prompt, the question and the assistant turn
 PREFILLED with the solution, as plain text ending in `<|begin_of_explanation|>\\n\\n`; the
-policy generates the explanation. The `id`, `question` and `solution` columns stay in the
-dataset, because the reward (`rlt_core.reward.trl.RLTReward`) rebuilds the teacher and student
-sequences from them (section 3.3). The reward's teacher log-probs come from the LIVE policy
-(`set_policy(trainer.model)`, the reference behaviour), its student is the frozen
-`reward.student_model`. Every reward term is logged per step (`rlt/*` in the trainer's log),
-copied into `reward_log.json` beside the model and drawn as `reward_curves.png`.
+policy generates the explanation. The `id`, `question`, `solution` and `system` (the row's
+student system prompt, None for the default) columns stay in the dataset, because the reward
+(`rlt_core.reward.trl.RLTReward`) rebuilds the teacher and student sequences from them (section
+3.3). The reward's teacher log-probs come from the LIVE policy (`set_policy(trainer.model)`,
+the reference behaviour), its student is the frozen `reward.student_model`. Every reward term
+is logged per step (`rlt/*` in the trainer's log), copied into `reward_log.json` beside the
+model and drawn as `reward_curves.png`.
 
 The entry function reads top to bottom like the SFT stages (`rlt_core.stages.sft`): setup
 (inputs, artifact dir, tokenizer), data, reward, trainer, train (resuming from the last
@@ -36,7 +37,7 @@ from transformers import TrainerCallback
 
 from rlt_core import artifacts, formats
 from rlt_core.config import RewardConfig, TeacherRLConfig
-from rlt_core.data import read_table
+from rlt_core.data import read_table, row_systems
 from rlt_core.data.sources import is_text, require_columns
 from rlt_core.figures import reward_curve_figure
 from rlt_core.models import resolve_model
@@ -209,6 +210,7 @@ def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[s
             "id": [str(i) for i in rows["id"]],
             "question": list(rows["question"]),
             "solution": list(rows["solution"]),
+            "system": row_systems(rows),  # the reward's student reads each row's own prompt
         }
     )
     return dataset, {"rows_read": len(table), "dropped_empty": len(table) - len(rows)}

@@ -95,7 +95,6 @@ TABLE_5 = {
 }
 _TABLE_6_SHARED = {
     "model": "Qwen/Qwen2.5-7B-Instruct",
-    "num_epochs": 1.0,
     "learning_rate": 1e-6,
     "lr_scheduler": "constant",
     "final_learning_rate": 1e-6,

@@ -33,6 +33,13 @@ def test_unknown_key_in_a_profile_file(tmp_path: Path) -> None:
     assert "'num_generations'" in message
 
 
+def test_student_rl_epochs_are_refused_with_what_to_set_instead() -> None:
+    # Table 6's countdown column contradicts its own steps; a run is held to max_steps only.
+    message = only_issue("student_rl.countdown.num_epochs=1")
+    assert message.startswith("student_rl.countdown.num_epochs: removed")
+    assert "set max_steps" in message
+
+
 def test_unknown_section_lists_nothing_wrong_elsewhere() -> None:
     assert only_issue("teacher_lr.batch_size=8").startswith("teacher_lr: unknown key")
 

@@ -164,7 +164,20 @@ def test_call_scores_conversational_completions_and_logs_rates() -> None:
     )
     assert rewards == [1.0, -0.5, -0.5, -1.0]
     # 3 of 4 formatted, 1 of 4 right
-    assert logged == {"correctness/formatted": 0.75, "correctness/accuracy": 0.25}
+    assert logged == {
+        "correctness/formatted": 0.75,
+        "correctness/accuracy": 0.25,
+        "correctness/boxed": 1.0,  # every answer holds a \boxed{...}, formatted or not
+    }
+    logged.clear()
+    reward(
+        prompts=[None] * 2,
+        completions=[formatted("22"), formatted("\\boxed{3 * 5 + 7}")],
+        numbers=[[3, 5, 7]] * 2,
+        target=[22] * 2,
+        log_metric=lambda name, value: logged.__setitem__(name, value),
+    )
+    assert logged["correctness/boxed"] == 0.5
     assert reward.__name__ == "correctness_reward"
 
 

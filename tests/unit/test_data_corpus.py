@@ -185,3 +185,33 @@ def test_seeded_subset_size_limits():
         seeded_subset(df, 0, seed=0)
     with pytest.raises(ValueError, match="unique ids"):
         seeded_subset(pd.concat([df, df]), 2, seed=0)
+
+
+def test_bespoke_rows_keep_their_system_prompt_verbatim():
+    raw = pd.read_json(DATA / "bespoke_sample.jsonl", lines=True)
+    reference = raw["system"][0]
+    assert "such as analisying questions" in reference  # the data's text, not Figure 6's
+    rows = load_corpus(str(DATA / "bespoke_sample.jsonl"), schema="bespoke", mode="lenient").rows
+    assert rows["system"].to_list() == [reference] * len(rows)
+
+
+def test_a_system_column_is_optional_and_kept_per_row(tmp_path):
+    rows = [
+        {"question": "Q1?", "solution": "A1", "system": "Be brief."},
+        {"question": "Q2?", "solution": "A2", "system": None},
+    ]
+    with_system = tmp_path / "with.jsonl"
+    pd.DataFrame(rows).to_json(with_system, orient="records", lines=True)
+    loaded = load_corpus(str(with_system), schema="question_solution").rows
+    assert loaded["system"].to_list() == ["Be brief.", None]
+    without = tmp_path / "without.jsonl"
+    pd.DataFrame(rows).drop(columns="system").to_json(without, orient="records", lines=True)
+    assert load_corpus(str(without), schema="question_solution").rows["system"].to_list() == [
+        None,
+        None,
+    ]
+    # Read back from parquet (pandas stores the missing one as NaN), it is None again.
+    loaded.to_parquet(tmp_path / "corpus.parquet")
+    from rlt_core.data import row_systems
+
+    assert row_systems(pd.read_parquet(tmp_path / "corpus.parquet")) == ["Be brief.", None]

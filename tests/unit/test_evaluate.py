@@ -27,7 +27,7 @@ from rlt_core.config import ConfigError, EvaluateConfig
 from rlt_core.data import countdown_rows, countdown_splits, extract_answer, load_eval_set
 from rlt_core.evaluation import engines, lighteval_run, score_predictions, tasks
 from rlt_core.identity import input_identity
-from rlt_core.models import make_tiny_model
+from rlt_core.models import make_tiny_model, record_system_prompt, system_prompt_of
 from rlt_core.stages import evaluate as evaluate_stage
 from rlt_core.stages.evaluate import read_results, run_evaluate
 from rlt_core.stages.specs import EVALUATE
@@ -293,6 +293,37 @@ def test_stage_writes_a_complete_artifact_and_reuses_it(
     # A second call finds the finished key and loads no model.
     monkeypatch.setattr(evaluate_stage, "evaluate_model", _no_model)
     assert run_evaluate(TINY, tiny_model_path, countdown_eval, tmp_path / "store") == ref
+
+
+def test_a_student_is_evaluated_under_the_system_prompt_it_was_trained_with(
+    tiny_model_path: Path, countdown_eval: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # student_sft writes the prompt of its rows beside the weights (a Bespoke corpus' own
+    # text); the evaluation renders every question under exactly that text.
+    student = tmp_path / "student"
+    shutil.copytree(tiny_model_path, student)
+    own = "A system prompt this student was trained with, and no other."
+    record_system_prompt(student, own)
+    seen: list[str] = []
+    real = engines.transformers_model
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        model, config = real(*args, **kwargs)
+        seen.append(config.system_prompt)
+        return model, config
+
+    monkeypatch.setattr(engines, "transformers_model", spy)
+    cfg = dataclasses.replace(TINY, max_samples=1)
+    out = Path(run_evaluate(cfg, student, countdown_eval, tmp_path / "store").uri)
+    assert seen == [own]
+    assert read_results(out)["generation"]["system_prompt"] == "model"
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    rendered = PromptManager(True, tokenizer, own).prepare_prompt(
+        tasks.math_prompt({"id": "1", "question": "What is 2 + 2?", "answer": "4"})
+    )
+    assert rendered.startswith(f"<|im_start|>system\n{own}<|im_end|>")
+    # A model without a recorded prompt (a hub or offline model) gets the default.
+    assert system_prompt_of(tiny_model_path) is None
 
 
 def _no_model(*args: Any, **kwargs: Any) -> None:

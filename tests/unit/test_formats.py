@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
@@ -36,18 +38,63 @@ def test_system_prompts_match_the_figures_word_for_word():
     # Checked once against the paper text with the figure line breaks joined by one space:
     # 170 and 162 words.
     # Figure 6 starts and ends like this; the thought placeholder holds a literal '\n\n'.
-    assert F.STUDENT_SYSTEM_PROMPT.startswith("Your role as an assistant involves thoroughly")
-    assert F.STUDENT_SYSTEM_PROMPT.endswith("through the above guidelines:")
-    assert "{thought with steps separated with '\\n\\n'}" in F.STUDENT_SYSTEM_PROMPT
-    assert "\n" not in F.STUDENT_SYSTEM_PROMPT
+    for student in (F.STUDENT_SYSTEM_PROMPT, F.FIGURE_6_SYSTEM_PROMPT):
+        assert student.startswith("Your role as an assistant involves thoroughly")
+        assert student.endswith("through the above guidelines:")
+        assert "{thought with steps separated with '\\n\\n'}" in student
+        assert "\n" not in student
+        assert len(student.split()) == 170
     # Figure 7: Solution section first, then Explanation; one space before <|im_end|>.
-    assert F.TEACHER_SYSTEM_PROMPT.startswith("Your role as an assistant involves providing")
-    assert F.TEACHER_SYSTEM_PROMPT.endswith("and revisiting previous steps. ")
-    assert "<|begin_of_explanation|> {explanation with steps separated with '\\n\\n'} " in (
-        F.TEACHER_SYSTEM_PROMPT
-    )
-    assert len(F.STUDENT_SYSTEM_PROMPT.split()) == 170
-    assert len(F.TEACHER_SYSTEM_PROMPT.split()) == 162
+    for teacher in (F.TEACHER_SYSTEM_PROMPT, F.FIGURE_7_SYSTEM_PROMPT):
+        assert teacher.startswith("Your role as an assistant involves providing")
+        assert teacher.endswith("and revisiting previous steps. ")
+        assert "<|begin_of_explanation|> {explanation with steps separated with '\\n\\n'} " in (
+            teacher
+        )
+        assert len(teacher.split()) == 162
+
+
+# sha256 of the prompts as Bespoke-Stratos-17k's `system` field and the authors' code have them
+# (their STRATOS_SYSTEM_PROMPT and STRATOS_STYLE_TEACHER_PROMPT), computed from their source.
+REFERENCE_STUDENT_SHA256 = "6490a490932e93a0712ec83d53b79036a10059ccdbf786e088ac9c247aa19141"
+REFERENCE_TEACHER_SHA256 = "2a6900e8cd23891f5b34a68c8b386045cd42c6c17ce0caa13f65005da0a49484"
+
+
+def test_the_prompts_are_the_texts_the_models_were_trained_on():
+    # The reward's frozen student (Bespoke-Stratos-7B) was trained on "analisying", which the
+    # figures print as "analysing": the default is the trained text, not the figure's.
+    assert hashlib.sha256(F.STUDENT_SYSTEM_PROMPT.encode()).hexdigest() == REFERENCE_STUDENT_SHA256
+    assert hashlib.sha256(F.TEACHER_SYSTEM_PROMPT.encode()).hexdigest() == REFERENCE_TEACHER_SHA256
+    assert "such as analisying questions" in F.STUDENT_SYSTEM_PROMPT
+    assert F.FIGURE_6_SYSTEM_PROMPT != F.STUDENT_SYSTEM_PROMPT
+    assert F.FIGURE_6_SYSTEM_PROMPT.replace("analysing", "analisying") == F.STUDENT_SYSTEM_PROMPT
+
+
+def test_a_given_system_prompt_replaces_the_default():
+    own = "You are a careful student."
+    assert F.student_messages("q", own)[0] == {"role": "system", "content": own}
+    assert F.student_messages("q")[0]["content"] == F.STUDENT_SYSTEM_PROMPT
+    for missing in (None, "", "   "):
+        assert F.student_system(missing) == F.STUDENT_SYSTEM_PROMPT
+    prompt = F.render_student_prompt(_tokenizer(QWEN_STYLE), "What is 2 + 2?", own)
+    assert prompt.startswith(f"<|im_start|>system\n{own}<|im_end|>")
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("What is 2 + 2?", "Return your final response within \\boxed{}. What is 2 + 2?"),
+        # Bespoke-Stratos questions carry it first, countdown questions last: never twice.
+        ("Return your final response within \\boxed{}. What is 2 + 2?", None),
+        ("Using [1, 2], make 3. Return your final response within \\boxed{}.", None),
+    ],
+)
+def test_the_boxed_instruction_is_prefixed_once(question, expected):
+    once = F.student_question(question)
+    assert once == (expected or question)
+    assert F.student_question(once) == once
+    gpqa = F.student_question("Which? (A) 1 (B) 2", F.GPQA_INSTRUCTION)
+    assert gpqa.startswith(F.GPQA_INSTRUCTION) and gpqa.count("boxed") == 1
 
 
 def test_student_assistant_text_is_the_exact_format():

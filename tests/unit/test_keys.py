@@ -102,9 +102,10 @@ def test_a_hub_revision_moves_the_keys_of_the_stages_that_read_it(
 ) -> None:
     cfg = _config(world, student="org/student")
     before = _runs(cfg)
-    assert SPECS["teacher_rl"].key(cfg, None, {}).config["references"][
-        "reward.student_model"
-    ] == f"org/student@{COMMIT_A}"  # the commit the hub cache resolves `main` to
+    assert (
+        SPECS["teacher_rl"].key(cfg, None, {}).config["references"]["reward.student_model"]
+        == f"org/student@{COMMIT_A}"
+    )  # the commit the hub cache resolves `main` to
     (world["hub"] / "models--org--student" / "refs" / "main").write_text(COMMIT_B)
     after = _runs(cfg)
     assert {run for run in before if before[run] != after[run]} == READS_STUDENT

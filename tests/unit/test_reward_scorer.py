@@ -22,6 +22,7 @@ from rlt_core.models import build_tiny_model, make_tiny_model
 from rlt_core.reward.score import SCORE_COLUMNS, parts_dir, score_dataset
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.spans import (
+    END_EXPLANATION,
     EXPLANATION_CLOSE,
     AlignedSample,
     align_completion,
@@ -131,7 +132,8 @@ def test_lambda_zero_reduces_the_reward_to_r_ss(teacher, student, tok, samples) 
 def test_missing_closing_tag_gets_the_penalty(teacher, student, tok) -> None:
     question, solution, explanation = ROWS[0]
     closed = encode(tok, explanation + EXPLANATION_CLOSE) + [tok.eos_token_id]
-    open_ = encode(tok, explanation)
+    # cut right before the closing tag: the blank line above it was written, the tag was not
+    open_ = encode(tok, explanation + EXPLANATION_CLOSE)[: -len(encode(tok, END_EXPLANATION))]
     pair = [
         align_completion(tok, i, question, solution, ids)
         for i, ids in (("a", closed), ("b", open_))
@@ -244,6 +246,17 @@ def test_trl_reward_uses_the_live_policy(teacher, student, tok) -> None:
     after = reward(**_trl_batch(tok))
     # r_SS depends on the student only; r_KL (and so the reward) on the teacher too.
     assert before != after
+
+
+def test_trl_reward_scores_each_row_under_its_own_system_prompt(teacher, student, tok) -> None:
+    # teacher_rl keeps the corpus' `system` column: the frozen student reads each row's text.
+    reward = RLTReward(RLTScorer(teacher, student, tok, CFG), max_completion_length=512)
+    batch = _trl_batch(tok)
+    default = reward(**batch)
+    same = reward(**batch, system=[None, None])
+    other = reward(**batch, system=["Answer like a pirate.", None])
+    assert same == default
+    assert other[0] != default[0] and other[1] == default[1]
 
 
 def test_trl_reward_names_a_missing_column(teacher, student, tok) -> None:

@@ -16,6 +16,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from rlt_core.formats import (
     END_EXPLANATION,
+    PADDING,
+    STUDENT_SYSTEM_PROMPT,
     render_student_prompt,
     render_teacher_prompt,
     student_assistant_text,
@@ -71,8 +73,11 @@ def _sft_ids(tok, explanation: str, pairs=student_pairs) -> list[int]:
 def test_spans_decode_to_exactly_the_texts(tok, name: str) -> None:
     explanation = EXPLANATIONS[name]
     sample = align_text(tok, name, QUESTION, SOLUTION, explanation)
-    assert decode(tok, sample.think_ids) == explanation
-    assert decode(tok, sample.solution_ids) == SOLUTION
+    # The sections from tag to tag, their blank lines included (the authors' spans); SmolLM2
+    # makes the teacher's opening blank line one token at the end of its prompt but two in the
+    # student's completion, so the opening blank line is left out on both sides.
+    assert decode(tok, sample.think_ids) == explanation + PADDING
+    assert decode(tok, sample.solution_ids) == PADDING + SOLUTION + PADDING
     # The think ids are the same ids on both sides, at their own offsets.
     assert sample.teacher_ids[sample.teacher_think] == sample.student_ids[sample.student_think]
     # The whole sequences are the two formats (Figures 6 and 7) with the end of turn, as text.
@@ -132,7 +137,7 @@ def test_qwen_style_merges_are_inside_the_spans(qwen_tok) -> None:
 
 
 @pytest.mark.parametrize("tokenizer", ["smollm2", "qwen_style"])
-def test_an_empty_explanation_has_empty_think_spans_where_the_thought_would_start(
+def test_an_empty_explanation_has_only_the_blank_lines_in_its_think_spans(
     request, tokenizer
 ) -> None:
     tok = request.getfixturevalue({"smollm2": "tok", "qwen_style": "qwen_tok"}[tokenizer])
@@ -140,7 +145,8 @@ def test_an_empty_explanation_has_empty_think_spans_where_the_thought_would_star
         align_text(tok, "empty", QUESTION, SOLUTION, "  "),
         align_completion(tok, "empty", QUESTION, SOLUTION, _sampled_ids(tok, "")),
     ):
-        assert sample.think_ids == [] and sample.student_ids[sample.student_think] == []
+        assert decode(tok, sample.think_ids).strip() == ""
+        assert sample.student_ids[sample.student_think] == sample.think_ids
         prompt_len = len(encode(tok, render_student_prompt(tok, QUESTION)))
         before = decode(tok, sample.student_ids[prompt_len : sample.student_think.start])
         assert before.startswith("<|begin_of_thought|>") and "end_of_thought" not in before
@@ -152,7 +158,7 @@ def test_solution_span_is_the_solution_not_its_copy_in_the_explanation(tok) -> N
     sample = align_text(tok, "copy", QUESTION, SOLUTION, EXPLANATIONS["contains_solution"])
     # The solution sits after the thought: its span starts past the think span's end.
     assert sample.student_solution.start > sample.student_think.stop
-    closing = encode(tok, "\n\n<|end_of_solution|>" + end_of_turn(tok))
+    closing = encode(tok, "<|end_of_solution|>" + end_of_turn(tok))
     assert sample.student_solution.stop == len(sample.student_ids) - len(closing)
 
 
@@ -173,7 +179,8 @@ def test_think_tokens_that_differ_between_the_sides_are_retokenised_and_flagged(
     # Both sides then read their SFT tokenisation of the decoded explanation: the same think
     # ids, the student still exactly student_sft's ids, and the sample counted as re-tokenised.
     assert sample.retokenized and sample.format_ok
-    assert sample.think_ids == encode(tok, "Say hello")
+    assert sample.think_ids[:2] == encode(tok, "Say hello")
+    assert decode(tok, sample.think_ids) == "Say hello" + PADDING
     assert sample.student_ids[sample.student_think] == sample.think_ids
     assert sample.student_ids == _sft_ids(tok, "Say hello")
     assert sample == dataclasses.replace(
@@ -184,7 +191,7 @@ def test_think_tokens_that_differ_between_the_sides_are_retokenised_and_flagged(
 def test_leading_whitespace_tokens_stay_in_the_teacher_context_only(tok) -> None:
     completion = encode(tok, "\n\n") + _sampled_ids(tok, "Add them.")
     sample = align_completion(tok, "lead", QUESTION, SOLUTION, completion)
-    assert decode(tok, sample.think_ids) == "Add them."
+    assert decode(tok, sample.think_ids) == "Add them." + PADDING
     prompt = encode(tok, render_teacher_prompt(tok, QUESTION, SOLUTION))
     assert sample.teacher_think.start == len(prompt) + len(encode(tok, "\n\n"))
 
@@ -269,3 +276,86 @@ def test_a_tokenizer_whose_think_tokens_depend_on_their_surroundings_is_refused(
     with pytest.raises(SpanError, match="different think tokens .* byte-level BPE"):
         check_layout(dummy_prefix)
     check_layout(tok)  # SmolLM2 passes
+
+
+# --------------------------------------------------------------------------- the authors' spans
+
+
+def _authors_span(ids: list[int], section: list[int], *, last: bool) -> slice:
+    """Where the authors' reward finds a section: the section's text tokenised alone, looked
+    up in the whole sequence (the first match, or the last with `last`); when it is not there,
+    again without its first token, then without its last, then without both."""
+    for sub in (section, section[1:], section[:-1], section[1:-1]):
+        starts = [i for i in range(len(ids) - len(sub) + 1) if ids[i : i + len(sub)] == sub]
+        if sub and starts:
+            start = starts[-1] if last else starts[0]
+            return slice(start, start + len(sub))
+    raise AssertionError("section not found")
+
+
+BESPOKE_QUESTION = "Return your final response within \\boxed{}. What is 7 times 8?"
+BESPOKE_THOUGHT = "Okay, 7 times 8.\n\n7 times 4 is 28, doubled is 56.\n\nCheck: 8 sevens are 56."
+BESPOKE_SOLUTION = "7 x 8 = 56, so the answer is \\boxed{56}."
+
+
+def test_qwen_style_spans_are_the_authors_spans_token_for_token(qwen_tok) -> None:
+    # A Bespoke-format row under the Bespoke system prompt. The authors tokenise the text
+    # between each pair of tags alone and look it up in the whole sequence (their reward's
+    # data formatting); with a Qwen-style tokenizer that is exactly what is scored here.
+    q, t, s = BESPOKE_QUESTION, BESPOKE_THOUGHT, BESPOKE_SOLUTION
+    for sample in (
+        align_text(qwen_tok, "b", q, s, t, system=STUDENT_SYSTEM_PROMPT),
+        align_completion(qwen_tok, "b", q, s, _sampled_ids(qwen_tok, t)),
+    ):
+        assert not sample.retokenized
+        student, teacher = sample.student_ids, sample.teacher_ids
+        think = encode(qwen_tok, PADDING + t + PADDING)
+        solution = encode(qwen_tok, PADDING + s + PADDING)
+        assert student[sample.student_think] == student[_authors_span(student, think, last=False)]
+        assert sample.student_solution == _authors_span(student, solution, last=True)
+        # The teacher re-tokenised as one text (the authors' way) has the same think tokens.
+        whole = encode(qwen_tok, decode(qwen_tok, teacher))
+        assert whole == teacher
+        assert teacher[sample.teacher_think] == whole[_authors_span(whole, think, last=False)]
+        # ... which are the explanation and the blank line before the closing tag.
+        assert decode(qwen_tok, sample.think_ids).strip() == t
+        assert decode(qwen_tok, sample.think_ids).endswith(PADDING)
+
+
+@pytest.mark.parametrize("system", [None, "You are a careful student. Think, then answer."])
+def test_a_rows_system_prompt_is_what_the_student_reads(tok, system) -> None:
+    sample = align_text(tok, "s", QUESTION, SOLUTION, EXPLANATIONS["plain"], system=system)
+    text = decode(tok, sample.student_ids)
+    assert (system or STUDENT_SYSTEM_PROMPT) in text
+    row = pd.DataFrame(
+        [{"question": QUESTION, "thought": EXPLANATIONS["plain"], "solution": SOLUTION,
+          "system": system}]
+    )  # fmt: skip
+    dataset, _ = tokenize_pairs(tok, *student_pairs(tok, row), max_length=10_000)
+    assert sample.student_ids == list(dataset[0]["input_ids"])
+    sampled = align_completion(
+        tok, "s", QUESTION, SOLUTION, _sampled_ids(tok, EXPLANATIONS["plain"]), system=system
+    )
+    assert sampled.student_ids == sample.student_ids
+
+
+def test_a_bespoke_rows_own_prompt_reaches_the_rewards_and_student_sfts_ids(tok) -> None:
+    # The data's system text (with "analisying"), not the project's: what the frozen student
+    # was trained on is what it reads when it scores, and what a distilled student learns.
+    from rlt_core.data import load_corpus, row_systems
+
+    data = Path(__file__).parents[1] / "fixtures" / "data" / "bespoke_sample.jsonl"
+    reference = pd.read_json(data, lines=True)["system"][0]
+    rows = load_corpus(str(data), schema="bespoke", mode="lenient").rows
+    row = rows.iloc[0]
+    dataset, _ = tokenize_pairs(tok, *student_pairs(tok, rows), max_length=10_000)
+    sft_ids = list(dataset[0]["input_ids"])
+    assert f"<|im_start|>system\n{reference}<|im_end|>" in decode(tok, sft_ids)
+    (system,) = row_systems(rows.iloc[:1])
+    for sample in (
+        align_text(tok, "b", row.question, row.solution, row.thought, system=system),
+        align_completion(
+            tok, "b", row.question, row.solution, _sampled_ids(tok, row.thought), system=system
+        ),
+    ):
+        assert sample.student_ids == sft_ids

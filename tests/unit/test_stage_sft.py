@@ -21,6 +21,7 @@ from transformers.trainer_utils import SchedulerType
 from rlt_core import artifacts, formats, sft_data
 from rlt_core.config import PAPER_STUDENT_SFT, StudentSFTConfig, TeacherSFTConfig
 from rlt_core.data import countdown_rows, countdown_splits
+from rlt_core.models import system_prompt_of
 from rlt_core.stages.sft import build_sft_trainer, run_student_sft, run_teacher_sft, sft_arguments
 from rlt_core.training import plan_batch
 from rlt_core.training.run import last_checkpoint, precision_flags
@@ -264,6 +265,22 @@ def test_the_subset_seed_is_in_the_key_of_both_sft_stages(
         seeds = [artifacts.read_manifest(r.uri)["config"]["subset_seed"] for r in (first, second)]
         assert seeds == [1, 2]
         assert run(cfg, rows, tmp_path / "store", subset_seed=1) == first  # still cached
+
+
+def test_a_student_carries_the_system_prompt_of_its_rows(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    # Rows without one: the default; rows with their own (a Bespoke corpus): that text, for
+    # student_rl and evaluation to read from the model (rlt_core.models.system_prompt_of).
+    cfg = dataclasses.replace(STUDENT, model=str(tiny_model_path), num_train_samples=2)
+    rows = _trace_rows(tmp_path / "rows.parquet", 2)
+    plain = run_student_sft(cfg, rows, tmp_path / "store")
+    assert system_prompt_of(Path(plain.uri) / "model") == formats.STUDENT_SYSTEM_PROMPT
+    own = pd.read_parquet(rows).assign(system="A prompt of this corpus.")
+    own.to_parquet(tmp_path / "own.parquet", index=False)
+    ref = run_student_sft(cfg, tmp_path / "own.parquet", tmp_path / "store")
+    assert system_prompt_of(Path(ref.uri) / "model") == "A prompt of this corpus."
+    assert artifacts.read_manifest(ref.uri)["metrics"]["data"]["system_prompts"] == 1
 
 
 _KILLABLE_RUN = """

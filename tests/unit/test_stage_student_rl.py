@@ -93,6 +93,16 @@ def test_rows_become_figure6_prompts_with_their_gold_columns(tmp_path: Path, tok
     math = read_rl_rows(_limr(tmp_path / "l.parquet", ["5", "\\frac{1}{2}"]), "math",
                         num_rows=None, seed=0)[0]  # fmt: skip
     assert rl_dataset(tokenizer, math, "math")["answer"] == ["5", "\\frac{1}{2}"]
+    # A LIMR question reaches the student as every math question it was distilled on: with
+    # SkyThought's boxed instruction, once, under the system prompt the student carries.
+    prompt = rl_dataset(tokenizer, math, "math", system="Own prompt.")["prompt"][0]
+    question = math["question"][0]
+    assert formats.MATH_INSTRUCTION not in question
+    assert prompt == formats.render_student_prompt(
+        tokenizer, formats.MATH_INSTRUCTION + question, "Own prompt."
+    )
+    boxed = math.assign(question=[formats.student_question(q) for q in math["question"]])
+    assert rl_dataset(tokenizer, boxed, "math", system="Own prompt.")["prompt"][0] == prompt
 
 
 # --------------------------------------------------------------------------- arguments

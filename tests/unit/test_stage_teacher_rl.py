@@ -99,9 +99,10 @@ def test_prompts_prefill_the_solution_and_keep_the_reward_columns(
     dataset, stats = teacher_prompts(tokenizer, tmp_path / "corpus.parquet")
     # row 2 has no solution, row 3 a blank question: 3 - 2 = 1 row left
     assert stats == {"rows_read": 3, "dropped_empty": 2}
-    assert dataset.column_names == ["prompt", "id", "question", "solution"]
+    assert dataset.column_names == ["prompt", "id", "question", "solution", "system"]
     row = dataset[0]
     assert (row["id"], row["question"], row["solution"]) == ("1", "What is 2+2?", "4")
+    assert row["system"] is None  # no system column: the reward's student reads the default
     assert row["prompt"] == formats.render_teacher_prompt(tokenizer, "What is 2+2?", "4")
     # Figure 7: the assistant turn holds the solution; generation starts after the opening tag
     assert row["prompt"].endswith(
