@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -42,10 +43,14 @@ def _sampled(tokenizer, text: str) -> list[int]:
 
 
 def test_explanation_with_the_steps_ranks_above_an_unrelated_one(scorer: RLTScorer) -> None:
-    # The student reads the ids student_sft trains on (one-piece completion). Measured here
-    # (sampled KL, lambda 3, alpha 0.01): steps r_SS -2.557, r_RLT -2.103; unrelated r_SS
-    # -3.066, r_RLT -2.184 (benchmarks/reward_layout.py prints them).
+    # The student reads the ids student_sft trains on (one-piece completion), each section
+    # from tag to tag (the authors' spans). Measured here (lambda 3, alpha 0.01): steps r_SS
+    # -2.274, unrelated -2.720; r_RLT with the full KL -3.746 and -4.263; with the sampled KL
+    # -1.859 and -1.809 (benchmarks/reward_layout.py prints them).
     tok = scorer.tokenizer
+    full = RLTScorer(
+        scorer.teacher, scorer.student, tok, dataclasses.replace(scorer.cfg, kl_estimator="full")
+    )
     pairs = (("steps", STEPS), ("unrelated", UNRELATED))
     for samples in (
         [align_text(tok, name, QUESTION, SOLUTION, text) for name, text in pairs],
@@ -53,13 +58,19 @@ def test_explanation_with_the_steps_ranks_above_an_unrelated_one(scorer: RLTScor
     ):
         assert not any(sample.retokenized for sample in samples)
         got = scorer.score(samples)
-        # Eq. 3: the student finds the solution likelier after an explanation that states it,
-        # and the whole reward (Eq. 5) keeps that order.
+        # Eq. 3: the student finds the solution likelier after an explanation that states it.
         assert got.r_ss[0] > got.r_ss[1]
-        assert got.reward[0] > got.reward[1]
         # Teacher and student are the same model, yet their contexts differ (the teacher sees
         # the solution), so the sampled-token KL is finite and not exactly 0.
         assert got.r_kl.isfinite().all() and (got.r_kl != 0).all()
+        # On text the teacher did not sample, the sampled estimator is a log-likelihood ratio,
+        # not a KL: here it is negative and orders the two the wrong way round (README,
+        # `rlt score --help`). The exact KL is non-negative, and the whole reward (Eq. 5) then
+        # keeps the order of Eq. 3.
+        assert (got.r_kl < 0).all()
+        exact = full.score(samples)
+        assert (exact.r_kl > 0).all()
+        assert exact.reward[0] > exact.reward[1]
 
 
 def test_rlt_score_command_end_to_end(tmp_path: Path, smollm2_model_path: Path) -> None:
