@@ -1,6 +1,7 @@
 """What a stage really computes with: its device, its dtype and how it is launched.
 
-The precision rule of every model-running stage: on a CPU always float32 (bf16 autocast on
+The one device-and-precision policy of every model-running stage (generation, the reward's
+scorer, training, evaluation read it here): on a CPU always float32 (bf16 autocast on
 CPU was about 10x slower here, fp16 is not supported), on GPUs the recipe's dtype; training on
 more than one GPU launches through `accelerate` with DeepSpeed ZeRO-3
 (`configs/accelerate/zero3.yaml`). `numerics` is that rule as a stage key sees it: one shared
@@ -27,6 +28,21 @@ def run_dtype(recipe_dtype: str, gpus: int | None = None) -> str:
     """The dtype a stage computes in: float32 without a GPU, else the recipe's."""
     gpus = gpu_count() if gpus is None else gpus
     return recipe_dtype if gpus else "float32"
+
+
+def inference_device() -> Any:
+    """The `torch.device` local inference runs on: the first CUDA GPU when there is one, else
+    the CPU."""
+    import torch
+
+    return torch.device("cuda" if gpu_count() else "cpu")
+
+
+def inference_dtype(recipe_dtype: str) -> Any:
+    """The `torch.dtype` of `run_dtype`: the recipe's on a GPU, float32 on a CPU."""
+    import torch
+
+    return getattr(torch, run_dtype(recipe_dtype))
 
 
 def zero3_config() -> Path:

@@ -2,7 +2,7 @@
 
 A refused or reset connection, a timeout, throttling, or a 5xx / 429 answer from S3 or the model
 hub is transient: the orchestration layer retries it (also when it happened inside a stage's
-child process, `rlt_core.training.launch.TransientStageError`). Bad input, out-of-memory,
+child process, `rlt_core.stages.launch.TransientStageError`). Bad input, out-of-memory,
 refused credentials, a missing bucket and everything else are not: retrying cannot help, so
 they fail at once with their own message. Client errors are judged by class name and module,
 so no client library is imported here.

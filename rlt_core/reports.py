@@ -21,9 +21,8 @@ in the paper.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,82 +32,27 @@ from scipy import stats
 
 from rlt_core import artifacts
 from rlt_core.config import PipelineConfig
+from rlt_core.evaluation.tables import (
+    ReportRow,
+    overall,
+    read_scores,
+    score_table,
+)
 from rlt_core.figures import CURVE_PANELS, reward_curve_figure, save_figure
+from rlt_core.layout import DataFiles, TeacherEvalFiles, TeacherRLFiles, TraceFiles
 from rlt_core.owner import Outcome, Work, own
-from rlt_core.stages.specs import DATA, GENERATE_TRACES, TEACHER_EVAL, TEACHER_RL
 
-TRACES = GENERATE_TRACES.outputs.traces
-REWARD_LOG = TEACHER_RL.outputs.reward_log
-COMPARISON = TEACHER_EVAL.outputs.comparison
-HELD_OUT_METRICS = dict(TEACHER_EVAL.outputs.metrics)
+TRACES = TraceFiles.traces
+REWARD_LOG = TeacherRLFiles.reward_log
+COMPARISON = TeacherEvalFiles.comparison
+HELD_OUT_METRICS = dict(TeacherEvalFiles.metrics)
 
 REPORT_STAGE = "report"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 FIGURE_8 = "think_lengths.png"
-REWARD_CURVES = TEACHER_RL.outputs.reward_curves
+REWARD_CURVES = TeacherRLFiles.reward_curves
 FIGURES = (FIGURE_8, REWARD_CURVES)  # the PNGs a report may hold
-
-# Column titles of the benchmarks, in the paper's order (section 4.1, Appendix C).
-TASK_TITLES = {
-    "aime24": "AIME24",
-    "math500": "MATH500",
-    "gpqa_diamond": "GPQA Diamond",
-    "livecodebench": "LiveCodeBench",
-    "olympiadbench": "OlympiadBench",
-    "countdown": "Countdown",
-}
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    """One evaluated model of a table: its label columns and its per-task scores (fractions)."""
-
-    labels: Mapping[str, str]
-    scores: Mapping[str, float]
-    extra: Mapping[str, float | int | str] = field(default_factory=dict)
-
-
-def read_scores(evaluation: str | Path) -> dict[str, float]:
-    """The per-task pass@1 (fractions) of a finished evaluate artifact (its manifest metrics).
-
-    Raises FileNotFoundError for an unfinished artifact (no manifest).
-    """
-    metrics = artifacts.read_manifest(evaluation)["metrics"]
-    scores = metrics.get("scores", metrics)
-    return {task: float(value) for task, value in scores.items() if task in TASK_TITLES}
-
-
-def overall(scores: Mapping[str, float], tasks: Sequence[str]) -> float:
-    """The unweighted mean over `tasks` (the paper's "Overall" column); NaN if one is missing."""
-    values = [scores.get(task, math.nan) for task in tasks]
-    return float(np.mean(values)) if values else math.nan
-
-
-def _percent(value: float) -> str:
-    return "—" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
-def score_table(
-    rows: Sequence[ReportRow],
-    *,
-    label_columns: Sequence[str],
-    tasks: Sequence[str],
-    extra_columns: Sequence[str] = (),
-) -> str:
-    """A markdown table: the label columns, one column per task, Overall, then the extras.
-
-    Scores print as percentages with one decimal; a missing score prints as "—".
-    """
-    header = [*label_columns, *(TASK_TITLES.get(t, t) for t in tasks), "Overall", *extra_columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row.labels.get(column, "") for column in label_columns]
-        cells += [_percent(row.scores.get(task, math.nan)) for task in tasks]
-        cells.append(_percent(overall(row.scores, tasks)))
-        cells += [str(row.extra.get(column, "")) for column in extra_columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def table_1(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
@@ -179,7 +123,7 @@ def corpus_think_lengths(data: str | Path) -> np.ndarray:
     """The think-token length of every corpus trace, from a finished data artifact (the
     baseline traces of Figure 8; written when the data stage had a tokenizer)."""
     artifacts.read_manifest(data)
-    path = Path(data) / DATA.outputs.think_tokens
+    path = Path(data) / DataFiles.think_tokens
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the data stage measures think lengths only when it is given the "

@@ -47,11 +47,11 @@ from prefect.serializers import JSONSerializer
 from rlt_core.artifacts import ArtifactRef, member_identity
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.identity import input_identity
+from rlt_core.stages.launch import TransientStageError, launch_stage
 from rlt_core.stages.plan import stage_cache_key
 from rlt_core.stages.specs import spec_of
 from rlt_core.store import ArtifactStore, StoreUnavailableError, translated
 from rlt_core.store import is_transient as transient_error
-from rlt_core.training.launch import TransientStageError, launch_stage
 
 logger = logging.getLogger("rlt_core.tasks")
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import torch
 
 from rlt_core.config.sampling import SamplingRecipe
+from rlt_core.devices import inference_device, inference_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +164,6 @@ def load_engine(recipe: SamplingRecipe, model_path: str, *, batch_size: int = 8)
     if recipe.backend == "vllm":
         return VLLMEngine(model_path, recipe)
     return TransformersEngine(model_path, recipe, batch_size=batch_size)
-
-
-def inference_device() -> torch.device:
-    """The device local inference runs on: the first CUDA GPU when there is one, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def inference_dtype(name: str) -> torch.dtype:
-    """The recipe's dtype on a GPU; float32 on CPU (bf16 on CPU was ~10x slower here)."""
-    return getattr(torch, name) if torch.cuda.is_available() else torch.float32
 
 
 def completion_of(

@@ -18,7 +18,8 @@ import pandas as pd
 
 from rlt_core import formats, sft_data
 from rlt_core.config import GenerateTracesConfig, RewardConfig
-from rlt_core.generation.engine import Engine, Generation, inference_device, inference_dtype
+from rlt_core.devices import inference_device, inference_dtype
+from rlt_core.generation.engine import Engine, Generation
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.spans import SpanError, align_text, encode
 

@@ -18,7 +18,7 @@ from rlt_core import artifacts
 from rlt_core.data import read_table
 from rlt_core.data.sources import is_text, require_columns
 from rlt_core.generation.engine import Engine
-from rlt_core.stages.specs import TraceFiles
+from rlt_core.layout import TraceFiles
 
 PAIR_COLUMNS = ("id", "question", "solution")
 SHARDS = TraceFiles.shards  # the same folder name in rank_traces (RankFiles.shards)

@@ -30,6 +30,7 @@ import torch
 import typer
 from tqdm.auto import tqdm
 
+from rlt_core import devices
 from rlt_core.artifacts import write_atomic
 from rlt_core.config import ConfigError, RewardConfig, config_digest, load_config, to_dict
 from rlt_core.config.reward import KlEstimator
@@ -324,17 +325,14 @@ def score_file(
     float32 on CPU, `dtype_name` on a GPU. The scorer's resume parts are removed once the
     scored table holds every row.
     """
-    from rlt_core.generation.engine import inference_device
-
-    device = inference_device()
     score_dataset(
         model_path,
         reward_cfg.student_model,
         source,
         scored,
         cfg=reward_cfg,
-        dtype="float32" if device.type == "cpu" else dtype_name,
-        device=str(device),
+        dtype=devices.run_dtype(dtype_name),
+        device=str(devices.inference_device()),
     )
     shutil.rmtree(parts_dir(scored), ignore_errors=True)
     return pd.read_parquet(scored)

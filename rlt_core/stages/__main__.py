@@ -1,4 +1,4 @@
-"""Command line that runs ONE stage: what `rlt_core.training.launch` starts per process.
+"""Command line that runs ONE stage: what `rlt_core.stages.launch` starts per process.
 
     python -m rlt_core.stages student_sft --profile tiny --store ./store \\
         --input dataset=traces.parquet --recipe countdown [--set k=v ...] [--ref-out ref.json]
@@ -22,9 +22,9 @@ import typer
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, load_config
+from rlt_core.stages.launch import transient_marker
 from rlt_core.stages.specs import STAGES, spec_of
 from rlt_core.store import is_transient
-from rlt_core.training.launch import transient_marker
 
 app = typer.Typer(add_completion=False, help="Run one RLT training stage in this process.")
 

@@ -13,7 +13,7 @@ artifact directory, generate and grade, write. Output, `<store>/evaluate/<key>/`
     results.json             pass@1 per task, lighteval's aggregates (with stderr), the budget
     details/<task>.parquet   per sample: id, question, gold, prediction (the full completion),
                              graded (the text graded: the thought removed), correct (0/1), score
-    results.md               this student's row in the paper's layout (`rlt_core.reports`:
+    results.md               this student's row in the paper's layout (`rlt_core.evaluation.tables`:
                              model, data size, each benchmark, Overall)
     manifest.json            written LAST; metrics = the per-task scores
 
@@ -35,9 +35,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlt_core import artifacts, reports
+from rlt_core import artifacts
 from rlt_core.config import EvaluateConfig
-from rlt_core.evaluation import engines, tasks
+from rlt_core.evaluation import engines, tables, tasks
 from rlt_core.evaluation.lighteval_run import (
     LightevalOutcome,
     evaluate_model,
@@ -132,8 +132,8 @@ def write_results(out: Path, outcome: LightevalOutcome, cfg: EvaluateConfig, tit
         "generation": outcome.generation,
     }
     (out / RESULTS).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    row = reports.ReportRow({"Model": title, "Data size": "—"}, outcome.scores)
-    table = reports.score_table([row], label_columns=("Model", "Data size"), tasks=cfg.tasks)
+    row = tables.ReportRow({"Model": title, "Data size": "—"}, outcome.scores)
+    table = tables.score_table([row], label_columns=("Model", "Data size"), tasks=cfg.tasks)
     note = (
         f"pass@1 of one completion per question at temperature {cfg.temperature} (top-p "
         f"{cfg.top_p}), at most {outcome.generation['max_new_tokens']} new tokens, "
@@ -145,7 +145,7 @@ def write_results(out: Path, outcome: LightevalOutcome, cfg: EvaluateConfig, tit
 
 def _overall(scores: dict[str, float], task_names: tuple[str, ...]) -> float | None:
     """The paper's Overall (mean over the tasks); None when a task has no score (JSON-safe)."""
-    value = reports.overall(scores, task_names)
+    value = tables.overall(scores, task_names)
     return None if math.isnan(value) else value
 
 

@@ -4,7 +4,7 @@ Everything else about a stage derives from its `StageSpec`, so nothing is kept i
 
 - dispatch (`StageSpec.call`): the entry function gets exactly `reads(cfg, recipe)` as config
   arguments plus its inputs by name, so it cannot depend on a config value its key lacks;
-- the subprocess launcher (`rlt_core.training.launch`): input names, which may be model
+- the subprocess launcher (`rlt_core.stages.launch`): input names, which may be model
   references, whether the stage needs a recipe, whether it runs as one process;
 - the key (`StageSpec.key`): the config part is `key_config` of those same arguments, the
   upstream part the identities of the inputs (`rlt_core.identity.input_identity`), the code

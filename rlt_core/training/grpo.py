@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from trl import GRPOConfig
 
+from rlt_core import devices
 from rlt_core.config import StudentRLConfig, TeacherRLConfig
 from rlt_core.generation import vllm_build
 from rlt_core.training.batching import BatchPlan, plan_batch
@@ -151,9 +152,9 @@ def _hardware_kwargs(cfg: GRPORecipeConfig, on_gpu: bool) -> dict[str, Any]:
             "GPU" if on_gpu else "CPU",
             build or "none",
         )
-    if not on_gpu and cfg.dtype != "float32":
+    dtype = devices.run_dtype(cfg.dtype, int(on_gpu))  # the one precision policy
+    if dtype != cfg.dtype:
         logger.info("no GPU: training in float32 instead of the recipe's %s", cfg.dtype)
-    dtype = cfg.dtype if on_gpu else "float32"
     return {
         "use_cpu": not on_gpu,
         "bf16": dtype == "bfloat16",

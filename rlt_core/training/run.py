@@ -28,13 +28,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer
 
+from rlt_core import devices
+from rlt_core.layout import TrainedFiles
 from rlt_core.models import resolve_model
 from rlt_core.sft_data import end_of_turn
-from rlt_core.stages.specs import TrainedFiles
 
 logger = logging.getLogger(__name__)
 
-_FILES = TrainedFiles()  # every training stage's files (rlt_core.stages.specs)
+_FILES = TrainedFiles()  # every training stage's files (rlt_core.layout)
 CHECKPOINTS = _FILES.checkpoints
 MODEL = _FILES.model
 LOG_HISTORY = _FILES.log_history
@@ -69,10 +70,10 @@ def precision_flags(dtype: str, *, cuda: bool | None = None) -> dict[str, bool]:
     do transformers' arguments join the process group that `accelerate launch` started on the
     CPU (gloo); without it every process trained alone on the whole dataset.
     """
-    cuda = torch.cuda.is_available() if cuda is None else cuda
+    cuda = devices.gpu_count() > 0 if cuda is None else cuda
+    if devices.run_dtype(dtype, int(cuda)) != dtype:
+        logger.info("no GPU: training in float32 instead of the recipe's %s", dtype)
     if not cuda:
-        if dtype != "float32":
-            logger.info("no GPU: training in float32 instead of the recipe's %s", dtype)
         return {"bf16": False, "fp16": False, "use_cpu": True}
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise ValueError(

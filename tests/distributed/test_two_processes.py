@@ -1,5 +1,5 @@
 """Two training processes on this CPU, as on a node: teacher_sft and teacher_rl launched by the
-project's launcher (`rlt_core.training.launch.launch_stage`) through `accelerate launch` with
+project's launcher (`rlt_core.stages.launch.launch_stage`) through `accelerate launch` with
 `configs/accelerate/ddp.yaml` (gloo), on the tiny profile's recipes with tiny random models.
 
 Each stage runs once uninterrupted and once killed in one rank (SIGKILL to the RANK=1 worker
@@ -27,7 +27,7 @@ from rlt_core import artifacts
 from rlt_core.config import config_dir, load_config
 from rlt_core.models import make_tiny_model
 from rlt_core.stages.data import run_data
-from rlt_core.training.launch import launch_stage
+from rlt_core.stages.launch import launch_stage
 
 pytestmark = pytest.mark.distributed
 
@@ -74,7 +74,7 @@ def _launch(setup: dict, stage: str, store: Path, inputs: dict) -> artifacts.Art
 _LAUNCH = """
 import json, sys
 from rlt_core.config import config_dir
-from rlt_core.training.launch import launch_stage
+from rlt_core.stages.launch import launch_stage
 stage, store, inputs, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
 launch_stage(stage, profile="tiny", overrides=overrides, store=store, inputs=inputs,
              accelerate_config=config_dir() / "accelerate" / "ddp.yaml", num_processes=2)

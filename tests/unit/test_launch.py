@@ -18,7 +18,7 @@ import yaml
 from rlt_core import artifacts
 from rlt_core.data import countdown_rows, countdown_splits
 from rlt_core.devices import zero3_config
-from rlt_core.training.launch import (
+from rlt_core.stages.launch import (
     StageLaunchError,
     accelerate_command,
     check_stage_request,
@@ -208,7 +208,7 @@ def test_a_failing_child_raises_with_stage_command_and_stderr_tail(tmp_path: Pat
 # A parent that runs a "stage" child through run_streaming; the child writes its pid and sleeps.
 _PARENT = """
 import sys
-from rlt_core.training.launch import run_streaming
+from rlt_core.stages.launch import run_streaming
 sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
 run_streaming([sys.executable, "-c", sleeper, sys.argv[1]], {}, what="sleeper")
 """

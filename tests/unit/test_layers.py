@@ -1,4 +1,5 @@
-"""rlt_core is the library: it never imports prefect, flows or tasks (ARCHITECTURE.md)."""
+"""The layers: rlt_core is the library and never imports prefect, flows or tasks
+(ARCHITECTURE.md), and no module imports from a layer above its own (`LAYERS`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-RLT_CORE = Path(__file__).resolve().parents[2] / "rlt_core"
+ROOT = Path(__file__).resolve().parents[2]
+RLT_CORE = ROOT / "rlt_core"
 FORBIDDEN = ("prefect", "flows", "tasks")
+
+# The project's units, lowest first: the one written record of the layering. A module may
+# import from its own unit and from units of LOWER layers only: never from a unit of its own
+# layer (they stay independent of each other) nor from one above. A new module or package of
+# rlt_core, or a new top-level package, has to be placed here (`test_every_unit_has_a_layer`).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # names, rules and pure helpers: nothing of the project below them
+    ("rlt_core", "rlt_core.config", "rlt_core.formats", "rlt_core.layout", "rlt_core.failures",
+     "rlt_core.code_closure", "rlt_core.figures", "rlt_core.logprobs", "rlt_core.remote_lease"),
+    # records on disk, the device policy, data sets
+    ("rlt_core.artifacts", "rlt_core.devices", "rlt_core.data"),
+    # models by reference, the owner of a stage run, SFT examples
+    ("rlt_core.models", "rlt_core.owner", "rlt_core.sft_data"),
+    # the artifact store and what keys a stage's inputs
+    ("rlt_core.store", "rlt_core.identity"),
+    ("rlt_core.reward",),
+    ("rlt_core.generation",),  # the keep rule ranks with the reward
+    ("rlt_core.training", "rlt_core.evaluation"),  # GRPO rollouts and lighteval use generation
+    ("rlt_core.stages",),  # every stage: declarations, entry functions, the launcher
+    ("rlt_core.reports", "rlt_core.cli"),
+    ("tasks",),  # Prefect tasks over the stages
+    ("flows",),
+    ("deployments",),
+)  # fmt: skip
+PACKAGES = ("rlt_core", "tasks", "flows", "deployments")
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -53,3 +80,60 @@ def test_no_print_in_library_code():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 calls.append(f"{path.relative_to(RLT_CORE)}:{node.lineno}")
     assert calls == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _unit(module: str) -> str | None:
+    """The unit a dotted module name belongs to (`rlt_core.reward.spans` -> `rlt_core.reward`),
+    or None outside the project."""
+    parts = module.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    if parts[0] != "rlt_core" or len(parts) == 1:
+        return parts[0]
+    return f"rlt_core.{parts[1]}"
+
+
+def _project_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every project import in `path`, function-level ones included;
+    `from pkg import name` counts as `pkg.name` when that is a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                as_path = ROOT / candidate.replace(".", "/")
+                is_module = as_path.with_suffix(".py").exists() or as_path.is_dir()
+                found.append((node.lineno, candidate if is_module else node.module))
+    return [(line, module) for line, module in found if _unit(module) is not None]
+
+
+def _sources() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def test_no_module_imports_from_its_own_layer_or_above():
+    layer = {unit: index for index, units in enumerate(LAYERS) for unit in units}
+    offenders = []
+    for path in _sources():
+        own = _unit(_module_name(path))
+        for line, module in _project_imports(path):
+            target = _unit(module)
+            if target != own and layer[target] >= layer[own]:
+                where = "its own layer" if layer[target] == layer[own] else "a higher layer"
+                offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module} ({where})")
+    assert offenders == []
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(_module_name(path)) for path in _sources()}
+    placed = [unit for units in LAYERS for unit in units]
+    assert len(placed) == len(set(placed)), "a unit is listed twice"
+    assert units - set(placed) == set(), "place the new units in LAYERS"
+    assert set(placed) - units == set(), "LAYERS names a unit that no longer exists"
