@@ -49,10 +49,7 @@ def engine_split(recipe, model: Path, corpus: Path) -> tuple[float, float]:
     """(engine load, generate) seconds for the 32 explanations of the tiny corpus."""
     rows = pd.read_parquet(corpus)
     load, engine = timed(lambda: load_engine(recipe, str(model)))
-    prompts = [
-        formats.render_teacher_prompt(engine.tokenizer, q, s)
-        for q, s in zip(rows["question"], rows["solution"], strict=True)
-    ]
+    prompts = formats.render_teacher_prompts(engine.tokenizer, rows)
     generate, _ = timed(lambda: engine.generate(prompts, n=1, seed=0))
     engine.close()
     return load, generate

@@ -315,3 +315,12 @@ def render_teacher_prompt(tokenizer: ChatTokenizer, question: str, solution: str
     It ends with `<|begin_of_explanation|>\\n\\n`, where the teacher's generation starts.
     """
     return _generation_prompt(tokenizer, teacher_messages(question)) + teacher_prefill(solution)
+
+
+def render_teacher_prompts(tokenizer: ChatTokenizer, rows: Any) -> list[str]:
+    """`render_teacher_prompt` of every row of a table with `question` and `solution` columns
+    (the prompts of teacher_rl, generate_traces, rank_traces and teacher_eval)."""
+    return [
+        render_teacher_prompt(tokenizer, question, solution)
+        for question, solution in zip(rows["question"], rows["solution"], strict=True)
+    ]

@@ -6,7 +6,7 @@ batch_size / num_generations prompts and num_generations completions for each (T
 """
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from rlt_core.config.checks import (
     bad,
@@ -90,6 +90,18 @@ class GRPORecipe:
 
     def __post_init__(self) -> None:
         finalize(self, self._issues)
+
+    def rollout_sampling(self) -> dict[str, Any]:
+        """How the rollouts are sampled, in `SamplingRecipe`'s names: what a stage that samples
+        as this run's rollouts copies (teacher_eval), listed once."""
+        return {
+            "max_new_tokens": self.max_completion_length,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
 
     def _issues(self) -> list[ConfigIssue]:
         issues = positive(self, "max_steps", "max_completion_length", "ref_model_sync_steps")

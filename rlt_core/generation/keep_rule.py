@@ -63,10 +63,7 @@ def explain_shard(
     `completion` (the raw text of the kept candidate or, when none, of the first).
     """
     tokenizer = engine.tokenizer
-    prompts = [
-        formats.render_teacher_prompt(tokenizer, q, s)
-        for q, s in zip(rows["question"], rows["solution"], strict=True)
-    ]
+    prompts = formats.render_teacher_prompts(tokenizer, rows)
     outputs = engine.generate(prompts, n=cfg.num_candidates, seed=cfg.seed + number)
     records = [
         row_outcome(tokenizer, scorer, row, candidates, cfg)

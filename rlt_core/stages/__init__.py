@@ -1,6 +1,6 @@
-"""One entry function per stage: data, teacher_sft, teacher_rl, generate_traces, student_sft,
-student_rl, evaluate. Each takes its typed config and the refs of its inputs and writes a
-self-describing artifact directory (manifest last).
+"""One entry function per declared stage (`rlt_core.stages.specs.SPECS`): `run_data`,
+`run_teacher_sft`, ..., `run_raw_traces`. Each takes its typed config and the refs of its
+inputs and writes a self-describing artifact directory (manifest last).
 
 The entry functions load on first use (`from rlt_core.stages import run_teacher_rl` imports
 the teacher_rl module only): a process that runs one stage does not import the others'
@@ -12,20 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODULES = {
-    "DataOutputs": "data",
-    "run_data": "data",
-    "run_evaluate": "evaluate",
-    "run_generate_traces": "generate_traces",
-    "run_rank_traces": "rank_traces",
-    "run_raw_traces": "raw_traces",
-    "run_student_rl": "student_rl",
-    "run_student_sft": "sft",
-    "run_teacher_eval": "teacher_eval",
-    "run_teacher_rl": "teacher_rl",
-    "run_teacher_sft": "sft",
-}
+from rlt_core.stages.specs import SPECS  # light: names and declarations, no torch
 
+# `run_<stage>` of every declared stage, in the module of its entry function (one list of
+# stages: `rlt_core.stages.specs.SPECS`), plus the data stage's result type.
+_MODULES = {
+    **{f"run_{name}": spec.module.rsplit(".", 1)[1] for name, spec in SPECS.items()},
+    "DataOutputs": "data",
+}
 __all__ = sorted(_MODULES)
 
 

@@ -103,10 +103,7 @@ def candidate_rows(
 ) -> pd.DataFrame:
     """Sample the shard's completions: id `<pair id>#<k>`, pair_id, question, solution,
     explanation (closed or, when cut, everything generated) and format_ok."""
-    prompts = [
-        formats.render_teacher_prompt(engine.tokenizer, q, s)
-        for q, s in zip(rows["question"], rows["solution"], strict=True)
-    ]
+    prompts = formats.render_teacher_prompts(engine.tokenizer, rows)
     outputs = engine.generate(prompts, n=cfg.num_candidates, seed=cfg.seed + number)
     records = []
     for row, candidates in zip(rows.to_dict("records"), outputs, strict=True):

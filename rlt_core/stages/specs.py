@@ -295,9 +295,7 @@ def teacher_eval_key_config(
 ) -> dict[str, Any]:
     """The held-out evaluation's recipe, the rollout sampling of teacher_rl it copies (not the
     optimiser: it trains nothing) and the reward it scores with."""
-    rollout = ("max_completion_length", "temperature", "top_p", "top_k", "min_p",
-               "repetition_penalty")  # fmt: skip
-    sampling = {name: getattr(rl_cfg, name) for name in rollout}
+    sampling = rl_cfg.rollout_sampling()
     return {"recipe": to_dict(cfg), "rollout": sampling, "reward": to_dict(reward_cfg)}
 
 

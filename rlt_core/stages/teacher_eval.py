@@ -59,12 +59,7 @@ METRICS = dict(FILES.metrics)  # the per-explanation figures compared (column ->
 def rollout_recipe(cfg: TeacherEvalConfig, rl_cfg: TeacherRLConfig) -> SamplingRecipe:
     """Sampling as teacher_rl's rollouts (Table 3) on this stage's engine, dtype and seed."""
     return SamplingRecipe(
-        max_new_tokens=rl_cfg.max_completion_length,
-        temperature=rl_cfg.temperature,
-        top_p=rl_cfg.top_p,
-        top_k=rl_cfg.top_k,
-        min_p=rl_cfg.min_p,
-        repetition_penalty=rl_cfg.repetition_penalty,
+        **rl_cfg.rollout_sampling(),
         dtype=cfg.dtype,
         backend=cfg.backend,
         seed=cfg.seed,
@@ -150,10 +145,7 @@ def explain(
     engine = load_engine(recipe, model_path, batch_size=cfg.batch_size)
     try:
         tokenizer = engine.tokenizer
-        prompts = [
-            formats.render_teacher_prompt(tokenizer, q, s)
-            for q, s in zip(rows["question"], rows["solution"], strict=True)
-        ]
+        prompts = formats.render_teacher_prompts(tokenizer, rows)
         outputs = engine.generate(prompts, n=cfg.num_samples, seed=cfg.seed)
         records = []
         for row, samples in zip(rows.to_dict("records"), outputs, strict=True):

@@ -203,10 +203,7 @@ def teacher_prompts(tokenizer: Any, corpus: str | Path) -> tuple[Dataset, dict[s
         )
     dataset = Dataset.from_dict(
         {
-            "prompt": [
-                formats.render_teacher_prompt(tokenizer, q, s)
-                for q, s in zip(rows["question"], rows["solution"], strict=True)
-            ],
+            "prompt": formats.render_teacher_prompts(tokenizer, rows),
             "id": [str(i) for i in rows["id"]],
             "question": list(rows["question"]),
             "solution": list(rows["solution"]),

@@ -348,3 +348,20 @@ def test_the_number_of_processes_is_in_no_key(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert {(s.name, r): s.key(cfg, r, {}).digest for s, r in _runs(cfg)} == alone
+
+
+def test_one_list_of_stages_the_declarations() -> None:
+    # Every other list of stages is derived from SPECS or checked here against it, so adding a
+    # stage means declaring it; editing a list alone cannot pass.
+    from prefect import Task
+
+    import rlt_core.stages
+    import tasks.stages
+    from rlt_core.config.resources import STAGE_NAMES
+
+    assert STAGE_NAMES == tuple(SPECS)  # resources (config sits below the stages)
+    for name, spec in SPECS.items():  # the library's entry points, one per declaration
+        function = getattr(rlt_core.stages, f"run_{name}")
+        assert function.__module__ == spec.module, name
+    prefect_tasks = {t.name for t in vars(tasks.stages).values() if isinstance(t, Task)}
+    assert prefect_tasks == {*SPECS, "report"}  # one Prefect task per stage, and the report
