@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from prefect import flow
 
-from flows import common
+from flows import common, options
 from flows.full_pipeline import MODEL, train_teacher
 from flows.runners import RunnerKind
 from rlt_core.reports import ablation_row
@@ -112,33 +112,24 @@ def ablation_dag(
                 curves=curves, held_out=held_out)  # fmt: skip
 
 
-def main(
-    lam: Annotated[
-        float | None, typer.Option("--lambda", help="ablated lambda (Eq. 5), e.g. 0")
-    ] = None,
-    alpha: Annotated[float | None, typer.Option(help="ablated alpha (Eq. 3-4), e.g. 0")] = None,
-    profile: common.ProfileOption = "tiny",
-    overrides: common.OverridesOption = None,
-    store: common.StoreOption = "artifacts",
-    recipe: common.RecipeOption = None,
-    runner: common.RunnerOption = "sequential",
-    ray_address: common.RayAddressOption = None,
-    strict_env: common.StrictEnvOption = False,
-) -> None:
-    """Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`."""
-    if lam is None and alpha is None:
+def _one_ablation(kwargs: dict[str, Any]) -> bool:
+    if kwargs["lam"] is None and kwargs["alpha"] is None:
         raise typer.BadParameter("give --lambda and/or --alpha (e.g. --lambda 0)")
-    ablation(
-        profile=profile,
-        overrides=overrides or [],
-        store=store,
-        lam=lam,
-        alpha=alpha,
-        recipe=recipe,
-        runner=runner,
-        ray_address=ray_address,
-        strict_env=strict_env,
-    )
+    return False
+
+
+main = options.flow_command(
+    ablation,
+    "Run the Table 9 ablation flow in this process: `--lambda 0` and/or `--alpha 0`.",
+    options={
+        "lam": Annotated[
+            float | None, typer.Option("--lambda", help="ablated lambda (Eq. 5), e.g. 0")
+        ],
+        "alpha": Annotated[float | None, typer.Option(help="ablated alpha (Eq. 3-4), e.g. 0")],
+    },
+    defaults={"lam": None},  # on the command line an ablation is named, never implied
+    before=_one_ablation,
+)
 
 
 if __name__ == "__main__":

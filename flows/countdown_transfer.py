@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from prefect import flow
 
-from flows import common
+from flows import common, options
 from flows.full_pipeline import MODEL
 from flows.runners import RunnerKind
 from rlt_core.reports import transfer_row
@@ -109,23 +109,7 @@ def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
     )
 
 
-def main(
-    profile: common.ProfileOption = "tiny",
-    overrides: common.OverridesOption = None,
-    store: common.StoreOption = "artifacts",
-    runner: common.RunnerOption = "sequential",
-    ray_address: common.RayAddressOption = None,
-    strict_env: common.StrictEnvOption = False,
-) -> None:
-    """Run the section 4.4 flow in this process."""
-    countdown_transfer(
-        profile=profile,
-        overrides=overrides or [],
-        store=store,
-        runner=runner,
-        ray_address=ray_address,
-        strict_env=strict_env,
-    )
+main = options.flow_command(countdown_transfer, "Run the section 4.4 flow in this process.")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 import typer
 from prefect import flow
 
-from flows import common
+from flows import common, options
 from flows.runners import RunnerKind
 from rlt_core.reports import TRACE_SOURCES, pipeline_tables
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
@@ -196,31 +196,25 @@ def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
                   curves=curves, held_out=held_out)  # fmt: skip
 
 
-def main(
-    profile: common.ProfileOption = "tiny",
-    overrides: common.OverridesOption = None,
-    store: common.StoreOption = "artifacts",
-    plan: common.PlanOption = False,
-    as_json: common.JsonOption = False,
-    runner: common.RunnerOption = "sequential",
-    ray_address: common.RayAddressOption = None,
-    strict_env: common.StrictEnvOption = False,
-) -> None:
-    """Run the full pipeline flow in this process (against PREFECT_API_URL, if set), or with
-    --plan print what it would run and why, running nothing."""
-    if plan:
-        planner = common.start_plan(profile, overrides, store, strict_env=strict_env)
-        pipeline(planner, title=f"RLT ({profile})")
-        common.print_plan(planner, as_json=as_json)
-        return
-    full_pipeline(
-        profile=profile,
-        overrides=overrides or [],
-        store=store,
-        runner=runner,
-        ray_address=ray_address,
-        strict_env=strict_env,
+def _plan_only(kwargs: dict[str, Any], *, plan: bool, as_json: bool) -> bool:
+    """With --plan: print what the flow would run and why, and run nothing."""
+    if not plan:
+        return False
+    planner = common.start_plan(
+        kwargs["profile"], kwargs["overrides"], kwargs["store"], strict_env=kwargs["strict_env"]
     )
+    pipeline(planner, title=f"RLT ({kwargs['profile']})")
+    common.print_plan(planner, as_json=as_json)
+    return True
+
+
+main = options.flow_command(
+    full_pipeline,
+    "Run the full pipeline flow in this process (against PREFECT_API_URL, if set), or with "
+    "--plan print what it would run and why, running nothing.",
+    options={"plan": options.PlanOption, "as_json": options.JsonOption},
+    before=_plan_only,
+)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from prefect import flow
 
-from flows import common
+from flows import common, options
 from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
 from flows.runners import RunnerKind
@@ -91,37 +91,22 @@ def rank_dag(
     return runner(stages.report, "report", title=title, tables={"ranked": rows})
 
 
-def main(
-    num_ranks: Annotated[
-        int, typer.Option(help="completions per pair = datasets (paper: 16)")
-    ] = 16,
-    profile: common.ProfileOption = "tiny",
-    overrides: common.OverridesOption = None,
-    store: common.StoreOption = "artifacts",
-    recipe: common.RecipeOption = None,
-    runner: common.RunnerOption = "sequential",
-    ray_address: common.RayAddressOption = None,
-    strict_env: common.StrictEnvOption = False,
-    kl_estimator: Annotated[
-        KlEstimator | None,
-        typer.Option(
-            help="r_KL estimator of the ranks: sampled (the paper's), k3 or full; default: the "
-            "profile's reward.kl_estimator"
-        ),
-    ] = None,
-) -> None:
-    """Run the section 4.5 flow in this process."""
-    reward_rank(
-        profile=profile,
-        overrides=overrides or [],
-        store=store,
-        num_ranks=num_ranks,
-        recipe=recipe,
-        runner=runner,
-        ray_address=ray_address,
-        strict_env=strict_env,
-        kl_estimator=kl_estimator,
-    )
+main = options.flow_command(
+    reward_rank,
+    "Run the section 4.5 flow in this process.",
+    options={
+        "num_ranks": Annotated[
+            int, typer.Option(help="completions per pair = datasets (paper: 16)")
+        ],
+        "kl_estimator": Annotated[
+            KlEstimator | None,
+            typer.Option(
+                help="r_KL estimator of the ranks: sampled (the paper's), k3 or full; default: "
+                "the profile's reward.kl_estimator"
+            ),
+        ],
+    },
+)
 
 
 if __name__ == "__main__":
