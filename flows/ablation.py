@@ -21,15 +21,14 @@ from prefect import flow
 
 from flows import common, options
 from flows.full_pipeline import MODEL, train_teacher
+from flows.plan import Caller
 from flows.runners import RunnerKind
 from rlt_core.reports import ablation_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
 
-def variants(
-    base: common.Caller, lam: float | None, alpha: float | None
-) -> dict[str, common.Caller]:
+def variants(base: Caller, lam: float | None, alpha: float | None) -> dict[str, Caller]:
     """The full reward and each requested ablation, by their Table 9 label."""
     reward = base.cfg.reward
     runs = {f"full (lambda = {reward.lam:g}, alpha = {reward.alpha:g})": base}
@@ -40,7 +39,7 @@ def variants(
     return runs
 
 
-def student_recipe(runner: common.Caller, recipe: str | None) -> str:
+def student_recipe(runner: Caller, recipe: str | None) -> str:
     """The student recipe of the ablation: `recipe`, else the first corpus recipe of the runs."""
     corpus_recipes = [
         name
@@ -83,7 +82,7 @@ def ablation(
 
 
 def ablation_dag(
-    base: common.Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
+    base: Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
 ) -> dict[str, str]:
     """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
     recipe = student_recipe(base, recipe)

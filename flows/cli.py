@@ -41,7 +41,7 @@ def plan(
     """Print what a flow run would do on `store`: each stage cached, or run and why (and for
     a cached stage made under other package versions, which)."""
     from flows import ablation, countdown_transfer, full_pipeline, reward_rank
-    from flows.common import print_plan, start_plan
+    from flows.plan import print_plan, start_plan
 
     if flow not in FLOWS:
         raise typer.BadParameter(f"unknown flow {flow!r}; the flows are {', '.join(FLOWS)}")

@@ -19,6 +19,7 @@ from prefect import flow
 
 from flows import common, options
 from flows.full_pipeline import MODEL
+from flows.plan import Caller
 from flows.runners import RunnerKind
 from rlt_core.reports import transfer_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
@@ -51,7 +52,7 @@ def countdown_transfer(
         return common.finish(run, report, "rlt-countdown-transfer")
 
 
-def countdown_dag(runner: common.Caller, *, title: str) -> dict[str, str]:
+def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
     """The DAG of section 4.4 on `runner` (its config carries COUNTDOWN_RUNS); the report."""
     data = runner(stages.data, "data")
     corpus = common.file_in(data, DATA.outputs.corpus)

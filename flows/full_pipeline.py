@@ -27,6 +27,7 @@ import typer
 from prefect import flow
 
 from flows import common, options
+from flows.plan import Caller, print_plan, start_plan
 from flows.runners import RunnerKind
 from rlt_core.reports import TRACE_SOURCES, pipeline_tables
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
@@ -36,7 +37,7 @@ MODEL = TEACHER_RL.outputs.model  # every training stage's model folder (Trained
 
 
 def train_teacher(
-    runner: common.Caller, data: dict[str, str], *, suffix: str = ""
+    runner: Caller, data: dict[str, str], *, suffix: str = ""
 ) -> dict[str, dict[str, str]]:
     """teacher_sft (Appendix A.1) -> teacher_rl (Table 3) -> generate_traces (Appendix B.1),
     and teacher_eval: both teachers on held-out pairs, scored with the RLT reward (when an
@@ -67,7 +68,7 @@ def train_teacher(
 
 
 def distil(
-    runner: common.Caller, data: dict[str, str], traces: dict[str, str]
+    runner: Caller, data: dict[str, str], traces: dict[str, str]
 ) -> dict[tuple[str, str], dict[str, str]]:
     """Students of every corpus recipe of `student_sft_runs`, on each trace source (Table 1)."""
     sources = {
@@ -87,7 +88,7 @@ def distil(
 
 
 def cold_start_rl(
-    runner: common.Caller, data: dict[str, str], students: dict[tuple[str, str], dict[str, str]]
+    runner: Caller, data: dict[str, str], students: dict[tuple[str, str], dict[str, str]]
 ) -> dict[tuple[str, str], dict[str, str]]:
     """RL from each trace set's student and from the base model (Table 2)."""
     trained = {}
@@ -110,7 +111,7 @@ RL_RAW = "RL-raw"  # Table 2's "RL cold-start (raw) + RL": the cold start of RL_
 
 
 def rl_teacher_baseline(
-    runner: common.Caller, data: dict[str, str], trained: dict[tuple[str, str], Any]
+    runner: Caller, data: dict[str, str], trained: dict[tuple[str, str], Any]
 ) -> dict[tuple[str, str], Any]:
     """Table 2's "RL cold-start (raw) + RL" (section 4.3): the model RL trained from the base
     (`student_rl[..., cold start: none]`, a teacher trained with traditional RL) answers the
@@ -141,7 +142,7 @@ def rl_teacher_baseline(
 
 
 def evaluate_all(
-    runner: common.Caller, data: dict[str, str], models: dict[str, Any]
+    runner: Caller, data: dict[str, str], models: dict[str, Any]
 ) -> dict[str, dict[str, str]]:
     """Evaluate each model (label -> model input) on the profile's tasks (Table 7)."""
     eval_dir = common.file_in(data, DATA.outputs.eval)
@@ -174,7 +175,7 @@ def full_pipeline(
         return common.finish(run, report, "rlt")
 
 
-def pipeline(runner: common.Caller, *, title: str) -> dict[str, str]:
+def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
     """The DAG of the full pipeline (module docstring) on `runner`; the report's ref."""
     data = runner(stages.data, "data")
     teacher = train_teacher(runner, data)
@@ -200,11 +201,11 @@ def _plan_only(kwargs: dict[str, Any], *, plan: bool, as_json: bool) -> bool:
     """With --plan: print what the flow would run and why, and run nothing."""
     if not plan:
         return False
-    planner = common.start_plan(
+    planner = start_plan(
         kwargs["profile"], kwargs["overrides"], kwargs["store"], strict_env=kwargs["strict_env"]
     )
     pipeline(planner, title=f"RLT ({kwargs['profile']})")
-    common.print_plan(planner, as_json=as_json)
+    print_plan(planner, as_json=as_json)
     return True
 
 

@@ -18,6 +18,7 @@ from prefect import flow
 from flows import common, options
 from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
+from flows.plan import Caller
 from flows.runners import RunnerKind
 from rlt_core.config.reward import KlEstimator
 from rlt_core.reports import rank_row
@@ -62,9 +63,7 @@ def rank_overrides(num_ranks: int) -> list[str]:
     return [f"generate_traces.num_candidates={num_ranks}"]
 
 
-def rank_dag(
-    runner: common.Caller, num_ranks: int, recipe: str | None, *, title: str
-) -> dict[str, str]:
+def rank_dag(runner: Caller, num_ranks: int, recipe: str | None, *, title: str) -> dict[str, str]:
     """The DAG of section 4.5 on `runner` (its config samples `num_ranks` per pair)."""
     recipe = student_recipe(runner, recipe)
     data = runner(stages.data, "data")

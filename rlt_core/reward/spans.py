@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rlt_core.formats import (
@@ -359,21 +360,15 @@ def align_completion(
     `retokenized` (module docstring).
     """
     _require_solution(sample_id, solution)
+    retokenized = partial(
+        _align_retokenized, tokenizer, sample_id, question, solution, system=system, flagged=True
+    )
     ids = [int(token) for token in completion_ids]
     tag_at = find_subsequence(ids, encode(tokenizer, END_EXPLANATION))
     body = ids[:tag_at] if tag_at >= 0 else _strip_trailing_special(tokenizer, ids)
     if tag_at < 0 and END_EXPLANATION in decode(tokenizer, body):
         parsed = parse_teacher_completion(decode(tokenizer, body))
-        return _align_retokenized(
-            tokenizer,
-            sample_id,
-            question,
-            solution,
-            parsed.explanation,
-            system=system,
-            format_ok=parsed.complete and not truncated,
-            flagged=True,
-        )
+        return retokenized(parsed.explanation, format_ok=parsed.complete and not truncated)
     format_ok = tag_at >= 0 and not truncated
     explanation = decode(tokenizer, body).strip()
     student_ids, sections = _student(tokenizer, question, explanation, solution, system)
@@ -385,16 +380,7 @@ def align_completion(
     spans = _sampled_think(tokenizer, prompt_text, prompt, body, start, student_ids, sections,
                            closed=tag_at >= 0)  # fmt: skip
     if spans is None:
-        return _align_retokenized(
-            tokenizer,
-            sample_id,
-            question,
-            solution,
-            explanation,
-            system=system,
-            format_ok=format_ok,
-            flagged=True,
-        )
+        return retokenized(explanation, format_ok=format_ok)
     teacher_think, student_think = spans
     return AlignedSample(
         sample_id=sample_id,

@@ -16,6 +16,7 @@ from prefect import flow
 from flows import common
 from flows.full_pipeline import full_pipeline
 from flows.runners import ScaleOutError
+from flows.times import stage_times
 from rlt_core import artifacts
 from rlt_core.stages.specs import DATA
 from tasks import stages
@@ -33,7 +34,7 @@ def teacher_on_ray(overrides: list[str], store: str, ray_address: str) -> dict:
         corpus = common.file_in(data, DATA.outputs.corpus)
         warm = run(stages.teacher_sft, "teacher_sft", corpus=corpus)
         teacher = run(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
-        return {"teacher": run.result(teacher), "times": common.stage_times(run)}
+        return {"teacher": run.result(teacher), "times": stage_times(run)}
 
 
 def ray_worker_running(task_name: str) -> psutil.Process | None:

@@ -23,7 +23,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.common import publish_report
+from flows.publish import publish_report
 from rlt_core.reports import run_report
 from rlt_core.store import ArtifactStore
 

@@ -14,7 +14,8 @@ from prefect import flow
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.common import start_plan, start_run
+from flows.common import start_run
+from flows.plan import start_plan
 from rlt_core import artifacts
 from rlt_core.config import load_config
 from rlt_core.stages.plan import stage_cache_key

@@ -249,8 +249,8 @@ def test_bad_requests_fail_with_the_declarations_names(tmp_path: Path) -> None:
 
 
 def test_plan_says_cached_or_which_value_changed(tmp_path: Path, capsys) -> None:
-    from flows.common import print_plan, start_plan
     from flows.full_pipeline import pipeline
+    from flows.plan import print_plan, start_plan
 
     store = tmp_path / "store"
     run_data(load_config("tiny"), store)
