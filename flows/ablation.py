@@ -23,7 +23,7 @@ from flows import common, options
 from flows.full_pipeline import MODEL, train_teacher
 from flows.plan import Caller
 from flows.runners import RunnerKind
-from rlt_core.reports import ablation_row
+from flows.tables import ablation_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 

@@ -21,7 +21,7 @@ from flows import common, options
 from flows.full_pipeline import MODEL
 from flows.plan import Caller
 from flows.runners import RunnerKind
-from rlt_core.reports import transfer_row
+from flows.tables import transfer_row
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 

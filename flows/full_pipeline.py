@@ -29,7 +29,7 @@ from prefect import flow
 from flows import common, options
 from flows.plan import Caller, print_plan, start_plan
 from flows.runners import RunnerKind
-from rlt_core.reports import TRACE_SOURCES, pipeline_tables
+from flows.tables import TRACE_SOURCES, pipeline_tables, rl_label, student_label
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
 from tasks import stages
 
@@ -184,8 +184,8 @@ def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
     trained |= rl_teacher_baseline(runner, data, trained)
     base = runner.cfg.student_sft[runner.cfg.student_sft_runs[0]].model
     models: dict[str, Any] = {"base": base}
-    models |= {f"{s}-{r}": common.file_in(ref, MODEL) for (s, r), ref in students.items()}
-    models |= {f"rl-{s}-{r}": common.file_in(ref, MODEL) for (s, r), ref in trained.items()}
+    models |= {student_label(*run): common.file_in(ref, MODEL) for run, ref in students.items()}
+    models |= {rl_label(*run): common.file_in(ref, MODEL) for run, ref in trained.items()}
     evaluations = evaluate_all(runner, data, models)
     lengths = {"RLT": {"traces": teacher["traces"]}, "corpus": {"corpus": data}}
     tables = pipeline_tables(runner.cfg, students, trained, evaluations)

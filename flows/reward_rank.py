@@ -20,8 +20,8 @@ from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
 from flows.plan import Caller
 from flows.runners import RunnerKind
+from flows.tables import rank_row
 from rlt_core.config.reward import KlEstimator
-from rlt_core.reports import rank_row
 from rlt_core.stages.specs import DATA, RANK_TRACES
 from tasks import stages
 

@@ -31,7 +31,6 @@ import pandas as pd
 from scipy import stats
 
 from rlt_core import artifacts
-from rlt_core.config import PipelineConfig
 from rlt_core.evaluation.tables import (
     ReportRow,
     overall,
@@ -357,66 +356,6 @@ def _number(value: float | None, *, sign: bool = False) -> str:
     if value is None or value != value:
         return "—"
     return f"{value:+.3g}" if sign else f"{value:.3g}"
-
-
-# --- the experiments' tables from the flows' refs -------------------------------------------------
-
-Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
-TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own traces
-# Table 2's cold starts by the flows' source names: the paper's row titles where they differ.
-COLD_STARTS = {"RL-raw": "RL cold-start (raw)"}
-
-
-def model_name(reference: str) -> str:
-    """A model reference's short name (`offline:smollm2-135m` -> `smollm2-135m`)."""
-    return reference.split(":")[-1].split("/")[-1]
-
-
-def pipeline_tables(
-    cfg: PipelineConfig,
-    students: Mapping[tuple[str, str], Ref],
-    trained: Mapping[tuple[str, str], Ref],
-    evaluations: Mapping[str, Ref],
-) -> dict[str, list[dict[str, Any]]]:
-    """Table 1 (the base model, then each (trace source, recipe) student) and Table 2 (each
-    (cold start, recipe) RL run) of the full pipeline, as report rows `{"labels",
-    "evaluation"}`. Evaluations are keyed `base`, `<source>-<recipe>`, `rl-<start>-<recipe>`."""
-    base = model_name(cfg.student_sft[cfg.student_sft_runs[0]].model)
-    table_1 = [{"labels": {"Model": base, "Traces": "—", "Student": base, "Data": "—"},
-                "evaluation": evaluations["base"]}]  # fmt: skip
-    for source, recipe in students:
-        recipe_cfg = cfg.student_sft[recipe]
-        labels = {
-            "Model": f"{source}-{recipe}",
-            "Traces": "RLT" if source == "RLT" else "corpus (R1 / search)",
-            "Student": model_name(recipe_cfg.model),
-            "Data": f"{recipe} ({recipe_cfg.num_train_samples or 'all'})",
-        }
-        table_1.append({"labels": labels, "evaluation": evaluations[f"{source}-{recipe}"]})
-    table_2 = [
-        {
-            "labels": {"Model": f"RL[{recipe}]", "Cold start": COLD_STARTS.get(source, source)},
-            "evaluation": evaluations[f"rl-{source}-{recipe}"],
-        }
-        for source, recipe in trained
-    ]
-    return {"table_1": table_1, "table_2": table_2}
-
-
-def ablation_row(label: str, evaluation: Ref, traces: Ref) -> dict[str, Any]:
-    """A Table 9 row: the reward variant, its student's evaluation and the teacher's traces
-    (their mean think length is shown)."""
-    return {"labels": {"Reward": label}, "evaluation": evaluation, "traces": traces}
-
-
-def rank_row(rank: int, evaluation: Ref) -> dict[str, Any]:
-    """A section 4.5 row: the reward rank of the student's dataset and its evaluation."""
-    return {"labels": {"Rank": str(rank)}, "rank": rank, "evaluation": evaluation}
-
-
-def transfer_row(model: str, cold_start: str, evaluation: Ref) -> dict[str, Any]:
-    """A section 4.4 row (in Table 2's layout): the model, its cold start, its evaluation."""
-    return {"labels": {"Model": model, "Cold start": cold_start}, "evaluation": evaluation}
 
 
 def report_from_refs(

@@ -1,0 +1,78 @@
+"""The rows of the experiments' report tables, built from the flows' stage refs: the one place
+that knows the flows' labels (a student's `<source>-<recipe>`, an RL run's
+`rl-<source>-<recipe>`) and turns them into the paper's row titles. The tables themselves are
+`rlt_core.reports`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rlt_core.config import PipelineConfig
+
+Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
+TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own traces
+# Table 2's cold starts by the flows' source names: the paper's row titles where they differ.
+COLD_STARTS = {"RL-raw": "RL cold-start (raw)"}
+
+
+def model_name(reference: str) -> str:
+    """A model reference's short name (`offline:smollm2-135m` -> `smollm2-135m`)."""
+    return reference.split(":")[-1].split("/")[-1]
+
+
+def student_label(source: str, recipe: str) -> str:
+    """The evaluation key of the student distilled from `source`'s traces with `recipe`."""
+    return f"{source}-{recipe}"
+
+
+def rl_label(source: str, recipe: str) -> str:
+    """The evaluation key of the student_rl run of `recipe` cold-started from `source`."""
+    return f"rl-{source}-{recipe}"
+
+
+def pipeline_tables(
+    cfg: PipelineConfig,
+    students: Mapping[tuple[str, str], Ref],
+    trained: Mapping[tuple[str, str], Ref],
+    evaluations: Mapping[str, Ref],
+) -> dict[str, list[dict[str, Any]]]:
+    """Table 1 (the base model, then each (trace source, recipe) student) and Table 2 (each
+    (cold start, recipe) RL run) of the full pipeline, as report rows `{"labels",
+    "evaluation"}`. Evaluations are keyed `base`, `<source>-<recipe>`, `rl-<start>-<recipe>`."""
+    base = model_name(cfg.student_sft[cfg.student_sft_runs[0]].model)
+    table_1 = [{"labels": {"Model": base, "Traces": "—", "Student": base, "Data": "—"},
+                "evaluation": evaluations["base"]}]  # fmt: skip
+    for source, recipe in students:
+        recipe_cfg = cfg.student_sft[recipe]
+        labels = {
+            "Model": f"{source}-{recipe}",
+            "Traces": "RLT" if source == "RLT" else "corpus (R1 / search)",
+            "Student": model_name(recipe_cfg.model),
+            "Data": f"{recipe} ({recipe_cfg.num_train_samples or 'all'})",
+        }
+        table_1.append({"labels": labels, "evaluation": evaluations[student_label(source, recipe)]})
+    table_2 = [
+        {
+            "labels": {"Model": f"RL[{recipe}]", "Cold start": COLD_STARTS.get(source, source)},
+            "evaluation": evaluations[rl_label(source, recipe)],
+        }
+        for source, recipe in trained
+    ]
+    return {"table_1": table_1, "table_2": table_2}
+
+
+def ablation_row(label: str, evaluation: Ref, traces: Ref) -> dict[str, Any]:
+    """A Table 9 row: the reward variant, its student's evaluation and the teacher's traces
+    (their mean think length is shown)."""
+    return {"labels": {"Reward": label}, "evaluation": evaluation, "traces": traces}
+
+
+def rank_row(rank: int, evaluation: Ref) -> dict[str, Any]:
+    """A section 4.5 row: the reward rank of the student's dataset and its evaluation."""
+    return {"labels": {"Rank": str(rank)}, "rank": rank, "evaluation": evaluation}
+
+
+def transfer_row(model: str, cold_start: str, evaluation: Ref) -> dict[str, Any]:
+    """A section 4.4 row (in Table 2's layout): the model, its cold start, its evaluation."""
+    return {"labels": {"Model": model, "Cold start": cold_start}, "evaluation": evaluation}
