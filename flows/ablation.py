@@ -74,11 +74,11 @@ def ablation(
     """
     if lam is None and alpha is None:
         raise ValueError("nothing to ablate: give lam (e.g. 0) and/or alpha (e.g. 0)")
-    with common.start_run(
-        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
-    ) as base:
-        report = ablation_dag(base, lam, alpha, recipe, title=f"RLT reward ablations ({profile})")
-        return common.finish(base, report, "rlt-ablation")
+    title = f"RLT reward ablations ({profile})"
+    return common.run_flow(
+        lambda base: ablation_dag(base, lam, alpha, recipe, title=title), "rlt-ablation",
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env,
+    )  # fmt: skip
 
 
 def ablation_dag(

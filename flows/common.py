@@ -13,7 +13,7 @@ its cache and a remote store serves cache hits to every worker.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,3 +221,22 @@ def finish(runner: Runner, report: PrefectFuture, prefix: str) -> dict[str, Any]
     publish_report(runner, report, key=f"{prefix}-report")
     times = publish_times(runner, key=f"{prefix}-stage-times")
     return {"report": dict(report), "stage_times": times}
+
+
+def run_flow(
+    dag: Callable[[Runner], PrefectFuture],
+    prefix: str,
+    profile: str,
+    overrides: Sequence[str] | None,
+    store: str,
+    *,
+    runner: str = "sequential",
+    ray_address: str | None = None,
+    strict_env: bool = False,
+) -> dict[str, Any]:
+    """A flow's body: start the run (`start_run`), build its DAG on it (`dag(run)` returns the
+    report's future) and `finish` it (artifacts `<prefix>-report`, `<prefix>-stage-times`)."""
+    with start_run(
+        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
+    ) as run:
+        return finish(run, dag(run), prefix)

@@ -45,11 +45,11 @@ def countdown_transfer(
     """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4); `runner` /
     `ray_address`: where the stages run (`flows.runners`)."""
     overrides = [*(overrides or []), *COUNTDOWN_RUNS]
-    with common.start_run(
-        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
-    ) as run:
-        report = countdown_dag(run, title=f"RLT zero-shot transfer to countdown ({profile})")
-        return common.finish(run, report, "rlt-countdown-transfer")
+    title = f"RLT zero-shot transfer to countdown ({profile})"
+    return common.run_flow(
+        lambda run: countdown_dag(run, title=title), "rlt-countdown-transfer", profile,
+        overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env,
+    )  # fmt: skip
 
 
 def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:

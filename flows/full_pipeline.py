@@ -168,11 +168,10 @@ def full_pipeline(
     stage at a time) or `ray` (independent stages side by side on the Ray cluster at
     `ray_address`, a local one if none; `flows.runners`).
     """
-    with common.start_run(
-        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
-    ) as run:
-        report = pipeline(run, title=f"RLT ({profile})")
-        return common.finish(run, report, "rlt")
+    return common.run_flow(
+        lambda run: pipeline(run, title=f"RLT ({profile})"), "rlt", profile, overrides, store,
+        runner=runner, ray_address=ray_address, strict_env=strict_env,
+    )  # fmt: skip
 
 
 def pipeline(runner: Caller, *, title: str) -> dict[str, str]:

@@ -49,13 +49,16 @@ def reward_rank(
         raise ValueError(f"num_ranks={num_ranks}: a correlation needs at least 3 ranks (paper: 16)")
     estimator = [f"reward.kl_estimator={kl_estimator}"] if kl_estimator else []
     overrides = [*(overrides or []), *estimator, *rank_overrides(num_ranks)]
-    with common.start_run(
-        profile, overrides, store, runner=runner, ray_address=ray_address, strict_env=strict_env
-    ) as run:
+
+    def dag(run: common.Runner) -> Any:
         used = run.cfg.reward.kl_estimator
         title = f"RLT reward rank vs student score ({profile}, {used} KL estimator)"
-        report = rank_dag(run, num_ranks, recipe, title=title)
-        return common.finish(run, report, "rlt-reward-rank")
+        return rank_dag(run, num_ranks, recipe, title=title)
+
+    return common.run_flow(
+        dag, "rlt-reward-rank", profile, overrides, store,
+        runner=runner, ray_address=ray_address, strict_env=strict_env,
+    )  # fmt: skip
 
 
 def rank_overrides(num_ranks: int) -> list[str]:
