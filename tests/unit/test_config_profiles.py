@@ -93,29 +93,10 @@ TABLE_5 = {
         "warmup_ratio": 0.1,
     },
 }
+# Table 6's columns hold Table 3's values but for steps and batch (typed once, above), plus the
+# correctness rewards of section 2.
 _TABLE_6_SHARED = {
-    "model": "Qwen/Qwen2.5-7B-Instruct",
-    "learning_rate": 1e-6,
-    "lr_scheduler": "constant",
-    "final_learning_rate": 1e-6,
-    "weight_decay": 0.0,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.999,
-    "adam_epsilon": 1e-8,
-    "warmup_steps": 0,
-    "max_grad_norm": 1.0,
-    "max_completion_length": 16384,
-    "temperature": 0.7,
-    "top_p": 1.0,
-    "top_k": None,
-    "min_p": 0.0,
-    "repetition_penalty": 1.0,
-    "num_generations": 64,
-    "beta": 0.04,
-    "ref_model_sync_steps": 32,
-    "ref_model_mixup_alpha": 0.9,
-    "dtype": "bfloat16",
-    "gradient_checkpointing": True,
+    **{k: v for k, v in TABLE_3_RLT_TRAINING.items() if k not in ("max_steps", "batch_size")},
     # Section 2: -1 unformatted, -0.5 formatted but wrong, +1 correct.
     "reward_unformatted": -1.0,
     "reward_wrong": -0.5,
