@@ -140,14 +140,32 @@ def generation_parameters(cfg: EvaluateConfig, budget: GenerationBudget) -> Gene
 # --------------------------------------------------------------------------- engines
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    """What either engine needs besides the recipe and the weights: lighteval's model label
+    (`student_label`), its prediction cache, the generation budget and the student's system
+    prompt (None: the default)."""
+
+    label: str
+    cache_dir: Path
+    budget: GenerationBudget
+    system_prompt: str | None = None
+
+    def config_args(self, cfg: EvaluateConfig, model_path: str) -> dict[str, Any]:
+        """The lighteval model-config values both engines share."""
+        return {
+            "model_name": self.label,
+            "tokenizer": model_path,
+            "add_special_tokens": False,  # the chat template already holds every special token
+            "override_chat_template": True,
+            "system_prompt": formats.student_system(self.system_prompt),
+            "generation_parameters": generation_parameters(cfg, self.budget),
+            "cache_dir": str(self.cache_dir),
+        }
+
+
 def transformers_model(
-    cfg: EvaluateConfig,
-    model_path: str,
-    *,
-    label: str,
-    cache_dir: Path,
-    budget: GenerationBudget,
-    system_prompt: str | None = None,
+    cfg: EvaluateConfig, model_path: str, run: EngineRun
 ) -> tuple[PreTrainedModel, TransformersModelConfig]:
     """The CPU engine: the loaded model (sampling on) and lighteval's config for it (fp32)."""
     if cfg.dtype != "float32":
@@ -155,46 +173,26 @@ def transformers_model(
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     model.generation_config.do_sample = True  # lighteval never sets it (module docstring)
     config = TransformersModelConfig(
-        model_name=label,
-        tokenizer=model_path,
+        **run.config_args(cfg, model_path),
         device="cpu",
         dtype="float32",
         batch_size=cfg.batch_size,
-        max_length=budget.max_model_length,
-        add_special_tokens=False,  # the chat template already holds every special token
-        override_chat_template=True,
-        system_prompt=formats.student_system(system_prompt),
-        generation_parameters=generation_parameters(cfg, budget),
-        cache_dir=str(cache_dir),
+        max_length=run.budget.max_model_length,
     )
     return model, config
 
 
-def vllm_model(
-    cfg: EvaluateConfig,
-    model_path: str,
-    *,
-    label: str,
-    cache_dir: Path,
-    budget: GenerationBudget,
-    system_prompt: str | None = None,
-) -> Any:
+def vllm_model(cfg: EvaluateConfig, model_path: str, run: EngineRun) -> Any:
     """The GPU engine on `model_path` (imports vllm: `rlt_core.generation.check_backend` first)."""
     from lighteval.models.vllm.vllm_model import VLLMModelConfig
 
     from rlt_core.evaluation.vllm_engine import VLLMStudentModel
 
     config = VLLMModelConfig(
-        model_name=label,
-        tokenizer=model_path,
+        **run.config_args(cfg, model_path),
         dtype=cfg.dtype,
         tensor_parallel_size=cfg.tensor_parallel_size,
-        max_model_length=budget.max_model_length,
+        max_model_length=run.budget.max_model_length,
         seed=cfg.seed,
-        add_special_tokens=False,
-        override_chat_template=True,
-        system_prompt=formats.student_system(system_prompt),
-        generation_parameters=generation_parameters(cfg, budget),
-        cache_dir=str(cache_dir),
     )
     return VLLMStudentModel(config, model_path)

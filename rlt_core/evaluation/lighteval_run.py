@@ -232,16 +232,11 @@ def evaluate_model(
     )
     size = budget.max_new_tokens
     configs, owners = tasks.task_configs(cfg.tasks, tables, work_dir / "datasets", size)
-    engine = {
-        "label": label,
-        "cache_dir": work_dir / "lighteval_cache",
-        "budget": budget,
-        "system_prompt": system,
-    }
+    engine = engines.EngineRun(label, work_dir / "lighteval_cache", budget, system)
     if cfg.backend == "vllm":
-        model, model_config = engines.vllm_model(cfg, model_path, **engine), None
+        model, model_config = engines.vllm_model(cfg, model_path, engine), None
     else:
-        model, model_config = engines.transformers_model(cfg, model_path, **engine)
+        model, model_config = engines.transformers_model(cfg, model_path, engine)
     with torch.random.fork_rng(devices=[]), keep_grad_mode():  # lighteval turns grads off
         torch.manual_seed(cfg.seed)  # the transformers engine samples from torch's generator
         results, details = run_pipeline(

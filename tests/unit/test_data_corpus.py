@@ -84,14 +84,20 @@ def test_missing_tags_are_all_named():
     assert parsed.solution is None and parsed.question == "Q"
 
 
-def test_question_solution_with_custom_column_names():
-    load = load_corpus(
+def _custom_columns(**thought: str):
+    """The question/solution fixture whose columns are named `problem` and
+    `reference_solution` (and `trace`, when `thought_column="trace"` is given)."""
+    return load_corpus(
         str(DATA / "qs_custom_columns.jsonl"),
         schema="question_solution",
         question_column="problem",
         solution_column="reference_solution",
-        thought_column="trace",
+        **thought,
     )
+
+
+def test_question_solution_with_custom_column_names():
+    load = _custom_columns(thought_column="trace")
     rows = load.rows
     assert rows["id"].to_list() == [f"qs_custom_columns-00000{k}" for k in range(5)]
     assert rows["question"][1] == "Name the chemical symbol of gold."
@@ -101,12 +107,7 @@ def test_question_solution_with_custom_column_names():
 
 
 def test_question_solution_without_thought_column_has_no_thoughts():
-    load = load_corpus(
-        str(DATA / "qs_custom_columns.jsonl"),
-        schema="question_solution",
-        question_column="problem",
-        solution_column="reference_solution",
-    )
+    load = _custom_columns()
     assert load.rows["thought"].to_list() == [None] * 5
 
 

@@ -251,7 +251,7 @@ def test_transformers_engine_samples_with_table7_values(tiny_model_path: Path) -
     budget = engines.GenerationBudget(max_new_tokens=8, max_model_length=400, longest_prompt=392)
     model, config = engines.transformers_model(
         dataclasses.replace(TINY, dtype="bfloat16"),  # CPU: fp32 regardless
-        str(tiny_model_path), label="student--x", cache_dir=Path("/unused"), budget=budget,
+        str(tiny_model_path), engines.EngineRun("student--x", Path("/unused"), budget),
     )  # fmt: skip
     assert model.generation_config.do_sample is True  # lighteval never sets it
     params = config.generation_parameters
