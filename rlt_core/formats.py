@@ -254,7 +254,7 @@ def teacher_output_to_student(question: str, solution: str, completion: str) -> 
 
 def student_system(system: str | None = None) -> str:
     """The student's system prompt: `system` when it is text (a corpus row's own, a model's
-    recorded one), else the default `STUDENT_SYSTEM_PROMPT`."""
+    recorded one), else (None, blank, a table's NaN) the default `STUDENT_SYSTEM_PROMPT`."""
     if isinstance(system, str) and system.strip():
         return system
     return STUDENT_SYSTEM_PROMPT

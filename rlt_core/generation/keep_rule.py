@@ -81,7 +81,7 @@ def row_outcome(
 ) -> dict[str, Any]:
     """One row's kept candidate and its figures (a record of `explain_shard`'s table)."""
     explanations = [usable_explanation(c) for c in candidates]
-    system = row.get("system") if isinstance(row.get("system"), str) else None
+    system = row.get("system")  # the row's own prompt; missing or NaN: the default
     lengths = [
         None
         if e is None
@@ -171,7 +171,7 @@ def candidate_r_ss(
                 row["question"],
                 row["solution"],
                 explanations[i],
-                system=row.get("system") if isinstance(row.get("system"), str) else None,
+                system=row.get("system"),
             )
             for i in usable
         ]

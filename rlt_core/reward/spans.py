@@ -373,12 +373,17 @@ def align_completion(
     explanation = decode(tokenizer, body).strip()
     student_ids, sections = _student(tokenizer, question, explanation, solution, system)
     prompt_text = render_teacher_prompt(tokenizer, question, solution)
-    prompt = encode(tokenizer, prompt_text)
+    encoded = tokenizer(prompt_text, add_special_tokens=False, return_offsets_mapping=True)
+    prompt = list(encoded["input_ids"])
     start = 0
     while start < len(body) and not decode(tokenizer, body[start : start + 1]).strip():
         start += 1  # whitespace sampled before the explanation: the teacher's context only
-    spans = _sampled_think(tokenizer, prompt_text, prompt, body, start, student_ids, sections,
-                           closed=tag_at >= 0)  # fmt: skip
+    lead = [  # the prompt's tokens lying wholly inside the prefill's closing blank line
+        i
+        for i, (first, last) in enumerate(encoded["offset_mapping"])
+        if first >= len(prompt_text) - len(PADDING) and last > first
+    ]
+    spans = _sampled_think(prompt, lead, body, start, student_ids, sections, closed=tag_at >= 0)
     if spans is None:
         return retokenized(explanation, format_ok=format_ok)
     teacher_think, student_think = spans
@@ -394,9 +399,8 @@ def align_completion(
 
 
 def _sampled_think(
-    tokenizer: Any,
-    prompt_text: str,
     prompt: list[int],
+    lead: list[int],
     body: list[int],
     start: int,
     student_ids: list[int],
@@ -405,15 +409,9 @@ def _sampled_think(
     closed: bool,
 ) -> tuple[slice, slice] | None:
     """(teacher, student) think spans when the sampled body is the student's think section:
-    tried with the prefill's blank line (whole tokens at the end of the prompt), then without
-    the opening blank line, and for an unclosed explanation (the teacher may not have written
-    the closing blank line) without either; None when none fits."""
-    offsets = tokenizer(prompt_text, add_special_tokens=False, return_offsets_mapping=True)
-    lead = [
-        i
-        for i, (first, last) in enumerate(offsets["offset_mapping"])
-        if first >= len(prompt_text) - len(PADDING) and last > first
-    ]
+    tried with the prefill's blank line (`lead`: its whole tokens at the end of the prompt),
+    then without the opening blank line, and for an unclosed explanation (the teacher may not
+    have written the closing blank line) without either; None when none fits."""
     base, think = len(prompt), sections["think"]
     whole = prompt[lead[0] :] + body if lead and lead[-1] == base - 1 else None
     if start == 0 and whole == student_ids[think]:

@@ -181,8 +181,7 @@ def format_preview(corpus: pd.DataFrame, tokenizer: Any) -> str:
     """The first row rendered in both formats with the real chat template, as markdown."""
     row = corpus.iloc[0]
     teacher = formats.render_teacher_prompt(tokenizer, row.question, row.solution)
-    system = row.system if isinstance(getattr(row, "system", None), str) else None
-    student = formats.render_student_prompt(tokenizer, row.question, system)
+    student = formats.render_student_prompt(tokenizer, row.question, getattr(row, "system", None))
     thought = row.thought if isinstance(row.thought, str) else "(no trace in this corpus)"
     answer = formats.student_assistant_text(thought, row.solution)
     return (
