@@ -24,7 +24,8 @@ subprocess sees the GPUs Ray assigned (CUDA_VISIBLE_DEVICES from Ray, none when 
 so stages side by side never share a GPU or oversubscribe the cores.
 
 Retries are for transient failures only (`is_transient`: the store or the network), never for
-bad input, which fails at once with the stage's own message.
+bad input, which fails at once with the stage's own message. Each waits
+`RLT_RETRY_DELAY_SECONDS` (default 5) before the next try (`retry_delay_seconds`).
 """
 
 from __future__ import annotations
@@ -179,6 +180,28 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(error, BaseException) and (
         isinstance(error, TRANSIENT) or transient_error(error)
     )
+
+
+DEFAULT_RETRY_DELAY_SECONDS = 5.0
+
+
+def retry_delay_seconds() -> float:
+    """How long a stage task waits before retrying a transient failure: `RLT_RETRY_DELAY_SECONDS`
+    (seconds, at least 0), else 5. Read when the tasks are defined (`tasks.stages` import)."""
+    given = os.environ.get("RLT_RETRY_DELAY_SECONDS")
+    if given is None:
+        return DEFAULT_RETRY_DELAY_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(
+            f"RLT_RETRY_DELAY_SECONDS={given!r} is not a number of seconds: the stage tasks wait "
+            "that long before retrying a store or network failure. Set a finite number >= 0 (e.g. "
+            f"30 for a slow store) or unset it for the default {DEFAULT_RETRY_DELAY_SECONDS:g}."
+        )
+    return seconds
 
 
 def in_subprocess() -> bool:

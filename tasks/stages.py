@@ -14,14 +14,23 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rlt_core.reports import report_from_refs
-from tasks.runtime import Input, Run, StageCache, execute, is_transient, open_store, run_config
+from tasks.runtime import (
+    Input,
+    Run,
+    StageCache,
+    execute,
+    is_transient,
+    open_store,
+    retry_delay_seconds,
+    run_config,
+)
 
 STAGE_TASK: dict[str, Any] = {
     "cache_policy": StageCache(),
     "persist_result": True,
     "result_serializer": "json",
     "retries": 2,
-    "retry_delay_seconds": 5,
+    "retry_delay_seconds": retry_delay_seconds(),
     "retry_condition_fn": is_transient,
 }
 

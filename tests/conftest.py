@@ -17,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A transient store failure is retried after 0.5 s instead of the default 5: the fault and
+# S3 tests that cut a store wait through every retry of every stage (tasks.runtime).
+os.environ.setdefault("RLT_RETRY_DELAY_SECONDS", "0.5")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

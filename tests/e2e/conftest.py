@@ -4,16 +4,22 @@ The server is the session's `prefect_api` (tests/fixtures_prefect.py: a real `pr
 subprocess on a free port, its own SQLite file); flows called in the test process talk to
 it, and so do subprocesses given `api_url` as PREFECT_API_URL. The `runner="ray"` flows run
 on a real Ray cluster on 127.0.0.1 (`ray_cluster`, started on first use). Every run uses the
-`tiny` profile shrunk further (`E2E_OVERRIDES`) with a 2-layer random Llama as reward student
+`tiny` profile shrunk further (`SHRINK`) with a 2-layer random Llama as reward student
 and student, and as teacher a tiny model trained to answer this corpus' prompts with a known
 explanation, so that generate_traces keeps rows.
+
+The pipeline trains from an empty store once per session (`first_run`, on the Ray cluster;
+tests/e2e/test_full_pipeline.py checks that run). Tests about something else (a kill, a
+retry, an experiment flow) start from a copy of its finished artifacts (`FirstRun.seed`), as a
+user's store holds them after a first run, and train only what their own changes ask for.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +29,11 @@ import pytest
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rlt-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
+from rlt_core import artifacts  # noqa: E402
 from rlt_core.config import load_config  # noqa: E402
 from rlt_core.stages.data import run_data  # noqa: E402
-from tests.fixtures_models import train_scripted_teacher  # noqa: E402
+from rlt_core.stages.specs import SPECS  # noqa: E402
+from tests.fixtures_models import scripted_rows  # noqa: E402
 from tests.fixtures_ray import RayNode  # noqa: E402
 
 # The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage.
@@ -77,15 +85,20 @@ def ray_cluster() -> Iterator[RayNode]:
 def e2e(
     prefect_api: str,
     tiny_model_path: Path,
-    smollm2_tokenizer_path: Path,
+    scripted_teacher_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> E2E:
-    """The server plus models: the scripted teacher learns the data stage's own rows."""
-    rows_store = tmp_path_factory.mktemp("rows")
-    corpus = run_data(load_config("tiny", SHRINK), rows_store).path / "corpus.parquet"
-    teacher = train_scripted_teacher(
-        tmp_path_factory.mktemp("e2e-teacher"), smollm2_tokenizer_path, pd.read_parquet(corpus)
-    )
+    """The server plus models: the scripted teacher knows the data stage's own rows (the
+    session's `scripted_teacher_path`, trained on exactly these questions and solutions)."""
+    rows = run_data(load_config("tiny", SHRINK), tmp_path_factory.mktemp("rows"))
+    corpus = pd.read_parquet(rows.path / "corpus.parquet")
+    known = scripted_rows()
+    for column in ("question", "solution"):
+        assert corpus[column].tolist() == known[column].tolist(), (
+            f"the e2e corpus' {column}s are not the ones the scripted teacher learned: "
+            "keep SHRINK's countdown data equal to tests.fixtures_models.scripted_rows()"
+        )
+    teacher = scripted_teacher_path
     models = [
         f"teacher_sft.model={teacher}",
         f"teacher_rl.model={teacher}",
@@ -94,6 +107,46 @@ def e2e(
         f"student_rl.countdown.model={tiny_model_path}",
     ]
     return E2E(api_url=prefect_api, overrides=[*models, *SHRINK])
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """The session's first run of the tiny pipeline, on Ray from an empty store: its store
+    (`root / "store"`, which test_full_pipeline goes on using), the flow's result, and a copy
+    of the finished stage artifacts taken right after it (`root / "template"`)."""
+
+    root: Path
+    result: dict
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    def seed(self, store: Path, stages: Iterable[str] = tuple(SPECS)) -> Path:
+        """Copy the first run's finished artifacts of `stages` into `store` (created): each
+        `<stage>/<key>` directory, without Prefect's result records, so a flow on `store`
+        finds them finished (state Completed at once, no training) and caches them anew."""
+        for stage in stages:
+            for source in sorted((self.root / "template" / stage).glob("*")):
+                shutil.copytree(source, store / stage / source.name)
+        return store
+
+
+@pytest.fixture(scope="session")
+def first_run(e2e: E2E, ray_cluster: RayNode, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny pipeline once from an empty store on the session's Ray cluster (`FirstRun`)."""
+    from flows.full_pipeline import full_pipeline
+
+    root = tmp_path_factory.mktemp("first-run")
+    result = full_pipeline(
+        profile="tiny", overrides=e2e.overrides, store=str(root / "store"), runner="ray",
+        ray_address=ray_cluster.address,
+    )  # fmt: skip
+    for stage in SPECS:
+        for artifact in (root / "store" / stage).glob("*"):
+            if artifacts.is_complete(artifact):
+                shutil.copytree(artifact, root / "template" / stage / artifact.name)
+    return FirstRun(root=root, result=result)
 
 
 def latest_artifact(key: str) -> str:

@@ -15,7 +15,7 @@ from flows.cli import app
 from flows.countdown_transfer import countdown_transfer
 from flows.reward_rank import reward_rank
 from rlt_core import artifacts
-from tests.e2e.conftest import E2E, latest_artifact
+from tests.e2e.conftest import E2E, FirstRun, latest_artifact
 from tests.e2e.test_full_pipeline import overlapping
 from tests.fixtures_ray import RayNode
 
@@ -28,8 +28,9 @@ def _report(result: dict) -> str:
 
 
 def test_ablation_command_line_lambda_0_on_ray(
-    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+    e2e: E2E, ray_cluster: RayNode, first_run: FirstRun, tmp_path: Path
 ) -> None:
+    first_run.seed(tmp_path)  # the full variant's stages as the pipeline left them
     command = [sys.executable, "-m", "flows.ablation", "--lambda", "0", "--store", str(tmp_path),
                "--runner", "ray", "--ray-address", ray_cluster.address]  # fmt: skip
     for override in e2e.overrides:
@@ -61,8 +62,9 @@ def test_ablation_command_line_lambda_0_on_ray(
 
 
 def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(
-    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+    e2e: E2E, ray_cluster: RayNode, first_run: FirstRun, tmp_path: Path
 ) -> None:
+    first_run.seed(tmp_path)  # the RLT teacher as the pipeline left it
     result = reward_rank(
         profile="tiny", overrides=e2e.overrides, store=str(tmp_path), num_ranks=3,
         runner="ray", ray_address=ray_cluster.address,
@@ -81,7 +83,10 @@ def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(
     assert artifacts.read_manifest(ranked)["metrics"]["pairs"] == 8
 
 
-def test_countdown_transfer_compares_rlt_traces_and_direct_rl(e2e: E2E, tmp_path: Path) -> None:
+def test_countdown_transfer_compares_rlt_traces_and_direct_rl(
+    e2e: E2E, first_run: FirstRun, tmp_path: Path
+) -> None:
+    first_run.seed(tmp_path)  # its students are the pipeline's: the test is about the flow
     result = countdown_transfer(profile="tiny", overrides=e2e.overrides, store=str(tmp_path))
     text = _report(result)
     for row in ("| RLT traces, SFT | — |", "| RL | none |", "| RLT traces + RL | RLT traces |"):

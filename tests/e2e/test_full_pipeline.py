@@ -17,8 +17,7 @@ from flows.full_pipeline import full_pipeline
 from rlt_core import artifacts
 from rlt_core.config import ConfigError
 from rlt_core.stages.specs import SPECS
-from tests.e2e.conftest import E2E, latest_artifact
-from tests.fixtures_ray import RayNode
+from tests.e2e.conftest import E2E, FirstRun, latest_artifact
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +38,13 @@ def overlapping(result: dict) -> list[tuple[str, str]]:
 
 
 def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
-    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+    e2e: E2E, first_run: FirstRun
 ) -> None:
+    # The first run on the session's Ray cluster (2 cores; each tiny stage run reserves 1),
+    # from an empty store (`first_run`: other tests start from copies of what it trained).
+    tmp_path = first_run.root
     store = str(tmp_path / "store")
-    # The first run on the test's Ray cluster (2 cores; each tiny stage run reserves 1).
-    ray_run = full_pipeline(
-        profile="tiny", overrides=e2e.overrides, store=store, runner="ray",
-        ray_address=ray_cluster.address,
-    )  # fmt: skip
+    ray_run = first_run.result
     first = _states(ray_run)
     # 1 data + 3 teacher + teacher_eval + 2 students + 3 RL runs (no cold start, RLT, corpus)
     # + the RL teacher's baseline (raw_traces, its student, RL again) + 7 evaluations (base,
@@ -171,13 +169,14 @@ def _wait_for_state(flow_run_id: object, done: set[str], seconds: float) -> str:
 
 
 def test_served_run_killed_during_teacher_rl_crashes_then_a_ui_retry_resumes_it(
-    e2e: E2E, tmp_path: Path
+    e2e: E2E, first_run: FirstRun, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.states import AwaitingRetry
 
     store, log = tmp_path / "store", tmp_path / "serve.log"
+    first_run.seed(store)  # a store after a first run: only the 3-step teacher's side trains
     # Three RL steps with a checkpoint after each, so the kill lands inside teacher_rl.
     overrides = [*e2e.overrides, "teacher_rl.max_steps=3", "teacher_rl.save_steps=1"]
     serving = _serve(e2e, store, log)

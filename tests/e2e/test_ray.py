@@ -20,7 +20,7 @@ from flows.times import stage_times
 from rlt_core import artifacts
 from rlt_core.stages.specs import DATA
 from tasks import stages
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, FirstRun
 from tests.fixtures_ray import RayNode, alive_nodes
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +46,9 @@ def ray_worker_running(task_name: str) -> psutil.Process | None:
 
 
 def test_ray_worker_killed_during_teacher_rl_is_rerun_and_resumes(
-    e2e: E2E, ray_cluster: RayNode, tmp_path: Path
+    e2e: E2E, ray_cluster: RayNode, first_run: FirstRun, tmp_path: Path
 ) -> None:
-    store = tmp_path / "store"
+    store = first_run.seed(tmp_path / "store", ("data", "teacher_sft"))
     # Three RL steps with a checkpoint after each, so the kill lands inside teacher_rl.
     overrides = [*e2e.overrides, "teacher_rl.max_steps=3", "teacher_rl.save_steps=1"]
     seen: dict = {}

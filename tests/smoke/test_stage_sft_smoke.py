@@ -50,11 +50,13 @@ def test_smollm2_student_answers_in_the_student_format(
     cfg = load_config("tiny")
     data = run_data(cfg, tmp_path / "store")  # countdown corpus: its search traces as thoughts
     # 4 rows, batch 1 -> 4 steps. The paper's 1e-5 is meant for hundreds of steps; 1e-4
-    # (cosine to 1e-5) teaches the format's first tokens, all this test asks. No warmup: with
-    # the recipe's 0.1 the first of the 4 steps runs at lr 0, and 3 steps were not always enough.
+    # (cosine to 1e-5) teaches the format's first tokens, all this test asks, so the rows are
+    # cut at 512 tokens (the prompt is ~330). No warmup: with the recipe's 0.1 the first of the
+    # 4 steps runs at lr 0, and 3 steps were not always enough.
     recipe = dataclasses.replace(
         cfg.student_sft["countdown"],
         model=str(smollm2_model_path),
+        max_length=512,
         num_train_samples=4,
         batch_size=1,
         learning_rate=1e-4,

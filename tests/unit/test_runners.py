@@ -94,3 +94,20 @@ def test_outside_a_ray_task_a_stage_keeps_the_machine_and_inside_gets_its_share(
     env = Placement(cpus=2, gpus=("3", "5")).env()
     assert env["CUDA_VISIBLE_DEVICES"] == "3,5" and env["OMP_NUM_THREADS"] == "2"
     assert Placement(cpus=1, gpus=()).env()["CUDA_VISIBLE_DEVICES"] == ""  # no GPU given
+
+
+def test_the_retry_delay_of_a_transient_failure_is_a_setting(monkeypatch) -> None:
+    from tasks import runtime, stages
+
+    # Every stage task waits what the setting said when the tasks were defined (this
+    # session's value: tests/conftest.py shortens it); the report task retries at once.
+    for name in ("data", "teacher_sft", "teacher_rl", "evaluate", "raw_traces"):
+        assert getattr(stages, name).retry_delay_seconds == runtime.retry_delay_seconds()
+    monkeypatch.delenv("RLT_RETRY_DELAY_SECONDS", raising=False)
+    assert runtime.retry_delay_seconds() == 5.0
+    monkeypatch.setenv("RLT_RETRY_DELAY_SECONDS", "30")
+    assert runtime.retry_delay_seconds() == 30.0
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("RLT_RETRY_DELAY_SECONDS", bad)
+        with pytest.raises(ValueError, match=r"RLT_RETRY_DELAY_SECONDS=.*number >= 0"):
+            runtime.retry_delay_seconds()
