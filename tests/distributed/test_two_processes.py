@@ -33,10 +33,12 @@ pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[2]
 DDP = config_dir() / "accelerate" / "ddp.yaml"
-# 16 SFT rows in global batches of 4 (2 per process): 4 steps, a checkpoint after each;
-# GRPO: 4 steps of 1 prompt x group 4 (2 completions per process).
+# 16 SFT rows in global batches of 4 (2 per process): 4 steps, a checkpoint after each, on
+# rows cut at 512 tokens (the teacher prompt is ~400: what is tested is the processes, not
+# the length); GRPO: 4 steps of 1 prompt x group 4 (2 completions per process).
 SIZES = [
     "teacher_sft.num_train_samples=16",
+    "teacher_sft.max_length=512",
     "teacher_sft.save_steps=1",
     "teacher_rl.max_steps=4",
     "teacher_rl.max_completion_length=16",
