@@ -27,6 +27,7 @@ from prefect.utilities.callables import get_call_parameters
 from flows import runners
 from flows.publish import publish_report
 from flows.times import publish_times
+from rlt_core import fit
 from rlt_core.artifacts import digest_json
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.specs import STAGES, spec_of
@@ -181,6 +182,8 @@ def start_run(
     `strict_env` keys every stage on the package versions too (`PipelineConfig.strict_env`)."""
     overrides = with_strict_env(overrides, strict_env)
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before any task runs
+    if not fit.ignored():
+        fit.check_fit(fit.fit_profile(cfg))  # FitError: a stage run cannot fit its GPUs
     runners.check_runner(runner, ray_address)
     check_store_uri(store, storage_options)  # StoreURIError before anything starts
     root = store_root(store)

@@ -94,11 +94,14 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
             "stages": rows,
             "cached": sum(r["status"] == "cached" for r in rows),
             "run": sum(r["status"] == "run" for r in rows),
+            "fits": all(r["fit"] is None or r["fit"]["fits"] is not False for r in rows),
         }
         print(json.dumps(summary, indent=2))
         return rows
     table = Table(title=f"rlt plan: {planner.run['profile']} on {planner.run['store']}")
-    for column in ("stage run", "status", "key", "GPUs / CPUs", "why it runs (cached: made with)"):
+    columns = ("stage run", "status", "key", "GPUs / CPUs", "fits (GiB per GPU)",
+               "why it runs (cached: made with)")  # fmt: skip
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         status = "[green]cached[/]" if row["status"] == "cached" else "[yellow]run[/]"
@@ -106,9 +109,30 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
         if row["environment"]:  # cached under other package versions: kept (lenient default)
             why = "made with " + ", ".join(row["environment"])
         given = f"{row['gpus']} / {row['cpus']}"
-        table.add_row(escape(row["label"]), status, row["key"] or "—", given, escape(why))
+        fits = _fit_cell(row["fit"])
+        table.add_row(escape(row["label"]), status, row["key"] or "—", given, fits, escape(why))
     console = Console(width=max(Console().width, 140))
     console.print(table)
     cached = sum(r["status"] == "cached" for r in rows)
     console.print(f"{cached} cached, {len(rows) - cached} to run (the report is rebuilt after).")
+    unfit = [row["label"] for row in rows if row["fit"] and row["fit"]["fits"] is False]
+    if unfit:
+        names = escape(", ".join(unfit))
+        console.print(
+            f"[red]{len(unfit)} stage run(s) would not fit their GPUs[/] ({names}): a flow on "
+            "this profile is refused before any stage (RLT_IGNORE_FIT=1 overrides)."
+        )
     return rows
+
+
+def _fit_cell(fit: Mapping[str, Any] | None) -> str:
+    """The fit column: "—" for CPU runs, else fits / does not fit, peak / capacity, the knob."""
+    if not fit:
+        return "—"
+    if fit["fits"] is None:
+        return escape(str(fit["unknown"]))
+    text = f"{fit['peak_gib']:.1f} / {fit['gpu_memory_gib']:g}"
+    if fit["fits"]:
+        return f"[green]fits[/] {text}"
+    knob = f"; {fit['notes'][0]}" if fit["notes"] else ""
+    return f"[red]does NOT fit[/] {text}{escape(knob)}"

@@ -32,12 +32,16 @@ class StageResources:
 
     gpus: int = field(default=0, metadata={"help": "GPUs of one run (0: CPU only)"})
     cpus: int = field(default=1, metadata={"help": "CPU cores of one run (its torch threads)"})
+    gpu_memory_gib: float = field(
+        default=80.0,
+        metadata={"help": "memory of each of its GPUs, GiB (what `rlt plan` fits the run into)"},
+    )
 
     def __post_init__(self) -> None:
         finalize(self, self._issues)
 
     def _issues(self) -> list[ConfigIssue]:
-        return non_negative(self, "gpus") + positive(self, "cpus")
+        return non_negative(self, "gpus") + positive(self, "cpus", "gpu_memory_gib")
 
 
 def _given(gpus: int, cpus: int) -> StageResources:

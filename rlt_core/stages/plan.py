@@ -20,6 +20,7 @@ import fsspec
 
 from rlt_core.artifacts import MANIFEST, StageKey, environment_changes
 from rlt_core.config import PipelineConfig
+from rlt_core.fit import fit_stage
 from rlt_core.owner import WORK_DIR
 from rlt_core.stages.specs import STAGES, spec_of
 from rlt_core.store import check_store_uri, translated
@@ -98,6 +99,7 @@ class PlanRow:
     gpus: int = 0  # what one run is given (`resources.<stage>`)
     cpus: int = 1
     environment: list[str] = field(default_factory=list)  # cached: what differs from then
+    fit: dict[str, Any] | None = None  # GPU runs: the memory estimate (`rlt_core.fit.Fit`)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what `rlt plan --json` prints), without the content digest."""
@@ -122,6 +124,8 @@ def plan_stage(
     spec = spec_of(stage)
     given = spec.resources(cfg)
     row = PlanRow(label, stage, recipe, "run", None, gpus=given.gpus, cpus=given.cpus)
+    if given.gpus:
+        row.fit = fit_stage(stage, cfg, recipe).to_dict()
     if pending:
         row.reasons = [f"upstream {name} runs first" for name in pending]
         return row

@@ -1,0 +1,429 @@
+"""Will a stage run fit its GPUs? Peak memory per GPU, estimated from the model's shape and the
+recipe before anything loads (`rlt plan`'s fit column; `check_fit` refuses a run that cannot).
+
+The shape comes from the model's `config.json` (a local directory, or the Hugging Face cache
+when the hub id was downloaded before); without it the estimate says "shape unknown offline".
+Every figure is an estimate in bytes per GPU of what dominates; the parts are reported so a user
+sees which knob moves what:
+
+- training (teacher_sft, student_sft, teacher_rl, student_rl), one process per GPU:
+  - model states: on several GPUs, DeepSpeed ZeRO-3 (`configs/accelerate/zero3.yaml`) with
+    DeepSpeed's own estimate (`estimate_zero3_model_states_mem_needs`: 4 bytes per parameter of
+    the largest layer, plus 18 bytes per parameter over the GPUs; with the optimizer offloaded
+    2, with parameters offloaded too 0); on one GPU the whole model in the training dtype:
+    weights, gradients and AdamW's two moments (4 x dtype bytes per parameter);
+  - activations of one micro-batch at the recipe's context: with gradient checkpointing each
+    layer's input (layers x tokens x hidden) plus one layer recomputed, without it every
+    layer's saved tensors (`layer_activation_bytes`; attention by SDPA, no tokens^2 term);
+  - the output head: TRL computes log-probabilities in tiles of 4,096 tokens, so at most one
+    tile of logits (fp32) and its gradient;
+  - teacher_rl also holds GRPO's reference model (beta > 0; sharded like the policy), the
+    RLT reward's frozen student (whole, in the dtype, on every GPU), the reward's logits chunk
+    for teacher and student, and colocated vLLM rollouts (`ROLLOUT_MEMORY_SHARE` of the GPU);
+- vLLM engines (generate_traces, rank_traces, raw_traces, teacher_eval, evaluate): weights over
+  tensor parallelism, and the KV cache that vLLM's share of the GPU (0.9) leaves, as the number
+  of full-length sequences (prompt allowance + new tokens) it holds at once.
+
+A run fits when its peak is at most the GPU's memory (`resources.<stage>.gpu_memory_gib`).
+These are planning figures, not guarantees: the allocator's fragmentation, CUDA context (~0.5
+GiB) and NCCL buffers come on top (`HEADROOM`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlt_core.config import PipelineConfig
+
+GIB = 1024**3
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+TRL_LOGPROB_TILE = 4096  # tokens per tile of TRL's chunked log-probabilities (trl.kernels)
+ROLLOUT_MEMORY_SHARE = 0.3  # TRL's vllm_gpu_memory_utilization for colocated rollouts
+ENGINE_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization (generation, evaluation)
+ENGINE_OVERHEAD = 1.5 * GIB  # vLLM's activations, sampler and CUDA graphs beside weights and KV
+PROMPT_TOKENS = 2048  # prompt allowance of a generation (question, solution, system prompt)
+HEADROOM = 0.5 * GIB  # CUDA context and allocator slack, counted in every GPU run
+TRAINING_STAGES = ("teacher_sft", "student_sft", "teacher_rl", "student_rl")
+ENGINE_STAGES = ("generate_traces", "rank_traces", "raw_traces", "teacher_eval", "evaluate")
+
+
+class FitError(RuntimeError):
+    """A run whose stage runs cannot fit their GPUs (`check_fit`)."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory depends on, from a causal LM's `config.json`."""
+
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    qkv_bias: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], name: str) -> ModelShape:
+        """From a `config.json` dict (Llama / Qwen2 field names)."""
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        return cls(
+            name=name,
+            layers=int(config["num_hidden_layers"]),
+            hidden=hidden,
+            intermediate=int(config["intermediate_size"]),
+            heads=heads,
+            kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            vocab=int(config["vocab_size"]),
+            tied=bool(config.get("tie_word_embeddings", False)),
+            # Qwen2 has biases on q, k and v; Llama has them when `attention_bias` says so
+            qkv_bias=str(config.get("model_type", "")).startswith("qwen2")
+            or bool(config.get("attention_bias", False)),
+        )
+
+    @property
+    def layer_params(self) -> int:
+        """Parameters of one decoder layer: attention, SwiGLU MLP and the two norms."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        attention = self.hidden * (q + 2 * kv) + q * self.hidden
+        bias = (q + 2 * kv) if self.qkv_bias else 0
+        return attention + bias + 3 * self.hidden * self.intermediate + 2 * self.hidden
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def params(self) -> int:
+        """Every parameter: embedding, layers, final norm, and an untied output head."""
+        head = 0 if self.tied else self.embedding_params
+        return self.embedding_params + self.layers * self.layer_params + self.hidden + head
+
+    @property
+    def largest_layer_params(self) -> int:
+        """DeepSpeed's "largest layer": the biggest single module, the embedding here."""
+        return max(self.embedding_params, self.hidden * self.intermediate)
+
+    def kv_bytes_per_token(self, dtype_bytes: int, tensor_parallel: int = 1) -> int:
+        """K and V of every layer for one token on one GPU (KV heads split over TP ranks)."""
+        kv_heads = max(1, self.kv_heads // tensor_parallel)
+        return 2 * self.layers * kv_heads * self.head_dim * dtype_bytes
+
+    def layer_activation_bytes(self, tokens: int, dtype_bytes: int) -> int:
+        """What one decoder layer saves for backward over `tokens` tokens (micro-batch x
+        length): the two norm inputs and outputs, q, k, v, the attention output, and the MLP's
+        gate, up, activation and product (SDPA attention saves no tokens^2 matrix)."""
+        kv = self.kv_heads * self.head_dim
+        return tokens * dtype_bytes * (6 * self.hidden + 2 * kv + 4 * self.intermediate)
+
+
+def zero3_model_states(
+    params: int, largest_layer_params: int, gpus: int, *, offload_optimizer: bool = False,
+    offload_params: bool = False,
+) -> int:  # fmt: skip
+    """GPU bytes of model states per GPU under ZeRO-3 on one node of `gpus`: DeepSpeed's
+    `estimate_zero3_model_states_mem_needs` (zero_init on; the `additional_buffer_factor`
+    only scales its CPU figure)."""
+    largest = 4 * largest_layer_params
+    if offload_params:
+        return largest
+    if offload_optimizer:
+        return largest + int(2 * params / gpus)
+    return largest + int(18 * params / gpus)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The estimate for one stage run: peak bytes per GPU by part, against its GPUs."""
+
+    stage: str
+    model: str
+    gpus: int
+    gpu_memory_gib: float
+    parts: dict[str, float] = field(default_factory=dict)  # GiB per GPU
+    notes: list[str] = field(default_factory=list)
+    unknown: str | None = None  # why there is no estimate (shape unknown offline, no GPU)
+
+    @property
+    def peak_gib(self) -> float:
+        return round(sum(self.parts.values()), 2)
+
+    @property
+    def fits(self) -> bool | None:
+        """None when nothing was estimated (CPU run, unknown shape)."""
+        if self.unknown is not None:
+            return None
+        return self.peak_gib <= self.gpu_memory_gib
+
+    def summary(self) -> str:
+        """One cell of `rlt plan`: fits / does not fit by how much, and the knob."""
+        if self.unknown is not None:
+            return self.unknown
+        text = f"{self.peak_gib:.1f} / {self.gpu_memory_gib:g} GiB"
+        if self.fits:
+            return f"fits: {text}"
+        over = self.peak_gib - self.gpu_memory_gib
+        knob = f"; {self.notes[0]}" if self.notes else ""
+        return f"does NOT fit (+{over:.1f} GiB): {text}{knob}"
+
+    def describe(self) -> str:
+        """The parts, largest first: `model states 12.3, activations 4.5, ...` (GiB)."""
+        ranked = sorted(self.parts.items(), key=lambda item: -item[1])
+        return ", ".join(f"{name} {gib:.1f}" for name, gib in ranked)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(peak_gib=self.peak_gib, fits=self.fits)
+        return out
+
+
+def model_shape(ref: str) -> ModelShape | None:
+    """The shape of model `ref` (a directory, or a hub id found in the local Hugging Face
+    cache), or None when its `config.json` is not on this machine."""
+    path = Path(ref).expanduser()
+    if (path / "config.json").is_file():
+        return ModelShape.from_config(json.loads((path / "config.json").read_text()), ref)
+    if "/" not in ref or path.exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref, "config.json")
+    if isinstance(cached, (str, os.PathLike)) and Path(cached).is_file():
+        return ModelShape.from_config(json.loads(Path(cached).read_text()), ref)
+    return None
+
+
+def _gib(value: float) -> float:
+    return round(value / GIB, 2)
+
+
+def training_parts(
+    shape: ModelShape, *, dtype: str, gpus: int, micro_batch: int, tokens: int,
+    checkpointing: bool, output_tokens: int, offload_optimizer: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """GiB per GPU of one training process: model states, activations, output head."""
+    e = DTYPE_BYTES[dtype]
+    if gpus > 1:
+        states = zero3_model_states(
+            shape.params, shape.largest_layer_params, gpus, offload_optimizer=offload_optimizer
+        )
+    else:
+        states = 4 * e * shape.params
+    batch_tokens = micro_batch * tokens
+    layer = shape.layer_activation_bytes(batch_tokens, e)
+    if checkpointing:
+        activations = shape.layers * batch_tokens * shape.hidden * e + layer
+    else:
+        activations = shape.layers * layer
+    tile = min(micro_batch * output_tokens, TRL_LOGPROB_TILE)
+    return {
+        "model states": _gib(states),
+        "activations": _gib(activations),
+        "output head": _gib(2 * tile * shape.vocab * 4),
+        "headroom": _gib(HEADROOM),
+    }
+
+
+def engine_parts(
+    shape: ModelShape, *, dtype: str, tensor_parallel: int, gpu_memory_gib: float,
+    sequence_tokens: int, share: float = ENGINE_MEMORY_SHARE,
+) -> tuple[dict[str, float], int]:  # fmt: skip
+    """GiB per GPU of a vLLM engine (it takes `share` of the GPU) and how many full-length
+    sequences its KV cache holds at once."""
+    e = DTYPE_BYTES[dtype]
+    weights = e * shape.params / tensor_parallel
+    budget = share * gpu_memory_gib * GIB
+    kv_room = budget - weights - ENGINE_OVERHEAD
+    per_sequence = shape.kv_bytes_per_token(e, tensor_parallel) * sequence_tokens
+    sequences = max(0, int(kv_room // per_sequence))
+    parts = {
+        "engine weights": _gib(weights),
+        "engine KV cache": _gib(max(kv_room, 0)),
+        "engine overhead": _gib(ENGINE_OVERHEAD),
+    }
+    return parts, sequences
+
+
+def fit_stage(
+    stage: str, cfg: PipelineConfig, recipe: str | None = None, *, gpus: int | None = None
+) -> Fit:
+    """The estimate for one run of `stage` (`recipe` for student_sft / student_rl) on the GPUs
+    the profile's `resources` give it (`gpus` overrides the count)."""
+    given = cfg.stage_resources(stage)
+    count = given.gpus if gpus is None else gpus
+    model = _model_of(stage, cfg, recipe)
+    base = {"stage": stage, "model": model or "", "gpus": count,
+            "gpu_memory_gib": given.gpu_memory_gib}  # fmt: skip
+    if count == 0:
+        return Fit(**base, unknown="CPU run (no GPU to fit)")
+    if model is None:
+        return Fit(**base, unknown="no model (nothing to fit)")
+    shape = model_shape(model)
+    if shape is None:
+        return Fit(**base, unknown=f"shape unknown offline ({model}: no config.json here)")
+    if stage in TRAINING_STAGES:
+        return _training_fit(stage, cfg, recipe, shape, base)
+    return _engine_fit(stage, cfg, shape, base)
+
+
+def _model_of(stage: str, cfg: PipelineConfig, recipe: str | None) -> str | None:
+    """The model a run of `stage` loads (its recipe's; the reward's student for engines that
+    score; the teacher for generation). Upstream artifacts have their base model's shape."""
+    if stage in ("teacher_sft", "teacher_rl"):
+        return getattr(cfg, stage).model
+    if stage in ("student_sft", "student_rl"):
+        recipes = getattr(cfg, stage)
+        name = recipe if recipe in recipes else next(iter(recipes), None)
+        return recipes[name].model if name is not None else None
+    if stage in ("generate_traces", "rank_traces", "teacher_eval"):
+        return cfg.teacher_rl.model
+    if stage in ("evaluate", "raw_traces"):
+        recipes = cfg.student_sft
+        return next(iter(recipes.values())).model if recipes else None
+    return None
+
+
+def _training_fit(
+    stage: str, cfg: PipelineConfig, recipe: str | None, shape: ModelShape, base: dict
+) -> Fit:
+    spec = getattr(cfg, stage)
+    if stage in ("student_sft", "student_rl"):
+        spec = spec[recipe if recipe in spec else next(iter(spec))]
+    gpus = base["gpus"]
+    notes: list[str] = []
+    if stage.endswith("_sft"):
+        micro, tokens, output = 1, spec.max_length, spec.max_length
+    else:
+        micro = _grpo_micro_batch(spec.batch_size, gpus)
+        tokens = PROMPT_TOKENS + spec.max_completion_length
+        output = spec.max_completion_length
+    parts = training_parts(
+        shape, dtype=spec.dtype, gpus=gpus, micro_batch=micro, tokens=tokens,
+        checkpointing=spec.gradient_checkpointing, output_tokens=output,
+    )  # fmt: skip
+    e = DTYPE_BYTES[spec.dtype]
+    if stage.endswith("_rl"):
+        if spec.beta > 0:  # GRPO's reference model, sharded like the policy
+            parts["reference model"] = _gib(e * shape.params / gpus)
+        if spec.generation_backend == "vllm" and spec.vllm_mode == "colocate":
+            parts["colocated rollouts"] = round(ROLLOUT_MEMORY_SHARE * base["gpu_memory_gib"], 2)
+    if stage == "teacher_rl":
+        student = model_shape(cfg.reward.student_model)
+        if student is None:
+            notes.append(f"reward student {cfg.reward.student_model}: shape unknown offline")
+        else:
+            parts["reward student"] = _gib(e * student.params)
+            chunk = cfg.reward.logprob_chunk_size
+            parts["reward logits"] = _gib(chunk * (shape.vocab + student.vocab) * 4)
+    fit = Fit(**base, parts=parts, notes=notes)
+    return Fit(**base, parts=parts, notes=_advice(fit, stage, spec, gpus) + notes)
+
+
+def _grpo_micro_batch(batch_size: int, gpus: int) -> int:
+    """The completions of one micro-batch (`rlt_core.training.grpo`: at most 8 per device)."""
+    per_rank = max(1, batch_size // max(gpus, 1))
+    return max(d for d in range(1, min(8, per_rank) + 1) if per_rank % d == 0)
+
+
+def _advice(fit: Fit, stage: str, spec: Any, gpus: int) -> list[str]:
+    """The knob that would make a run that does not fit, fit (first the biggest part's)."""
+    if fit.fits:
+        return []
+    parts = fit.parts
+    biggest = max(parts, key=parts.get)
+    if biggest == "activations" and not spec.gradient_checkpointing:
+        return [f"turn on gradient checkpointing (--set {stage}...gradient_checkpointing=true)"]
+    if biggest == "activations":
+        return ["shorten the context (max_length / max_completion_length) or the micro-batch"]
+    if biggest == "colocated rollouts":
+        return ["run rollouts on a vLLM server (vllm_mode=server) instead of colocated"]
+    if gpus < 8:
+        return [f"give it more GPUs (--set resources.{stage}.gpus=8) for ZeRO-3 sharding"]
+    return ["offload the optimizer to CPU (offload_optimizer_device: cpu in zero3.yaml)"]
+
+
+def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) -> Fit:
+    recipe = cfg.teacher_eval if stage == "teacher_eval" else ENGINE_RECIPES[stage](cfg)
+    new_tokens = getattr(recipe, "max_new_tokens", None) or cfg.teacher_rl.max_completion_length
+    tp = getattr(recipe, "tensor_parallel_size", 1)
+    sequence = PROMPT_TOKENS + new_tokens
+    e = DTYPE_BYTES[recipe.dtype]
+    if recipe.backend != "vllm":  # transformers' generate: the weights and one batch's KV
+        batch = getattr(recipe, "batch_size", 1)
+        parts = {
+            "weights": _gib(e * shape.params),
+            "KV cache": _gib(batch * sequence * shape.kv_bytes_per_token(e)),
+            "headroom": _gib(HEADROOM),
+        }
+        return Fit(**base, parts=parts, notes=[f"transformers generation, batch {batch}"])
+    parts, sequences = engine_parts(
+        shape, dtype=recipe.dtype, tensor_parallel=tp, gpu_memory_gib=base["gpu_memory_gib"],
+        sequence_tokens=sequence,
+    )  # fmt: skip
+    parts["headroom"] = _gib(HEADROOM)
+    notes = [f"KV cache holds {sequences} sequence(s) of {sequence} tokens at once"]
+    if sequences < 1:
+        notes.insert(0, f"raise tensor_parallel_size (--set {stage}.tensor_parallel_size=2)")
+        parts["missing KV room"] = _gib(shape.kv_bytes_per_token(e, tp) * sequence)
+    return Fit(**base, parts=parts, notes=notes)
+
+
+# The sampling recipe of each engine stage (rank_traces and raw_traces sample like
+# generate_traces; teacher_eval has its own).
+ENGINE_RECIPES = {
+    "generate_traces": lambda cfg: cfg.generate_traces,
+    "rank_traces": lambda cfg: cfg.generate_traces,
+    "raw_traces": lambda cfg: cfg.generate_traces,
+    "evaluate": lambda cfg: cfg.evaluate,
+}
+
+
+def fit_profile(cfg: PipelineConfig) -> list[Fit]:
+    """The estimate of every stage run the profile can make on GPUs: each GPU stage, and each
+    student recipe it runs (`student_sft_runs`, `student_rl_runs`)."""
+    fits = []
+    for stage in (*TRAINING_STAGES, *ENGINE_STAGES):
+        if cfg.stage_resources(stage).gpus == 0:
+            continue
+        if stage == "student_sft":
+            fits += [fit_stage(stage, cfg, name) for name in cfg.student_sft_runs]
+        elif stage == "student_rl":
+            fits += [fit_stage(stage, cfg, name) for name in cfg.student_rl_runs]
+        else:
+            fits.append(fit_stage(stage, cfg))
+    return fits
+
+
+def ignored() -> bool:
+    """Whether the user asked to run what does not fit (`RLT_IGNORE_FIT=1`)."""
+    return os.environ.get("RLT_IGNORE_FIT", "") not in ("", "0")
+
+
+def check_fit(fits: list[Fit]) -> None:
+    """Raise FitError naming every stage run that does not fit, why, and the fix."""
+    bad = [fit for fit in fits if fit.fits is False]
+    if not bad:
+        return
+    lines = [
+        f"- {fit.stage} ({fit.model}, {fit.gpus} x {fit.gpu_memory_gib:g} GiB): needs about "
+        f"{fit.peak_gib:.1f} GiB per GPU ({fit.describe()})"
+        + (f"; {fit.notes[0]}" if fit.notes else "")
+        for fit in bad
+    ]
+    raise FitError(
+        "these stage runs would run out of GPU memory after their models load:\n"
+        + "\n".join(lines)
+        + "\nChange the knob named for each (see `rlt plan`), give the stage bigger GPUs "
+        "(--set resources.<stage>.gpu_memory_gib=...), or run anyway with RLT_IGNORE_FIT=1 if "
+        "you know better than this estimate."
+    )
