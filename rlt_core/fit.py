@@ -101,6 +101,7 @@ class ModelShape:
 
     @property
     def embedding_params(self) -> int:
+        """The token embedding (vocabulary x hidden); an untied output head is as big."""
         return self.vocab * self.hidden
 
     @property
@@ -156,6 +157,7 @@ class Fit:
 
     @property
     def peak_gib(self) -> float:
+        """The sum of the parts: GiB per GPU at the run's peak."""
         return round(sum(self.parts.values()), 2)
 
     @property
@@ -182,6 +184,7 @@ class Fit:
         return ", ".join(f"{name} {gib:.1f}" for name, gib in ranked)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (`rlt plan --json`): the fields, the peak and the verdict."""
         out = asdict(self)
         out.update(peak_gib=self.peak_gib, fits=self.fits)
         return out
