@@ -285,9 +285,8 @@ def _model_of(stage: str, cfg: PipelineConfig, recipe: str | None) -> str | None
     if stage in ("teacher_sft", "teacher_rl"):
         return getattr(cfg, stage).model
     if stage in ("student_sft", "student_rl"):
-        recipes = getattr(cfg, stage)
-        name = recipe if recipe in recipes else next(iter(recipes), None)
-        return recipes[name].model if name is not None else None
+        spec = _student_recipe(cfg, stage, recipe)
+        return spec.model if spec is not None else None
     if stage in ("generate_traces", "rank_traces", "teacher_eval"):
         return cfg.teacher_rl.model
     if stage in ("evaluate", "raw_traces"):
@@ -296,12 +295,18 @@ def _model_of(stage: str, cfg: PipelineConfig, recipe: str | None) -> str | None
     return None
 
 
+def _student_recipe(cfg: PipelineConfig, stage: str, recipe: str | None) -> Any:
+    """The student recipe `recipe` of `stage` (its first one when not named); None if none."""
+    recipes = getattr(cfg, stage)
+    name = recipe if recipe in recipes else next(iter(recipes), None)
+    return recipes[name] if name is not None else None
+
+
 def _training_fit(
     stage: str, cfg: PipelineConfig, recipe: str | None, shape: ModelShape, base: dict
 ) -> Fit:
-    spec = getattr(cfg, stage)
-    if stage in ("student_sft", "student_rl"):
-        spec = spec[recipe if recipe in spec else next(iter(spec))]
+    student = stage.startswith("student")
+    spec = _student_recipe(cfg, stage, recipe) if student else getattr(cfg, stage)
     gpus = base["gpus"]
     notes: list[str] = []
     if stage.endswith("_sft"):
@@ -328,8 +333,8 @@ def _training_fit(
             parts["reward student"] = _gib(e * student.params)
             chunk = cfg.reward.logprob_chunk_size
             parts["reward logits"] = _gib(chunk * (shape.vocab + student.vocab) * 4)
-    fit = Fit(**base, parts=parts, notes=notes)
-    return Fit(**base, parts=parts, notes=_advice(fit, stage, spec, gpus) + notes)
+    estimate = Fit(**base, parts=parts, notes=notes)
+    return Fit(**base, parts=parts, notes=_advice(estimate, stage, spec, gpus) + notes)
 
 
 def _grpo_micro_batch(batch_size: int, gpus: int) -> int:
@@ -356,7 +361,7 @@ def _advice(fit: Fit, stage: str, spec: Any, gpus: int) -> list[str]:
 
 
 def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) -> Fit:
-    recipe = cfg.teacher_eval if stage == "teacher_eval" else ENGINE_RECIPES[stage](cfg)
+    recipe = ENGINE_RECIPES[stage](cfg)
     new_tokens = getattr(recipe, "max_new_tokens", None) or cfg.teacher_rl.max_completion_length
     tp = getattr(recipe, "tensor_parallel_size", 1)
     sequence = PROMPT_TOKENS + new_tokens
@@ -382,12 +387,13 @@ def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) 
 
 
 # The sampling recipe of each engine stage (rank_traces and raw_traces sample like
-# generate_traces; teacher_eval has its own).
+# generate_traces; evaluate and teacher_eval have their own).
 ENGINE_RECIPES = {
     "generate_traces": lambda cfg: cfg.generate_traces,
     "rank_traces": lambda cfg: cfg.generate_traces,
     "raw_traces": lambda cfg: cfg.generate_traces,
     "evaluate": lambda cfg: cfg.evaluate,
+    "teacher_eval": lambda cfg: cfg.teacher_eval,
 }
 
 
