@@ -50,14 +50,24 @@ def zero3_config() -> Path:
     return config_dir() / "accelerate" / "zero3.yaml"
 
 
-def accelerate_config(gpus: int | None = None) -> Path | None:
-    """The accelerate config a training stage launches with: ZeRO-3 on more than one GPU,
-    None (a plain process) on a CPU or one GPU."""
+def zero3_offload_config() -> Path:
+    """`configs/accelerate/zero3_offload.yaml`: zero3.yaml with AdamW's states in CPU memory."""
+    return config_dir() / "accelerate" / "zero3_offload.yaml"
+
+
+def accelerate_config(gpus: int | None = None, *, offload_optimizer: bool = False) -> Path | None:
+    """The accelerate config a training stage launches with: ZeRO-3 on more than one GPU (with
+    the optimizer offloaded to CPU when `offload_optimizer`), None (a plain process) on a CPU or
+    one GPU."""
     gpus = gpu_count() if gpus is None else gpus
-    return zero3_config() if gpus > 1 else None
+    if gpus <= 1:
+        return None
+    return zero3_offload_config() if offload_optimizer else zero3_config()
 
 
-def numerics(recipe_dtype: str, *, launched: bool) -> dict[str, Any]:
+def numerics(
+    recipe_dtype: str, *, launched: bool, offload_optimizer: bool = False
+) -> dict[str, Any]:
     """What of the hardware shapes a stage's output, for its key: the device kind, the dtype it
     runs in and, for a stage `launched` as a training launch, the content of the accelerate
     config it launches with (its mixed precision, its ZeRO stage)."""
@@ -65,7 +75,7 @@ def numerics(recipe_dtype: str, *, launched: bool) -> dict[str, Any]:
     found: dict[str, Any] = {"device": "cuda" if gpus else "cpu"}
     found["dtype"] = run_dtype(recipe_dtype, gpus)
     if launched:
-        config = accelerate_config(gpus)
+        config = accelerate_config(gpus, offload_optimizer=offload_optimizer)
         found["accelerate"] = (
             hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config is not None else None
         )

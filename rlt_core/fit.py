@@ -7,7 +7,8 @@ Every figure is an estimate in bytes per GPU of what dominates; the parts are re
 sees which knob moves what:
 
 - training (teacher_sft, student_sft, teacher_rl, student_rl), one process per GPU:
-  - model states: on several GPUs, DeepSpeed ZeRO-3 (`configs/accelerate/zero3.yaml`) with
+  - model states: on several GPUs, DeepSpeed ZeRO-3 (`configs/accelerate/zero3.yaml`, or
+    `zero3_offload.yaml` with `resources.<stage>.offload_optimizer`) with
     DeepSpeed's own estimate (`estimate_zero3_model_states_mem_needs`: 4 bytes per parameter of
     the largest layer, plus 18 bytes per parameter over the GPUs; with the optimizer offloaded
     2, with parameters offloaded too 0); on one GPU the whole model in the training dtype:
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlt_core.batches import GRPO_MICRO_BATCH, SFT_MICRO_BATCH, plan_batch
 from rlt_core.config import PipelineConfig
 
 GIB = 1024**3
@@ -154,6 +156,7 @@ class Fit:
     parts: dict[str, float] = field(default_factory=dict)  # GiB per GPU
     notes: list[str] = field(default_factory=list)
     unknown: str | None = None  # why there is no estimate (shape unknown offline, no GPU)
+    micro_batch: int | None = None  # training: samples per GPU micro-batch (its activations)
 
     @property
     def peak_gib(self) -> float:
@@ -309,16 +312,26 @@ def _training_fit(
     spec = _student_recipe(cfg, stage, recipe) if student else getattr(cfg, stage)
     gpus = base["gpus"]
     notes: list[str] = []
-    if stage.endswith("_sft"):
-        micro, tokens, output = 1, spec.max_length, spec.max_length
+    sft = stage.endswith("_sft")
+    given = cfg.stage_resources(stage)
+    knob = given.micro_batch or (SFT_MICRO_BATCH if sft else GRPO_MICRO_BATCH)
+    offload = given.offload_optimizer and gpus > 1
+    try:
+        micro = plan_batch(spec.batch_size, gpus, knob).per_device
+    except ValueError as error:
+        return Fit(**base, unknown=f"no batch split: {error}")
+    if sft:
+        tokens = output = spec.max_length
     else:
-        micro = _grpo_micro_batch(spec.batch_size, gpus)
         tokens = PROMPT_TOKENS + spec.max_completion_length
         output = spec.max_completion_length
     parts = training_parts(
         shape, dtype=spec.dtype, gpus=gpus, micro_batch=micro, tokens=tokens,
         checkpointing=spec.gradient_checkpointing, output_tokens=output,
+        offload_optimizer=offload,
     )  # fmt: skip
+    if offload:  # DeepSpeed's CPU figure for the node: 18 bytes per parameter x 1.5
+        notes.append(f"optimizer offloaded: ~{_gib(27 * shape.params):.0f} GiB of CPU memory")
     e = DTYPE_BYTES[spec.dtype]
     if stage.endswith("_rl"):
         if spec.beta > 0:  # GRPO's reference model, sharded like the policy
@@ -333,17 +346,12 @@ def _training_fit(
             parts["reward student"] = _gib(e * student.params)
             chunk = cfg.reward.logprob_chunk_size
             parts["reward logits"] = _gib(chunk * (shape.vocab + student.vocab) * 4)
-    estimate = Fit(**base, parts=parts, notes=notes)
-    return Fit(**base, parts=parts, notes=_advice(estimate, stage, spec, gpus) + notes)
+    estimate = Fit(**base, parts=parts, notes=notes, micro_batch=micro)
+    advice = _advice(estimate, stage, spec, gpus, offload)
+    return Fit(**base, parts=parts, notes=advice + notes, micro_batch=micro)
 
 
-def _grpo_micro_batch(batch_size: int, gpus: int) -> int:
-    """The completions of one micro-batch (`rlt_core.training.grpo`: at most 8 per device)."""
-    per_rank = max(1, batch_size // max(gpus, 1))
-    return max(d for d in range(1, min(8, per_rank) + 1) if per_rank % d == 0)
-
-
-def _advice(fit: Fit, stage: str, spec: Any, gpus: int) -> list[str]:
+def _advice(fit: Fit, stage: str, spec: Any, gpus: int, offloaded: bool) -> list[str]:
     """The knob that would make a run that does not fit, fit (first the biggest part's)."""
     if fit.fits:
         return []
@@ -351,13 +359,17 @@ def _advice(fit: Fit, stage: str, spec: Any, gpus: int) -> list[str]:
     biggest = max(parts, key=parts.get)
     if biggest == "activations" and not spec.gradient_checkpointing:
         return [f"turn on gradient checkpointing (--set {stage}...gradient_checkpointing=true)"]
+    if biggest == "activations" and fit.micro_batch > 1:
+        return [f"hold fewer samples per micro-batch (--set resources.{stage}.micro_batch=1)"]
     if biggest == "activations":
-        return ["shorten the context (max_length / max_completion_length) or the micro-batch"]
+        return ["shorten the context (max_length / max_completion_length)"]
     if biggest == "colocated rollouts":
         return ["run rollouts on a vLLM server (vllm_mode=server) instead of colocated"]
     if gpus < 8:
         return [f"give it more GPUs (--set resources.{stage}.gpus=8) for ZeRO-3 sharding"]
-    return ["offload the optimizer to CPU (offload_optimizer_device: cpu in zero3.yaml)"]
+    if not offloaded:
+        return [f"offload the optimizer to CPU (--set resources.{stage}.offload_optimizer=true)"]
+    return ["use bigger GPUs or more of them (this estimate is for one node)"]
 
 
 def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) -> Fit:

@@ -295,6 +295,7 @@ def _run_here(
                 # One process per GPU Ray gave (none given: one CPU process); outside Ray,
                 # the GPUs this process sees.
                 num_processes=max(1, len(placed.gpus)) if placed is not None else None,
+                offload_optimizer=spec.offloads(run_config(run)),
             )
 
     local = spec.call(run_config(run), store.working, paths, recipe, launch=launch)

@@ -1,4 +1,5 @@
-"""What one run of a stage needs of a machine: GPUs and CPU cores (the `resources` section).
+"""What one run of a stage needs of a machine: GPUs, their memory, CPU cores, and how much of
+its batch a GPU holds at once (the `resources` section).
 
 Not part of any stage's key: the same run on other hardware gives the same artifact. A runner
 that places stages side by side (Ray) reserves exactly these for each run, and the run's torch
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from rlt_core.config.checks import finalize, non_negative, positive
+from rlt_core.config.checks import bad, finalize, non_negative, positive
 from rlt_core.config.errors import ConfigIssue
 
 STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
@@ -36,29 +37,58 @@ class StageResources:
         default=80.0,
         metadata={"help": "memory of each of its GPUs, GiB (what `rlt plan` fits the run into)"},
     )
+    micro_batch: int = field(
+        default=0,
+        metadata={
+            "help": "training stages: the most samples (SFT) or completions (GRPO) one GPU "
+            "holds per micro-batch; the recipe's global batch is kept by gradient accumulation "
+            "(0: the stage's default, SFT 1, GRPO 8)"
+        },
+    )
+    offload_optimizer: bool = field(
+        default=False,
+        metadata={
+            "help": "training stages on several GPUs: keep AdamW's states in CPU memory "
+            "(DeepSpeed ZeRO-3 offload, configs/accelerate/zero3_offload.yaml)"
+        },
+    )
 
     def __post_init__(self) -> None:
         finalize(self, self._issues)
 
     def _issues(self) -> list[ConfigIssue]:
-        return non_negative(self, "gpus") + positive(self, "cpus", "gpu_memory_gib")
+        issues = non_negative(self, "gpus", "micro_batch") + positive(
+            self, "cpus", "gpu_memory_gib"
+        )
+        if self.offload_optimizer and self.gpus < 2:
+            issues.append(
+                bad(
+                    self,
+                    "offload_optimizer",
+                    f"needs a ZeRO-3 launch on 2 or more GPUs (gpus is {self.gpus}); a run on "
+                    "one GPU or a CPU is a plain process",
+                    "give the stage 2 or more GPUs, or set offload_optimizer: false",
+                )
+            )
+        return issues
 
 
-def _given(gpus: int, cpus: int) -> StageResources:
-    return StageResources(gpus=gpus, cpus=cpus)
+def _given(gpus: int, cpus: int, micro_batch: int = 0) -> StageResources:
+    return StageResources(gpus=gpus, cpus=cpus, micro_batch=micro_batch)
 
 
 # The paper-7b profile's: one 8-GPU node per training run (ZeRO-3 over its 8 GPUs); trace
-# generation and evaluation on tensor_parallel_size GPUs (1 for 7B models).
+# generation and evaluation on tensor_parallel_size GPUs (1 for 7B models). GRPO holds one
+# completion of 2,048 + 16,384 tokens per GPU micro-batch (`rlt_core.fit`: 8 would not fit).
 PAPER_RESOURCES: Mapping[str, StageResources] = MappingProxyType(
     {
         "data": _given(0, 4),
         "teacher_sft": _given(8, 32),
-        "teacher_rl": _given(8, 32),
+        "teacher_rl": _given(8, 32, micro_batch=1),
         "generate_traces": _given(1, 8),
         "rank_traces": _given(1, 8),
         "student_sft": _given(8, 32),
-        "student_rl": _given(8, 32),
+        "student_rl": _given(8, 32, micro_batch=1),
         "evaluate": _given(1, 8),
         "teacher_eval": _given(1, 8),
         "raw_traces": _given(1, 8),

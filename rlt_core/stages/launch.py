@@ -56,10 +56,10 @@ def transient_marker(ref_out: Path) -> Path:
     return ref_out.with_name(ref_out.name + ".transient")
 
 
-def default_accelerate_config() -> Path | None:
+def default_accelerate_config(*, offload_optimizer: bool = False) -> Path | None:
     """ZeRO-3 when CUDA sees more than one GPU; None (a plain process) on CPU or one GPU
     (`rlt_core.devices.accelerate_config`, the one the stage keys hold)."""
-    return devices.accelerate_config()
+    return devices.accelerate_config(offload_optimizer=offload_optimizer)
 
 
 def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: str | None) -> None:
@@ -192,6 +192,7 @@ def launch_stage(
     accelerate_config: Path | None = None,
     num_processes: int | None = None,
     env: Mapping[str, str] | None = None,
+    offload_optimizer: bool = False,
 ) -> ArtifactRef:
     """Run one stage in a child process and return the ArtifactRef it wrote.
 
@@ -200,11 +201,12 @@ def launch_stage(
     then a plain process. `env` (default: this process' environment) is the child's
     environment. Bad requests raise ValueError before anything
     starts; a failed child raises StageLaunchError (stage, command, stderr tail).
+    `offload_optimizer`: the default config is the one with AdamW's states on CPU.
     """
     check_stage_request(stage, inputs, recipe)
     single = num_processes == 1 or spec_of(stage).single_process
     if accelerate_config is None and not single:
-        accelerate_config = default_accelerate_config()
+        accelerate_config = default_accelerate_config(offload_optimizer=offload_optimizer)
     with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:
         ref_out = Path(tmp) / "ref.json"
         command = accelerate_command(

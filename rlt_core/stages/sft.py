@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from rlt_core import artifacts, sft_data
+from rlt_core.batches import SFT_MICRO_BATCH
 from rlt_core.config import StudentSFTConfig, TeacherSFTConfig
 from rlt_core.config.sft import SFTRecipe
 from rlt_core.models import record_system_prompt
@@ -38,7 +39,7 @@ def run_teacher_sft(
     store: str | Path,
     *,
     subset_seed: int = 42,
-    max_per_device_batch: int = 1,
+    max_per_device_batch: int = SFT_MICRO_BATCH,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> artifacts.ArtifactRef:
     """Warm the teacher up in the RLT format (Appendix A.1) into `<store>/teacher_sft/<key>/`.
@@ -63,7 +64,7 @@ def run_student_sft(
     store: str | Path,
     *,
     subset_seed: int = 42,
-    max_per_device_batch: int = 1,
+    max_per_device_batch: int = SFT_MICRO_BATCH,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> artifacts.ArtifactRef:
     """Distil a student on reasoning traces (Table 5) into `<store>/student_sft/<key>/`.
@@ -88,7 +89,7 @@ def train_teacher_sft(
     corpus: str | Path,
     subset_seed: int,
     *,
-    max_per_device_batch: int = 1,
+    max_per_device_batch: int = SFT_MICRO_BATCH,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Outcome:
     """teacher_sft's work (`TEACHER_SFT.entry`): `run_teacher_sft` without the owner."""
@@ -103,7 +104,7 @@ def train_student_sft(
     dataset: str | Path,
     subset_seed: int,
     *,
-    max_per_device_batch: int = 1,
+    max_per_device_batch: int = SFT_MICRO_BATCH,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Outcome:
     """student_sft's work (`STUDENT_SFT.entry`): `run_student_sft` without the owner."""

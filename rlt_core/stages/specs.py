@@ -85,6 +85,8 @@ class StageSpec(Generic[O]):
     `recipe_section`: the config section whose named recipe the stage runs (student stages).
     `in_driver`: runs in the orchestrating process (cheap, no model), never as a child.
     `single_process`: generation stages; vLLM starts its own workers, so no accelerate.
+    `trains`: a training stage; its entry takes `max_per_device_batch`, the memory knob
+    `resources.<stage>.micro_batch` (not keyed: the global batch is the recipe's).
     """
 
     name: str
@@ -96,6 +98,7 @@ class StageSpec(Generic[O]):
     recipe_section: str | None = None
     in_driver: bool = False
     single_process: bool = False
+    trains: bool = False
 
     @property
     def module(self) -> str:
@@ -144,9 +147,11 @@ class StageSpec(Generic[O]):
         upstream: Mapping[str, str],
         *,
         strict_env: bool = False,
+        offload_optimizer: bool = False,
     ) -> StageKey:
         """The key of a run with these config arguments and input identities; with
-        `strict_env`, the package versions too (`PipelineConfig.strict_env`)."""
+        `strict_env`, the package versions too (`PipelineConfig.strict_env`);
+        `offload_optimizer`: the run launches with the offload config (`offloads`)."""
         config = self.key_config(**config_args)
         identities = references(config, REFERENCE_FIELDS)
         if identities:  # what the models and data sources named in the config hold
@@ -155,7 +160,8 @@ class StageSpec(Generic[O]):
                       and isinstance(v.get("dtype"), str)), None)  # fmt: skip
         if dtype is not None:  # a stage that runs a model: the device and dtype it really uses
             launched = not (self.single_process or self.in_driver)
-            config = {**config, "numerics": numerics(dtype, launched=launched)}
+            found = numerics(dtype, launched=launched, offload_optimizer=offload_optimizer)
+            config = {**config, "numerics": found}
         if strict_env:
             config = {**config, "environment": keyed_versions()}
         return StageKey.of(self.name, config, upstream, self.module)
@@ -163,7 +169,12 @@ class StageSpec(Generic[O]):
     def key(self, cfg: PipelineConfig, recipe: str | None, upstream: Mapping[str, str]) -> StageKey:
         """The key of this stage's run on `cfg` (and `recipe`) with these input identities:
         the artifact directory `<store>/<stage>/<digest>` and the orchestrator's cache key."""
-        return self.key_of(self.config_args(cfg, recipe), upstream, strict_env=cfg.strict_env)
+        return self.key_of(
+            self.config_args(cfg, recipe),
+            upstream,
+            strict_env=cfg.strict_env,
+            offload_optimizer=self.offloads(cfg),
+        )
 
     def check_recipe(self, recipe: str | None) -> None:
         """Raise ValueError for a recipe missing on a recipe stage or given to another."""
@@ -210,7 +221,28 @@ class StageSpec(Generic[O]):
         args = self.config_args(cfg, recipe)
         self.check_inputs(inputs)
         given = {name: inputs.get(name) for name in self.input_names}
-        return self.run(store, args, given, launch=launch, strict_env=cfg.strict_env)
+        return self.run(
+            store,
+            args,
+            given,
+            launch=launch,
+            strict_env=cfg.strict_env,
+            offload_optimizer=self.offloads(cfg),
+            **self.options(cfg),
+        )
+
+    def offloads(self, cfg: PipelineConfig) -> bool:
+        """Whether a run launches with the optimizer offloaded to CPU (a training stage's
+        `resources.<stage>.offload_optimizer`): its accelerate config, so its key, differ."""
+        return self.trains and self.resources(cfg).offload_optimizer
+
+    def options(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """What the profile sets that shapes how the run uses its machine, not its output:
+        a training stage's micro-batch (`resources.<stage>.micro_batch`, when set)."""
+        micro_batch = self.resources(cfg).micro_batch
+        if self.trains and micro_batch > 0:
+            return {"max_per_device_batch": micro_batch}
+        return {}
 
     def run(
         self,
@@ -220,13 +252,16 @@ class StageSpec(Generic[O]):
         *,
         launch: Launch | None = None,
         strict_env: bool = False,
+        offload_optimizer: bool = False,
         **options: Any,
     ) -> ArtifactRef:
         """One run of the stage in the local store `store`, owned by `rlt_core.owner`:
         keyed once, here, on exactly the config arguments and inputs the entry function then
         receives (with `options`, which shape nothing: memory bounds, callbacks)."""
         upstream = {name: input_identity(v) for name, v in inputs.items() if v is not None}
-        key = self.key_of(config_args, upstream, strict_env=strict_env)
+        key = self.key_of(
+            config_args, upstream, strict_env=strict_env, offload_optimizer=offload_optimizer
+        )
 
         def body(work: Work) -> Any:
             """The entry function on the work area, with exactly what the key holds."""
@@ -325,6 +360,7 @@ TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_sft, "subset_seed": cfg.data.subset_seed},
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
+    trains=True,
 )
 TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     name="teacher_rl",
@@ -333,6 +369,7 @@ TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_rl, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
     outputs=TeacherRLFiles(),
+    trains=True,
 )
 GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="generate_traces",
@@ -360,6 +397,7 @@ STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
     recipe_section="student_sft",
+    trains=True,
 )
 STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
     name="student_rl",
@@ -369,6 +407,7 @@ STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
     recipe_section="student_rl",
+    trains=True,
 )
 EVALUATE: StageSpec[EvalFiles] = StageSpec(
     name="evaluate",

@@ -40,15 +40,16 @@ import torch
 from trl import GRPOConfig
 
 from rlt_core import devices
+from rlt_core.batches import GRPO_MICRO_BATCH
 from rlt_core.config import StudentRLConfig, TeacherRLConfig
 from rlt_core.generation import vllm_build
 from rlt_core.training.batching import BatchPlan, plan_batch
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PER_DEVICE_BATCH = 8
-"""Memory knob: the most completions one device holds per micro-batch. The paper's 1024 on its 8
-H100s (Appendix A.1) becomes 8 per device x 16 accumulation steps."""
+DEFAULT_MAX_PER_DEVICE_BATCH = GRPO_MICRO_BATCH
+"""Memory knob: the most completions one device holds per micro-batch
+(`resources.<stage>.micro_batch` sets it per profile)."""
 
 GRPORecipeConfig = TeacherRLConfig | StudentRLConfig
 

@@ -144,3 +144,45 @@ def test_a_run_that_cannot_fit_is_refused_before_any_stage(hub_cache: Path, tmp_
     assert not store.exists()  # nothing written, no stage ran
     monkeypatch.setenv("RLT_IGNORE_FIT", "1")
     assert fit.ignored()
+
+
+def test_paper_7b_grpo_fits_eight_80gb_gpus_at_one_completion_per_micro_batch(
+    hub_cache: Path,
+) -> None:
+    cfg = load_config("paper-7b")
+    estimate = fit_stage("teacher_rl", cfg)
+    assert estimate.micro_batch == 1 and estimate.fits is True, estimate.describe()
+    # checkpointed activations of 1 x 18,432 tokens: 28 layer inputs + one layer recomputed
+    shape = ModelShape.from_config(qwen_config("Qwen/Qwen2.5-7B-Instruct"), "7b")
+    tokens = 2048 + 16384
+    expected = 28 * tokens * 3584 * 2 + shape.layer_activation_bytes(tokens, 2)
+    assert estimate.parts["activations"] == pytest.approx(expected / GIB, abs=0.01)
+    eight = fit_stage("teacher_rl", load_config("paper-7b", ["resources.teacher_rl.micro_batch=8"]))
+    assert eight.micro_batch == 8 and eight.fits is False
+    assert "resources.teacher_rl.micro_batch=1" in eight.summary()
+    assert fit_stage("student_rl", cfg, "limr").fits is True
+
+
+def test_paper_32b_students_fit_with_the_optimizer_offloaded(hub_cache: Path) -> None:
+    cfg = load_config("paper-32b")
+    runs = {(f.stage, f.model): f for f in fit_profile(cfg)}
+    student = runs[("student_sft", "Qwen/Qwen2.5-32B-Instruct")]
+    params = 32_763_876_352
+    largest = 152064 * 5120  # the embedding
+    # DeepSpeed with the optimizer offloaded: 4 x largest layer + 2 x params / GPUs
+    assert student.parts["model states"] == pytest.approx(
+        (4 * largest + 2 * params // 8) / GIB, abs=0.01
+    )
+    assert student.fits is True and any("CPU memory" in note for note in student.notes)
+    assert all(f.fits is True for f in runs.values()), [f.summary() for f in runs.values()]
+    on_gpu = load_config("paper-32b", ["resources.student_sft.offload_optimizer=false"])
+    kept = [f for f in fit_profile(on_gpu) if f.stage == "student_sft"]
+    assert kept and all(f.fits is False for f in kept)
+    assert "resources.student_sft.offload_optimizer=true" in kept[0].summary()
+
+
+def test_offloading_needs_a_zero3_launch() -> None:
+    from rlt_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"offload_optimizer.*2 or more GPUs"):
+        load_config("tiny", ["resources.teacher_sft.offload_optimizer=true"])

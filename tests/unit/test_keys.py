@@ -221,6 +221,24 @@ def test_the_accelerate_configs_content_is_keyed_for_training_launches(
     assert {run.split("[")[0] for run in before if before[run] != after[run]} == LAUNCHED
 
 
+def test_offloading_is_keyed_for_training_launches_and_the_micro_batch_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlt_core import devices
+
+    monkeypatch.setattr(devices, "gpu_count", lambda: 8)  # a node whose stages launch ZeRO-3
+    eight = [f"resources.{stage}.gpus=8" for stage in sorted(LAUNCHED)]
+    before = _runs(load_config("tiny", eight))
+    offloaded = _runs(load_config("tiny", [*eight, "resources.student_sft.offload_optimizer=true"]))
+    assert {run for run in before if before[run] != offloaded[run]} == {
+        f"student_sft[{recipe}]" for recipe in load_config("tiny").student_sft
+    }
+    micro = _runs(
+        load_config("tiny", [*eight, *(f"resources.{s}.micro_batch=1" for s in LAUNCHED)])
+    )
+    assert micro == before
+
+
 def test_a_pinned_hub_revision_loads_from_the_cache_and_is_keyed_by_its_commit(
     tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

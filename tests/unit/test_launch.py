@@ -103,6 +103,19 @@ def test_zero3_config_has_the_keys_accelerate_reads() -> None:
     assert "gradient_accumulation_steps" not in ds and "gradient_clipping" not in ds
 
 
+def test_the_offload_config_is_zero3_with_the_optimizer_on_cpu() -> None:
+    from rlt_core import devices
+
+    plain = yaml.safe_load(zero3_config().read_text())
+    offload = yaml.safe_load(devices.zero3_offload_config().read_text())
+    assert offload["deepspeed_config"].pop("offload_optimizer_device") == "cpu"
+    assert plain["deepspeed_config"].pop("offload_optimizer_device") == "none"
+    assert offload == plain  # nothing else differs
+    assert devices.accelerate_config(8, offload_optimizer=True) == devices.zero3_offload_config()
+    assert devices.accelerate_config(8) == zero3_config()
+    assert devices.accelerate_config(1, offload_optimizer=True) is None  # a plain process
+
+
 def test_zero3_config_loads_in_accelerate() -> None:
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -19,7 +19,8 @@ FORBIDDEN = ("prefect", "flows", "tasks")
 LAYERS: tuple[tuple[str, ...], ...] = (
     # names, rules and pure helpers: nothing of the project below them
     ("rlt_core", "rlt_core.config", "rlt_core.formats", "rlt_core.layout", "rlt_core.failures",
-     "rlt_core.code_closure", "rlt_core.figures", "rlt_core.logprobs", "rlt_core.remote_lease"),
+     "rlt_core.code_closure", "rlt_core.figures", "rlt_core.logprobs", "rlt_core.remote_lease",
+     "rlt_core.batches"),
     # records on disk, the device policy, data sets, the GPU memory estimate
     ("rlt_core.artifacts", "rlt_core.devices", "rlt_core.data", "rlt_core.fit"),
     # models by reference, the owner of a stage run, SFT examples

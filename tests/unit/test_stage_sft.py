@@ -245,6 +245,25 @@ def test_teacher_sft_trains_and_writes_a_complete_artifact(
     assert again == ref  # same config and input: the finished artifact is reused
 
 
+def test_the_profiles_micro_batch_reaches_the_trainer_and_not_the_key(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    from rlt_core.config import load_config
+    from rlt_core.stages.specs import TEACHER_SFT
+
+    corpus = _trace_rows(tmp_path / "corpus.parquet", 4)
+    cfg = dataclasses.replace(TEACHER, model=str(tiny_model_path))
+    default = dataclasses.replace(load_config("tiny"), teacher_sft=cfg)
+    two = dataclasses.replace(
+        load_config("tiny", ["resources.teacher_sft.micro_batch=2"]), teacher_sft=cfg
+    )
+    assert TEACHER_SFT.key(two, None, {}) == TEACHER_SFT.key(default, None, {})
+    ref = TEACHER_SFT.call(two, tmp_path / "store", {"corpus": corpus})
+    # global batch 2 on one device: both samples in one micro-batch, no accumulation
+    assert artifacts.read_manifest(Path(ref.uri))["metrics"]["batch"] == {
+        "global_batch": 2, "num_devices": 1, "per_device": 2, "grad_accum": 1}  # fmt: skip
+
+
 def test_the_subset_seed_is_in_the_key_of_both_sft_stages(
     tiny_model_path: Path, tmp_path: Path
 ) -> None:
