@@ -293,15 +293,17 @@ def _model_of(stage: str, cfg: PipelineConfig, recipe: str | None) -> str | None
     if stage in ("generate_traces", "rank_traces", "teacher_eval"):
         return cfg.teacher_rl.model
     if stage in ("evaluate", "raw_traces"):
-        recipes = cfg.student_sft
-        return next(iter(recipes.values())).model if recipes else None
+        spec = _student_recipe(cfg, "student_sft", None)
+        return spec.model if spec is not None else None
     return None
 
 
 def _student_recipe(cfg: PipelineConfig, stage: str, recipe: str | None) -> Any:
-    """The student recipe `recipe` of `stage` (its first one when not named); None if none."""
+    """The student recipe `recipe` of `stage` (when not named: the first the profile runs,
+    else its first one); None if it has none."""
     recipes = getattr(cfg, stage)
-    name = recipe if recipe in recipes else next(iter(recipes), None)
+    runs = getattr(cfg, f"{stage}_runs")
+    name = recipe if recipe in recipes else next(iter([*runs, *recipes]), None)
     return recipes[name] if name is not None else None
 
 

@@ -186,3 +186,31 @@ def test_offloading_needs_a_zero3_launch() -> None:
 
     with pytest.raises(ConfigError, match=r"offload_optimizer.*2 or more GPUs"):
         load_config("tiny", ["resources.teacher_sft.offload_optimizer=true"])
+
+
+def test_gpu_small_plans_on_one_24gb_gpu_and_its_data_stage_runs(
+    hub_cache: Path, tmp_path: Path, smollm2_tokenizer_path
+) -> None:
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from rlt_core.stages import run_data
+
+    cfg = load_config("gpu-small")
+    fits = fit_profile(cfg)
+    assert {f.stage for f in fits} == {*fit.TRAINING_STAGES, *fit.ENGINE_STAGES}
+    assert {(f.model, f.gpus, f.gpu_memory_gib) for f in fits} == {
+        ("Qwen/Qwen2.5-0.5B-Instruct", 1, 24.0)
+    }
+    assert all(f.fits is True for f in fits), [f.summary() for f in fits]
+    # the one CPU stage, on the profile's own sizes; the teacher's tokenizer (which measures
+    # think lengths) is the local SmolLM2 one instead of the hub's Qwen2.5
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_path)
+    data = run_data(cfg, tmp_path / "store", tokenizer=tokenizer)
+    out = data.path
+    corpus = pd.read_parquet(out / "corpus.parquet")
+    test = pd.read_parquet(out / "eval" / "countdown.parquet")
+    assert (len(corpus), len(test)) == (4096, 256)
+    assert not set(corpus.question) & set(test.question)
+    # the recipes' 4,096-token contexts hold the longest countdown trace with room to spare
+    assert data.report["think_tokens"]["max"] < 4096 // 2, data.report["think_tokens"]
