@@ -67,6 +67,10 @@ def test_teacher_rl_on_vllm_samples_from_the_policys_new_weights(
         # The CPU options reached TRL's engine: float32 like the policy, no chunked prefill.
         assert engine.model_config.dtype == torch.float32
         assert engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+        # TRL's GPU weight copy reaches the model through this chain (vllm_generation.py):
+        # vLLM 0.32 still has it, though on CPU the project reloads instead
+        model = engine.model_executor.driver_worker.model_runner.model
+        assert callable(model.load_weights)
         ids = generation.processing_class(PROBE, add_special_tokens=False)["input_ids"]
         engine, policy = _engine_logprobs(generation, ids), _policy_logprobs(generation, ids)
         records.append({"engine": engine, "policy": policy})
