@@ -16,8 +16,10 @@ sees which knob moves what:
   - activations of one micro-batch at the recipe's context: with gradient checkpointing each
     layer's input (layers x tokens x hidden) plus one layer recomputed, without it every
     layer's saved tensors (`layer_activation_bytes`; attention by SDPA, no tokens^2 term);
-  - the output head: TRL computes log-probabilities in tiles of 4,096 tokens, so at most one
-    tile of logits (fp32) and its gradient;
+  - the output head: TRL's fused LM head (both trainers, `trl.trainer.utils.add_fused_lm_head`)
+    projects 4,096 tokens x 32,768 vocabulary columns at a time into one reused tile and never
+    holds the logits; its backward accumulates the hidden states' and the head weight's
+    gradients in fp32 (scored tokens x hidden, vocabulary x hidden) and casts them back;
   - teacher_rl also holds GRPO's reference model (beta > 0; sharded like the policy), the
     RLT reward's frozen student (whole, in the dtype, on every GPU), the reward's logits chunk
     for teacher and student, and colocated vLLM rollouts (`ROLLOUT_MEMORY_SHARE` of the GPU);
@@ -44,7 +46,8 @@ from rlt_core.config import PipelineConfig
 
 GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-TRL_LOGPROB_TILE = 4096  # tokens per tile of TRL's chunked log-probabilities (trl.kernels)
+TRL_TOKEN_TILE = 4096  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE: tokens per tile
+TRL_VOCAB_TILE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE: vocabulary per tile
 ROLLOUT_MEMORY_SHARE = 0.3  # TRL's vllm_gpu_memory_utilization for colocated rollouts
 ENGINE_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization (generation, evaluation)
 ENGINE_OVERHEAD = 1.5 * GIB  # vLLM's activations, sampler and CUDA graphs beside weights and KV
@@ -231,11 +234,14 @@ def training_parts(
         activations = shape.layers * batch_tokens * shape.hidden * e + layer
     else:
         activations = shape.layers * layer
-    tile = min(micro_batch * output_tokens, TRL_LOGPROB_TILE)
+    scored = micro_batch * output_tokens
+    tile = min(scored, TRL_TOKEN_TILE) * min(shape.vocab, TRL_VOCAB_TILE) * e
+    # fp32 gradient accumulators of the hidden states and the head's weight, and their casts
+    head_grads = (scored + shape.vocab) * shape.hidden * (4 + e)
     return {
         "model states": _gib(states),
         "activations": _gib(activations),
-        "output head": _gib(2 * tile * shape.vocab * 4),
+        "output head": _gib(tile + head_grads),
         "headroom": _gib(HEADROOM),
     }
 

@@ -99,6 +99,18 @@ def test_training_parts_by_hand() -> None:
     assert checkpointed["activations"] == round((2 * 20 * 8 * 4 + 20 * 480) / GIB, 2)
 
 
+def test_the_output_head_is_trls_fused_head_by_hand() -> None:
+    # 7B, bf16, one 16,384-token sequence: one 4,096 x 32,768 bf16 tile (256 MiB), and in the
+    # backward fp32 gradients of the hidden states (16,384 x 3,584) and of the head's weight
+    # (152,064 x 3,584), each cast back to bf16: 6 bytes per element
+    shape = ModelShape.from_config(qwen_config("Qwen/Qwen2.5-7B-Instruct"), "7b")
+    parts = fit.training_parts(shape, dtype="bfloat16", gpus=8, micro_batch=1, tokens=16384,
+                               checkpointing=True, output_tokens=16384)  # fmt: skip
+    expected = 4096 * 32768 * 2 + (16384 + 152064) * 3584 * 6
+    assert expected == 3_890_741_248
+    assert parts["output head"] == round(expected / GIB, 2) == 3.62
+
+
 def test_engine_kv_room_in_full_sequences_by_hand() -> None:
     shape = ModelShape.from_config(qwen_config("Qwen/Qwen2.5-7B-Instruct"), "7b")
     parts, sequences = fit.engine_parts(shape, dtype="bfloat16", tensor_parallel=1,

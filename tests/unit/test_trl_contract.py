@@ -59,3 +59,19 @@ def test_the_step_timer_finds_the_methods_it_times() -> None:
             f"GRPOTrainer.{method} is gone, so the step breakdown cannot time it: "
             + HINT.format(where="rlt_core/training/step_times.py")
         )
+
+
+def test_the_fit_planners_output_head_tiles_are_trls() -> None:
+    from trl.kernels import chunked_logprob
+    from trl.trainer import utils as trl_utils
+
+    from rlt_core import fit
+
+    where = "rlt_core/fit.py (TRL_TOKEN_TILE, TRL_VOCAB_TILE and the output head's formula)"
+    assert chunked_logprob.TOKEN_CHUNK_SIZE == fit.TRL_TOKEN_TILE, HINT.format(where=where)
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == fit.TRL_VOCAB_TILE, HINT.format(where=where)
+    # both trainers score through the fused head whose tiles these are
+    from trl import GRPOTrainer, SFTTrainer
+
+    for trainer in (GRPOTrainer, SFTTrainer):
+        assert "add_fused_lm_head(" in inspect.getsource(trainer.__init__), HINT.format(where=where)
