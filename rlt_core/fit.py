@@ -148,6 +148,12 @@ def zero3_model_states(
     return largest + int(18 * params / gpus)
 
 
+def zero3_offload_cpu_bytes(params: int) -> int:
+    """CPU bytes of one node whose ZeRO-3 run offloads the optimizer (zero_init on):
+    DeepSpeed's estimate, 16 bytes per parameter x its 1.5 buffer factor."""
+    return int(params * 16 * 1.5)
+
+
 @dataclass(frozen=True)
 class Fit:
     """The estimate for one stage run: peak bytes per GPU by part, against its GPUs."""
@@ -216,6 +222,24 @@ def _gib(value: float) -> float:
     return round(value / GIB, 2)
 
 
+def activation_bytes(shape: ModelShape, tokens: int, dtype_bytes: int, checkpointing: bool) -> int:
+    """What a forward saves for backward over `tokens` tokens (micro-batch x length): with
+    gradient checkpointing each layer's input plus one layer recomputed, without it every
+    layer's saved tensors."""
+    layer = shape.layer_activation_bytes(tokens, dtype_bytes)
+    if checkpointing:
+        return shape.layers * tokens * shape.hidden * dtype_bytes + layer
+    return shape.layers * layer
+
+
+def output_head_bytes(shape: ModelShape, scored_tokens: int, dtype_bytes: int) -> int:
+    """TRL's fused LM head at its peak (the backward): one token x vocabulary tile in the
+    compute dtype, and fp32 gradients of the hidden states and of the head's weight, each
+    cast back to the dtype."""
+    tile = min(scored_tokens, TRL_TOKEN_TILE) * min(shape.vocab, TRL_VOCAB_TILE) * dtype_bytes
+    return tile + (scored_tokens + shape.vocab) * shape.hidden * (4 + dtype_bytes)
+
+
 def training_parts(
     shape: ModelShape, *, dtype: str, gpus: int, micro_batch: int, tokens: int,
     checkpointing: bool, output_tokens: int, offload_optimizer: bool = False,
@@ -228,20 +252,10 @@ def training_parts(
         )
     else:
         states = 4 * e * shape.params
-    batch_tokens = micro_batch * tokens
-    layer = shape.layer_activation_bytes(batch_tokens, e)
-    if checkpointing:
-        activations = shape.layers * batch_tokens * shape.hidden * e + layer
-    else:
-        activations = shape.layers * layer
-    scored = micro_batch * output_tokens
-    tile = min(scored, TRL_TOKEN_TILE) * min(shape.vocab, TRL_VOCAB_TILE) * e
-    # fp32 gradient accumulators of the hidden states and the head's weight, and their casts
-    head_grads = (scored + shape.vocab) * shape.hidden * (4 + e)
     return {
         "model states": _gib(states),
-        "activations": _gib(activations),
-        "output head": _gib(tile + head_grads),
+        "activations": _gib(activation_bytes(shape, micro_batch * tokens, e, checkpointing)),
+        "output head": _gib(output_head_bytes(shape, micro_batch * output_tokens, e)),
         "headroom": _gib(HEADROOM),
     }
 
@@ -338,8 +352,9 @@ def _training_fit(
         checkpointing=spec.gradient_checkpointing, output_tokens=output,
         offload_optimizer=offload,
     )  # fmt: skip
-    if offload:  # DeepSpeed's CPU figure for the node: 18 bytes per parameter x 1.5
-        notes.append(f"optimizer offloaded: ~{_gib(27 * shape.params):.0f} GiB of CPU memory")
+    if offload:
+        cpu = _gib(zero3_offload_cpu_bytes(shape.params))
+        notes.append(f"optimizer offloaded: ~{cpu:.0f} GiB of the node's CPU memory")
     e = DTYPE_BYTES[spec.dtype]
     if stage.endswith("_rl"):
         if spec.beta > 0:  # GRPO's reference model, sharded like the policy

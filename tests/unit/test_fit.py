@@ -56,6 +56,22 @@ def test_parameter_counts_match_the_published_ones(name: str) -> None:
     assert shape.params == QWEN[name][-1]
 
 
+@pytest.mark.parametrize("name", list(QWEN))
+def test_the_shape_matches_transformers_model_and_deepspeeds_largest_layer(name: str) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = qwen_config(name)
+    with torch.device("meta"):  # no memory: only the module tree and the parameters' sizes
+        model = Qwen2ForCausalLM(Qwen2Config(**config))
+    shape = ModelShape.from_config(config, name)
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    # DeepSpeed's `estimate_zero3_model_states_mem_needs_all_live`: the largest module's own
+    # parameters
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    assert shape.largest_layer_params == largest
+
+
 def test_qwen_7b_by_hand() -> None:
     shape = ModelShape.from_config(qwen_config("Qwen/Qwen2.5-7B-Instruct"), "7b")
     # one layer: q 3584x3584 + k, v 3584x512 each + o 3584x3584, biases 3584 + 2x512,
