@@ -52,11 +52,18 @@ QWEN2_0_5B = {
 }
 
 
-def random_qwen2(out: Path, tokenizer_dir: Path, dtype: str) -> Path:
-    """A random-weight model of Qwen2.5-0.5B's shape with `tokenizer_dir`'s tokenizer beside it."""
+# `--toy`: the same architecture at toy size, to check this script on a CPU in seconds
+# (`benchmarks/gpu_check.sh --dry`); its figures mean nothing.
+QWEN2_TOY = {**QWEN2_0_5B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+
+
+def random_qwen2(out: Path, tokenizer_dir: Path, dtype: str, shape: dict = QWEN2_0_5B) -> Path:
+    """A random-weight model of Qwen2.5-0.5B's shape (or `shape`) with `tokenizer_dir`'s
+    tokenizer beside it."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Qwen2Config(
-        **QWEN2_0_5B,
+        **shape,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -85,6 +92,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["transformers", "vllm"])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--random-qwen2", action="store_true")
+    parser.add_argument("--toy", action="store_true", help="with --random-qwen2: a toy shape")
     parser.add_argument("--tokenizer", type=Path, default=None, help="default: SmolLM2's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -96,7 +104,8 @@ def main() -> None:
     if args.random_qwen2:
         tokenizer = args.tokenizer or materialize_smollm2_tokenizer()
         dtype = load_config("tiny", overrides).teacher_rl.dtype
-        model = random_qwen2(work / "qwen2-0.5b-random", tokenizer, dtype)
+        shape = QWEN2_TOY if args.toy else QWEN2_0_5B
+        model = random_qwen2(work / "qwen2-random", tokenizer, dtype, shape)
         overrides += [f"teacher_rl.model={model}", f"reward.student_model={model}"]
     cfg = load_config("tiny", overrides)
     corpus = run_data(cfg, work / "data").path / "corpus.parquet"

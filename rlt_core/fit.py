@@ -127,10 +127,13 @@ class ModelShape:
 
     def layer_activation_bytes(self, tokens: int, dtype_bytes: int) -> int:
         """What one decoder layer saves for backward over `tokens` tokens (micro-batch x
-        length): the two norm inputs and outputs, q, k, v, the attention output, and the MLP's
-        gate, up, activation and product (SDPA attention saves no tokens^2 matrix)."""
-        kv = self.kv_heads * self.head_dim
-        return tokens * dtype_bytes * (6 * self.hidden + 2 * kv + 4 * self.intermediate)
+        length): the two norm inputs and outputs, q, k and v, RoPE's two saved tensors each
+        for q and k (the input and its rotated half), the attention output, and the MLP's
+        gate, up, activation and product (SDPA attention saves no tokens^2 matrix). Checked
+        against a measured CPU forward (`benchmarks/fit_check.py --parts activations`)."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        per_token = 4 * self.hidden + 3 * q + 4 * kv + q + 4 * self.intermediate
+        return tokens * dtype_bytes * per_token
 
 
 def zero3_model_states(

@@ -103,16 +103,17 @@ def test_training_parts_by_hand() -> None:
     shape = ModelShape("toy", 2, 8, 16, 2, 1, 4, 100, tied=True, qkv_bias=False)
     assert shape.params == 100 * 8 + 2 * (8 * (8 + 8) + 8 * 8 + 3 * 8 * 16 + 16) + 8
     # one GPU, fp32: weights, gradients and AdamW's two moments = 16 bytes per parameter;
-    # per layer and token 4 bytes x (6 x 8 + 2 x 4 + 4 x 16) = 480 bytes
-    assert shape.layer_activation_bytes(1, 4) == 480
+    # per layer and token 4 bytes x (norms 4 x 8, q 8 and RoPE's 2 x 8, k and v 2 x 4 and
+    # RoPE's 2 x 4, attention output 8, MLP 4 x 16) = 4 x 144 = 576 bytes
+    assert shape.layer_activation_bytes(1, 4) == 576
     parts = fit.training_parts(shape, dtype="float32", gpus=1, micro_batch=2, tokens=10,
                                checkpointing=False, output_tokens=10)  # fmt: skip
     assert parts["model states"] == round(16 * shape.params / GIB, 2)
-    assert parts["activations"] == round(2 * 20 * 480 / GIB, 2)
+    assert parts["activations"] == round(2 * 20 * 576 / GIB, 2)
     checkpointed = fit.training_parts(shape, dtype="float32", gpus=1, micro_batch=2, tokens=10,
                                       checkpointing=True, output_tokens=10)  # fmt: skip
     # each layer's input (2 layers x 20 tokens x 8 x 4 bytes) plus one layer recomputed
-    assert checkpointed["activations"] == round((2 * 20 * 8 * 4 + 20 * 480) / GIB, 2)
+    assert checkpointed["activations"] == round((2 * 20 * 8 * 4 + 20 * 576) / GIB, 2)
 
 
 def test_the_output_head_is_trls_fused_head_by_hand() -> None:

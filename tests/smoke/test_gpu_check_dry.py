@@ -1,0 +1,37 @@
+"""`benchmarks/gpu_check.sh --dry`: the lent GPU machine's one script, every part at toy sizes
+on this CPU, so that the one run a GPU session gets does not fail on a script error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.smoke
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_gpu_check_runs_every_part_in_its_dry_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "failed" not in done.stderr, done.stderr[-3000:]
+    assert "chunked" in (tmp_path / "reward_bench.txt").read_text()
+    steps = json.loads((tmp_path / "grpo_steps.json").read_text())
+    assert [row["step"] for row in steps] == [1] and steps[0]["total"] > 0
+    for part in ("sft", "grpo", "scorer"):
+        (row,) = json.loads((tmp_path / f"fit_{part}.json").read_text())
+        assert row["part"] == part and row["measured_gib"] > 0 and row["estimated_gib"] > 0
+        assert row["ratio"] == pytest.approx(row["measured_gib"] / row["estimated_gib"], rel=0.05)
+    grpo = json.loads((tmp_path / "fit_grpo.json").read_text())[0]
+    # the planner's teacher_rl estimate without rollouts: the reward's student, its logits and
+    # the reference are all in it
+    assert {"reward student", "reward logits", "reference model"} <= set(grpo["estimate_parts"])
+    assert "colocated rollouts" not in grpo["estimate_parts"]
+    assert "4 skipped" in (tmp_path / "gpu_tests.txt").read_text()  # no CUDA here
