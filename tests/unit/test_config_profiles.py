@@ -7,6 +7,7 @@ so a wrong number in configs/profiles/*.yaml makes these tests fail.
 import pytest
 
 from rlt_core.config import PipelineConfig, load_config
+from rlt_core.config.resources import STAGE_NAMES
 
 # Table 3, "RLT training" (Appendix A.1). top_k "No" -> None.
 TABLE_3_RLT_TRAINING = {
@@ -209,6 +210,8 @@ def test_tiny_profile_is_cpu_sized() -> None:
     assert config.generate_traces.dtype == config.evaluate.dtype == "float32"
     assert (config.teacher_rl.batch_size, config.teacher_rl.num_generations) == (4, 4)
     assert config.teacher_rl.max_steps <= 5
+    # the stages' own micro-batches, not paper-7b's one completion per GPU (16K tokens)
+    assert {config.stage_resources(s).micro_batch for s in STAGE_NAMES} == {0}
     assert config.data.corpus_schema == "countdown"
     assert config.data.corpus_source is None
     assert (config.data.countdown_train_size, config.data.countdown_test_size) == (32, 16)
