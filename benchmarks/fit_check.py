@@ -7,7 +7,8 @@ Parts (`--parts`, default all but `activations`):
   the forward leaves for backward against `fit.activation_bytes` (without the layer that
   checkpointing recomputes in backward), and the peak of forward and backward against the
   activations, `fit.output_head_bytes` and the gradients. Default model: SmolLM2-135M-Instruct
-  (shipped offline), so this part runs on a CPU.
+  (shipped offline), so this part runs on a CPU; `--model random` takes a random model of
+  `--shape` (the GPU check: 1.5B in bf16, where RMSNorm's fp32 copies also count).
 - `sft`: one student_sft micro-step of one `--sft-length`-token sequence on a random model of
   `--shape`: forward and backward through TRL's fused head with gradient checkpointing, then
   AdamW's step; the peak against `rlt plan`'s estimate of student_sft for that shape on one GPU
@@ -187,16 +188,16 @@ def part_activations(args: argparse.Namespace, length: int, checkpointing: bool)
 
     meter = Meter(args.device)
     dtype = getattr(torch, args.dtype)
-    if args.dry:
+    if args.model == "random":  # a random model of --shape (the GPU check: bf16, 1.5B)
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        config = QWEN_SHAPES["toy"]
-        model = random_model(config, dtype, args.device, tokenizer)
+        config = {**QWEN_SHAPES[args.shape], "model_type": "qwen2"}
+        model = random_model(QWEN_SHAPES[args.shape], dtype, args.device, tokenizer)
     else:
         path = resolve_model(args.model)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(args.device)
         config = model.config.to_dict()
-    shape = ModelShape.from_config({**config, "model_type": "qwen2"}, "measured")
+    shape = ModelShape.from_config(config, args.model)
     e = DTYPE_BYTES[args.dtype]
     model.train()
     if checkpointing:
@@ -405,7 +406,11 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    parser.add_argument("--model", default="offline:smollm2-135m-instruct", help="activations")
+    parser.add_argument(
+        "--model",
+        default="offline:smollm2-135m-instruct",
+        help="activations: a model reference, or 'random' (a model of --shape)",
+    )
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--shape", default="qwen2.5-1.5b", choices=list(QWEN_SHAPES))
     parser.add_argument("--sft-length", type=int, default=16384)
@@ -428,6 +433,7 @@ def main() -> None:
         args.tokenizer = str(materialize_smollm2_tokenizer())
     if args.dry:
         args.device, args.dtype, args.shape, args.scorer_shape = "cpu", "float32", "toy", "toy"
+        args.model = "random"
         args.lengths, args.sft_length, args.prompt, args.completion = [64], 128, 32, 96
         args.samples, args.explanation, args.scorer_batch, args.chunk = 2, 64, 2, 32
     if args.device == "cpu":  # freed tensors leave RSS, so RSS follows live memory

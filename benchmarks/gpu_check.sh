@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The one script for a lent GPU machine (one H200; Python 3.12, torch 2.11 + CUDA, transformers
 # 5.17, accelerate; no vLLM, Prefect or network; TRL and datasets carried as wheels). Sized for
-# a run of under 8 minutes: each part has its own time limit, so one that hangs cannot take the
-# others' time, and the limits add up to 480 s.
+# a run of under 9 minutes: each part has its own time limit, so one that hangs cannot take the
+# others' time; the limits add up to 510 s (the wheels 30, the rest 480). Typical times are a
+# fraction of them (the models are small or random; nothing downloads).
 #
-# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~1.5 min; a test
-#                                                       runs it: tests/unit/test_gpu_check.py)
+# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~70 s; the smoke
+#                                                       test tests/smoke/test_gpu_check_dry.py)
 #                bash scripts/gpu_carry.sh              (wheels + tokenizer into .gpu-carry/)
 # There:         the device tool's run with carry [".gpu-carry"] and the command
 #                bash benchmarks/gpu_check.sh
@@ -23,6 +24,8 @@
 #         random 1.5B-shaped policy, reference and reward student: does it fit, peak, seconds;
 #      c. the RLT reward scorer on random Qwen2.5-7B-shaped teacher and student, bf16, 16
 #         samples with 7,000-token explanations: tokens/s and model FLOP utilisation;
+#      d. the activations of a random 1.5B shape in bf16 at 16,384 tokens, with and without
+#         checkpointing (RMSNorm's fp32 copies count there, not in the CPU figures);
 #   4. tests/gpu, where they apply (the vLLM ones skip: no vLLM there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +39,7 @@ status=0
 part() {  # part SECONDS NAME COMMAND...: run one part under its limit, its output kept
   local limit=$1 name=$2
   shift 2
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1 < /dev/null
   local rc=$?
   tail -25 "$OUT/$name.txt"
   if [ $rc -ne 0 ]; then
@@ -47,13 +50,14 @@ part() {  # part SECONDS NAME COMMAND...: run one part under its limit, its outp
 
 if [ $DRY -eq 1 ]; then
   echo "== dry run: toy sizes, float32, on the CPU (the figures mean nothing)"
-  TOKENIZER=()
+  TOKENIZER=(--tokenizer "$("$PYTHON" -c 'from rlt_core.models import materialize_smollm2_tokenizer as m; print(m())')")
   REWARD=(--device cpu --dtype float32 --seq 64 --batch 2 --vocab 4096 --chunk-size 32)
   GRPO=(--toy --set teacher_rl.dtype=float32 --set teacher_rl.max_steps=1
         --set teacher_rl.max_completion_length=16)
   FIT=(--dry)
+  ACTIVATIONS=(--dry)
 else
-  "$PYTHON" -m pip install --quiet --no-deps --no-index .gpu-carry/wheels/*.whl 2>&1 | tail -3
+  part 30 wheels "$PYTHON" -m pip install --quiet --no-deps --no-index .gpu-carry/wheels/*.whl
   TOKENIZER=(--tokenizer .gpu-carry/tokenizer)
   REWARD=(--device cuda --dtype bfloat16 --seq 16384 --batch 8 --chunk-size 1024)
   GRPO=(--set teacher_rl.dtype=bfloat16 --set teacher_rl.batch_size=32
@@ -61,27 +65,29 @@ else
         --set teacher_rl.max_steps=3 --set teacher_rl.gradient_checkpointing=true
         --set reward.logprob_chunk_size=1024)
   FIT=(--device cuda --dtype bfloat16)
+  ACTIVATIONS=(--device cuda --dtype bfloat16 --model random --shape qwen2.5-1.5b
+               --lengths 16384)
 fi
-"$PYTHON" - <<'PY' | tee "$OUT/machine.txt"
-import torch, transformers, trl
+part 20 machine "$PYTHON" -c 'import torch, transformers, trl
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 print("torch", torch.__version__, "cuda", torch.version.cuda, device)
-print("transformers", transformers.__version__, "trl", trl.__version__)
-PY
+print("transformers", transformers.__version__, "trl", trl.__version__)'
 
 echo "== 1. reward log-probs: naive vs chunked"
 part 60 reward_bench "$PYTHON" benchmarks/reward_bench.py "${REWARD[@]}"
 
 echo "== 2. teacher_rl step breakdown, random Qwen2.5-0.5B shape"
-part 120 grpo_steps "$PYTHON" benchmarks/grpo_step_times.py --random-qwen2 "${TOKENIZER[@]}" \
+part 100 grpo_steps "$PYTHON" benchmarks/grpo_step_times.py --random-qwen2 "${TOKENIZER[@]}" \
   --backends transformers --json "$OUT/grpo_steps.json" "${GRPO[@]}"
 
 echo "== 3. the fit planner against measurement"
 for fit in sft grpo scorer; do
-  part 90 "fit_$fit" "$PYTHON" benchmarks/fit_check.py --parts "$fit" "${FIT[@]}" \
+  part 70 "fit_$fit" "$PYTHON" benchmarks/fit_check.py --parts "$fit" "${FIT[@]}" \
     "${TOKENIZER[@]}" --json "$OUT/fit_$fit.json"
 done
+part 60 fit_activations "$PYTHON" benchmarks/fit_check.py --parts activations \
+  "${ACTIVATIONS[@]}" "${TOKENIZER[@]}" --json "$OUT/fit_activations.json"
 
 echo "== 4. tests/gpu"
-part 60 gpu_tests "$PYTHON" -m pytest tests/gpu -m gpu -p no:cacheprovider -q -o addopts=""
+part 30 gpu_tests "$PYTHON" -m pytest tests/gpu -m gpu -p no:cacheprovider -q -o addopts=""
 exit $status

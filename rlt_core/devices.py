@@ -11,6 +11,8 @@ store never mixes a laptop's float32 artifact with a cluster's bf16 one under on
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,25 @@ def accelerate_config(gpus: int | None = None, *, offload_optimizer: bool = Fals
     if gpus <= 1:
         return None
     return zero3_offload_config() if offload_optimizer else zero3_config()
+
+
+def offload_problem() -> str | None:
+    """Why an offloaded optimizer cannot step on this machine, or None. DeepSpeed steps it
+    with its CPU Adam op, which a plain `pip install deepspeed` compiles on first use (after
+    the model has loaded): that needs ninja and a working C++ toolchain."""
+    try:
+        from deepspeed.git_version_info import installed_ops
+        from deepspeed.ops.op_builder import CPUAdamBuilder
+    except ImportError:
+        return "DeepSpeed is not installed here: install the `gpu` extra (pip install '.[gpu]')"
+    if installed_ops.get("cpu_adam"):
+        return None  # built at install time
+    fix = "reinstall DeepSpeed with the op built: DS_BUILD_CPU_ADAM=1 pip install deepspeed"
+    if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:
+        return f"DeepSpeed's CPU Adam is not built and ninja is missing to build it: {fix}"
+    if not CPUAdamBuilder().is_compatible(verbose=False):
+        return f"DeepSpeed's CPU Adam cannot be built on this machine: {fix}"
+    return None
 
 
 def numerics(

@@ -1,7 +1,9 @@
 """What one run of a stage needs of a machine: GPUs, their memory, CPU cores, and how much of
 its batch a GPU holds at once (the `resources` section).
 
-Not part of any stage's key: the same run on other hardware gives the same artifact. A runner
+Not part of any stage's key: the same run on other hardware gives the same artifact. (An
+offloaded optimizer is keyed, but through what it changes: the accelerate config the run
+launches with, `rlt_core.devices.numerics`.) A runner
 that places stages side by side (Ray) reserves exactly these for each run, and the run's torch
 uses as many threads as it has CPU cores, so concurrent stages never oversubscribe a machine.
 """
@@ -49,7 +51,8 @@ class StageResources:
         default=False,
         metadata={
             "help": "training stages on several GPUs: keep AdamW's states in CPU memory "
-            "(DeepSpeed ZeRO-3 offload, configs/accelerate/zero3_offload.yaml)"
+            "(DeepSpeed ZeRO-3 offload, configs/accelerate/zero3_offload.yaml; keyed through "
+            "that launch config)"
         },
     )
 

@@ -201,12 +201,26 @@ def launch_stage(
     then a plain process. `env` (default: this process' environment) is the child's
     environment. Bad requests raise ValueError before anything
     starts; a failed child raises StageLaunchError (stage, command, stderr tail).
-    `offload_optimizer`: the default config is the one with AdamW's states on CPU.
+    `offload_optimizer`: the default config is the one with AdamW's states on CPU; a machine
+    whose DeepSpeed cannot step it (`devices.offload_problem`) raises ValueError at once.
     """
     check_stage_request(stage, inputs, recipe)
     single = num_processes == 1 or spec_of(stage).single_process
     if accelerate_config is None and not single:
         accelerate_config = default_accelerate_config(offload_optimizer=offload_optimizer)
+    if accelerate_config == devices.zero3_offload_config():
+        problem = devices.offload_problem()
+        if problem is not None:  # before the launch, not after the model loads
+            raise ValueError(
+                f"stage {stage!r} offloads its optimizer (resources.{stage}.offload_optimizer) "
+                f"but {problem}; or set resources.{stage}.offload_optimizer=false"
+            )
+    elif offload_optimizer:
+        logger.warning(
+            "stage %s: offload_optimizer is set but the run is a plain process (one GPU or "
+            "none visible), so nothing is offloaded",
+            stage,
+        )
     with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:
         ref_out = Path(tmp) / "ref.json"
         command = accelerate_command(

@@ -4,6 +4,7 @@ on this CPU, so that the one run a GPU session gets does not fail on a script er
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,10 +29,16 @@ def test_the_gpu_check_runs_every_part_in_its_dry_mode(tmp_path: Path) -> None:
     for part in ("sft", "grpo", "scorer"):
         (row,) = json.loads((tmp_path / f"fit_{part}.json").read_text())
         assert row["part"] == part and row["measured_gib"] > 0 and row["estimated_gib"] > 0
-        assert row["ratio"] == pytest.approx(row["measured_gib"] / row["estimated_gib"], rel=0.05)
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0 and row["seconds"] > 0
+    scorer = json.loads((tmp_path / "fit_scorer.json").read_text())[0]
+    assert scorer["tokens_per_second"] > 0 and 0 <= scorer["mfu"] < 1
+    activations = json.loads((tmp_path / "fit_activations.json").read_text())
+    assert [row["checkpointing"] for row in activations] == [False, True]
+    assert all(row["saved_gib"] > 0 and row["step_estimated_gib"] > 0 for row in activations)
     grpo = json.loads((tmp_path / "fit_grpo.json").read_text())[0]
     # the planner's teacher_rl estimate without rollouts: the reward's student, its logits and
     # the reference are all in it
     assert {"reward student", "reward logits", "reference model"} <= set(grpo["estimate_parts"])
     assert "colocated rollouts" not in grpo["estimate_parts"]
-    assert "4 skipped" in (tmp_path / "gpu_tests.txt").read_text()  # no CUDA here
+    tests = (tmp_path / "gpu_tests.txt").read_text()  # no CUDA here: every GPU test skips
+    assert " skipped" in tests and "passed" not in tests and "failed" not in tests

@@ -116,6 +116,36 @@ def test_the_offload_config_is_zero3_with_the_optimizer_on_cpu() -> None:
     assert devices.accelerate_config(1, offload_optimizer=True) is None  # a plain process
 
 
+def test_an_offloading_launch_takes_the_offload_config_and_checks_deepspeed_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlt_core import devices
+    from rlt_core.stages import launch
+
+    corpus = _traces(tmp_path / "traces.parquet", 2)
+    request = {"profile": "tiny", "store": tmp_path / "store", "inputs": {"corpus": corpus}}
+    monkeypatch.setattr(devices, "gpu_count", lambda: 8)  # a node: the launch is ZeRO-3
+    # DeepSpeed is not in the CPU set: refused before any process starts, with the fix
+    monkeypatch.setattr(launch, "run_streaming", lambda *a, **k: pytest.fail("it launched"))
+    with pytest.raises(ValueError, match=r"offload_optimizer.*DeepSpeed is not installed"):
+        launch_stage("teacher_sft", **request, offload_optimizer=True)
+    # where DeepSpeed can step it, the launch's config is the offload one (the command is
+    # what a node would run; it is not run here)
+    monkeypatch.setattr(devices, "offload_problem", lambda: None)
+    commands: list[list[str]] = []
+
+    def record(command, env, what):
+        commands.append(list(command))
+        raise launch.StageLaunchError("recorded, not run")
+
+    monkeypatch.setattr(launch, "run_streaming", record)
+    for offload in (True, False):
+        with pytest.raises(launch.StageLaunchError, match="recorded"):
+            launch_stage("teacher_sft", **request, offload_optimizer=offload)
+    configs = [command[command.index("--config_file") + 1] for command in commands]
+    assert configs == [str(devices.zero3_offload_config()), str(zero3_config())]
+
+
 def test_zero3_config_loads_in_accelerate() -> None:
     from accelerate.commands.config.config_args import load_config_from_file
 
