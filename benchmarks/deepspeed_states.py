@@ -22,18 +22,11 @@ from deepspeed.runtime.zero.stage3 import (
     estimate_zero3_model_states_mem_needs,
     estimate_zero3_model_states_mem_needs_all_cold,
 )
+from qwen_shapes import QWEN_SHAPES
 
 from rlt_core.fit import GIB, ModelShape, zero3_model_states, zero3_offload_cpu_bytes
 
-# config.json fields of the hub models (Qwen/Qwen2.5-7B-Instruct, Qwen/Qwen2.5-32B-Instruct)
-SHAPES = {
-    "Qwen2.5-7B": {"num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
-                   "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                   "tie_word_embeddings": False, "model_type": "qwen2"},
-    "Qwen2.5-32B": {"num_hidden_layers": 64, "hidden_size": 5120, "intermediate_size": 27648,
-                    "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064,
-                    "tie_word_embeddings": False, "model_type": "qwen2"},
-}  # fmt: skip
+SHAPES = {"Qwen2.5-7B": QWEN_SHAPES["qwen2.5-7b"], "Qwen2.5-32B": QWEN_SHAPES["qwen2.5-32b"]}
 GPUS = 8
 SETTINGS = {  # name: (DeepSpeed's cpu_offload, cpu_offload_params), the planner's keywords
     "no offload": ((False, False), {}),
@@ -45,7 +38,7 @@ SETTINGS = {  # name: (DeepSpeed's cpu_offload, cpu_offload_params), the planner
 def main() -> int:
     mismatches = 0
     for name, config in SHAPES.items():
-        shape = ModelShape.from_config(config, name)
+        shape = ModelShape.from_config({**config, "model_type": "qwen2"}, name)
         params, largest = shape.params, shape.largest_layer_params
         print(f"== {name}: {params:,} parameters, largest layer {largest:,}")
         estimate_zero3_model_states_mem_needs_all_cold(params, largest, GPUS, 1)

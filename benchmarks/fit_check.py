@@ -52,18 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from qwen_shapes import QWEN_SHAPES
 
-QWEN_SHAPES = {  # config.json fields of the hub models
-    "qwen2.5-1.5b": {"num_hidden_layers": 28, "hidden_size": 1536, "intermediate_size": 8960,
-                     "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
-                     "tie_word_embeddings": True},
-    "qwen2.5-7b": {"num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
-                   "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                   "tie_word_embeddings": False},
-    "toy": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152,
-            "tie_word_embeddings": True},
-}  # fmt: skip
 WORDS = ("the sum of each term is then checked against the given value so we add one more step "
          "and the result follows because both sides agree").split()  # fmt: skip
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlt_core.batches import GRPO_MICRO_BATCH, SFT_MICRO_BATCH, plan_batch
+from rlt_core.batches import max_micro_batch, plan_batch
 from rlt_core.config import PipelineConfig
 
 GIB = 1024**3
@@ -339,7 +339,7 @@ def _training_fit(
     notes: list[str] = []
     sft = stage.endswith("_sft")
     given = cfg.stage_resources(stage)
-    knob = given.micro_batch or (SFT_MICRO_BATCH if sft else GRPO_MICRO_BATCH)
+    knob = max_micro_batch(stage, given.micro_batch)
     offload = given.offload_optimizer and gpus > 1
     try:
         micro = plan_batch(spec.batch_size, gpus, knob).per_device

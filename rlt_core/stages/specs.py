@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from rlt_core.artifacts import ArtifactRef, StageKey, keyed_versions
+from rlt_core.batches import max_micro_batch
 from rlt_core.config import (
     EvaluateConfig,
     GenerateTracesConfig,
@@ -238,11 +239,10 @@ class StageSpec(Generic[O]):
 
     def options(self, cfg: PipelineConfig) -> dict[str, Any]:
         """What the profile sets that shapes how the run uses its machine, not its output:
-        a training stage's micro-batch (`resources.<stage>.micro_batch`, when set)."""
-        micro_batch = self.resources(cfg).micro_batch
-        if self.trains and micro_batch > 0:
-            return {"max_per_device_batch": micro_batch}
-        return {}
+        a training stage's micro-batch (`resources.<stage>.micro_batch`, or its default)."""
+        if not self.trains:
+            return {}
+        return {"max_per_device_batch": max_micro_batch(self.name, self.resources(cfg).micro_batch)}
 
     def run(
         self,
