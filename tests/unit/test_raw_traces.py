@@ -32,7 +32,7 @@ def scripted_student(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_path)
     prompts = [formats.render_student_prompt(tokenizer, q) for q in scripted_rows()["question"]]
     out = tmp_path_factory.mktemp("scripted-student")
-    return train_scripted_model(out, smollm2_tokenizer_path, prompts, ANSWER, steps=200, lr=3e-3)
+    return train_scripted_model(out, smollm2_tokenizer_path, prompts, ANSWER)
 
 
 def test_raw_answers_become_student_rows_distilled_verbatim(

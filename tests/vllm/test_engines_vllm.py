@@ -141,7 +141,7 @@ def scripted_student(
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_path)
     prompt = formats.render_student_prompt(tokenizer, row["question"])
     out = tmp_path_factory.mktemp("scripted-student")
-    model = train_scripted_model(out, smollm2_tokenizer_path, [prompt], script, steps=300, lr=3e-3)
+    model = train_scripted_model(out, smollm2_tokenizer_path, [prompt], script)
     return model, script
 
 
