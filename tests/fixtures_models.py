@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from rlt_core import formats
 from rlt_core.data import countdown_rows, countdown_splits
+from rlt_core.generation import completion_of
 from rlt_core.models import (
     fetch_smollm2_gguf,
     make_tiny_model,
@@ -187,8 +188,8 @@ def train_scripted_model(
     spikes seen at 1e-2, and the run takes about the same number of steps whatever kernels the
     CPU gives torch (measured: 270 steps, 30-45 s on 2 cores for 8 teacher prompts and a 16-token
     script, with AVX-512, AVX2 and ATEN_CPU_CAPABILITY=default alike; the step count differs
-    by less than 1% between them). Prompt and completion are
-    tokenised apart and concatenated, as in training and generation.
+    by less than 1% between them). Prompt and completion are tokenised apart and
+    concatenated, as in training and generation.
     """
     path = make_tiny_model(out, tokenizer_dir, num_heads=2)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -260,12 +261,13 @@ def check_script_generation(
                 eos_token_id=stop,
                 pad_token_id=stop,
             )
+        per_prompt = samples if sampled else 1
         for row, new in enumerate(out[:, ids.shape[1] :].tolist()):
-            written = new[: new.index(stop) + 1] if stop in new else new
-            assert written == answer, (
+            written, _ = completion_of(new, {stop}, len(new))  # before the stop token
+            assert written + [stop] == answer, (
                 f"the scripted model's {'sampled' if sampled else 'greedy'} answer to prompt "
-                f"{row // (samples if sampled else 1)} is {tokenizer.decode(written)!r}, not "
-                f"the script {tokenizer.decode(answer)!r}"
+                f"{row // per_prompt} is {tokenizer.decode(written)!r}, not the script "
+                f"{tokenizer.decode(answer)!r}"
             )
 
 

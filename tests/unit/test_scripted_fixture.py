@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
 from rlt_core.config import load_config
+from rlt_core.config.serialize import to_dict
 from tests.fixtures_models import SCRIPT_TEMPERATURE, script_miss
 
 
@@ -40,16 +40,13 @@ def test_no_tiny_profile_section_samples_hotter_than_the_scripted_models_guarant
     # sampled hotter would break tests that check their output exactly.
     found = {}
 
-    def walk(obj: object, path: str) -> None:
-        if dataclasses.is_dataclass(obj):
-            for f in dataclasses.fields(obj):
-                walk(getattr(obj, f.name), f"{path}.{f.name}")
-        elif isinstance(obj, dict):
-            for key, value in obj.items():
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
                 walk(value, f"{path}.{key}")
         elif path.endswith(".temperature"):
-            found[path] = obj
+            found[path] = node
 
-    walk(load_config("tiny"), "tiny")
+    walk(to_dict(load_config("tiny")), "tiny")
     assert "tiny.generate_traces.temperature" in found and "tiny.teacher_rl.temperature" in found
     assert all(t <= SCRIPT_TEMPERATURE for t in found.values()), found
