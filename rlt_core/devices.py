@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,15 @@ def accelerate_config(gpus: int | None = None, *, offload_optimizer: bool = Fals
     return zero3_offload_config() if offload_optimizer else zero3_config()
 
 
+def offloads_optimizer(config: Path) -> bool:
+    """Whether the accelerate config `config` keeps AdamW's states in CPU memory (DeepSpeed's
+    `offload_optimizer_device: cpu`: zero3_offload.yaml and its CPU variant)."""
+    import yaml
+
+    found = yaml.safe_load(Path(config).read_text()) or {}
+    return (found.get("deepspeed_config") or {}).get("offload_optimizer_device") == "cpu"
+
+
 def offload_problem() -> str | None:
     """Why an offloaded optimizer cannot step on this machine, or None. DeepSpeed steps it
     with its CPU Adam op, which a plain `pip install deepspeed` compiles on first use (after
@@ -84,6 +95,35 @@ def offload_problem() -> str | None:
     if not CPUAdamBuilder().is_compatible(verbose=False):
         return f"DeepSpeed's CPU Adam cannot be built on this machine: {fix}"
     return None
+
+
+@contextmanager
+def whole_weights() -> Iterator[None]:
+    """Models loaded inside are whole in every process, even in a ZeRO-3 launch.
+
+    Under `accelerate launch` with DeepSpeed ZeRO-3 and `zero3_init_flag` (zero3.yaml), once a
+    Trainer's arguments exist transformers creates every model inside `deepspeed.zero.Init`: its
+    parameters are empty shards (shape (0,)) that only a DeepSpeed engine gathers for a forward.
+    That is right for the model being trained, wrong for a frozen model a stage runs itself
+    (the RLT reward's student): its forward fails with "'weight' must be 2-D". Inside this
+    context transformers' DeepSpeed config is unset, so `from_pretrained` loads plain tensors;
+    it is restored on exit. Outside a ZeRO-3 launch it does nothing.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        yield
+        return
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # what is_deepspeed_zero3_enabled reads
+    active = ref() if ref is not None else None
+    if active is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(active)
 
 
 def numerics(

@@ -31,7 +31,8 @@ that post-process logits inside `forward` (soft-capping, logit scaling) are not 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -43,6 +44,27 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 # kept in the last-level cache. 1 MiB tiles were ~15% faster on a quiet 2-core machine, but five
 # parallel regions per tile then made the path collapse when another process held a core.
 TILE_ELEMENTS = 1 << 22
+
+
+@contextmanager
+def gathered(module: nn.Module) -> Iterator[None]:
+    """`module`'s parameters whole for the duration when DeepSpeed ZeRO-3 partitions them (they
+    carry `ds_id`), else nothing.
+
+    The output head is read here as a matrix, outside its own forward, and DeepSpeed's hooks
+    gather a sharded model's weights only around a module's forward: under the paper's ZeRO-3
+    launch the live policy's head would be an empty shard. `deepspeed.zero.GatheredParameters`
+    is a collective, so every process must enter it the same number of times: the reward
+    scores the same number of batches on every rank.
+    """
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -207,9 +229,10 @@ def token_logprobs(
     rows = hidden[:, :-1][valid]  # (N, H)
     targets = input_ids[:, 1:][valid]  # (N,)
     head = model.get_output_embeddings()
-    picked = logprobs_from_hidden(
-        rows, targets, head, temperature=temperature, chunk_size=chunk_size
-    )
+    with gathered(head):  # read as a matrix: whole also when ZeRO-3 shards it
+        picked = logprobs_from_hidden(
+            rows, targets, head, temperature=temperature, chunk_size=chunk_size
+        )
     out = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
     return out.masked_scatter(valid, picked)
 
@@ -308,14 +331,11 @@ def chunked_full_kl(
         hidden_q = hidden_states(model_q, batch_q["input_ids"], batch_q["attention_mask"])
         rows_q = hidden_q[:, :-1][batch_q["positions"].bool()]
     rows_p = hidden_p[:, :-1][valid_p]
-    kl = full_kl_from_hidden(
-        rows_p,
-        model_p.get_output_embeddings(),
-        rows_q,
-        model_q.get_output_embeddings(),
-        temperature=temperature,
-        chunk_size=chunk_size,
-    )
+    head_p, head_q = model_p.get_output_embeddings(), model_q.get_output_embeddings()
+    with gathered(head_p), gathered(head_q):  # whole also under ZeRO-3
+        kl = full_kl_from_hidden(
+            rows_p, head_p, rows_q, head_q, temperature=temperature, chunk_size=chunk_size
+        )
     return _unflatten_left(kl, valid_p.sum(-1))
 
 

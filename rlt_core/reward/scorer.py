@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlt_core import devices
 from rlt_core.config import RewardConfig
 from rlt_core.logprobs import chunked_full_kl, pack_left, token_logprobs
 from rlt_core.reward.spans import AlignedSample, check_layout, check_same_vocabulary
@@ -74,13 +75,20 @@ def load_frozen_student(
     reference: str, dtype: torch.dtype, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Any]:
     """The frozen student of the reward (`reward.student_model`) and its tokenizer: the one
-    place it is loaded, for RL (teacher_rl), the 32B keep rule and offline scoring."""
+    place it is loaded, for RL (teacher_rl), the 32B keep rule and offline scoring.
+
+    Always whole, in every process, also in a ZeRO-3 launch (`devices.whole_weights`): each
+    rank scores its own completions with it, and `rlt plan` counts it whole on every GPU (a
+    7B student in bf16: 14 GiB beside the teacher's shards). Sharding it would save that
+    memory but make every reward forward a collective that all ranks must enter in step.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlt_core.models import resolve_model
 
     path = resolve_model(reference)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    with devices.whole_weights():  # whole on every rank, also in a ZeRO-3 launch
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(path)
 
 

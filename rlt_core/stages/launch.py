@@ -208,7 +208,7 @@ def launch_stage(
     single = num_processes == 1 or spec_of(stage).single_process
     if accelerate_config is None and not single:
         accelerate_config = default_accelerate_config(offload_optimizer=offload_optimizer)
-    if accelerate_config == devices.zero3_offload_config():
+    if accelerate_config is not None and devices.offloads_optimizer(accelerate_config):
         problem = devices.offload_problem()
         if problem is not None:  # before the launch, not after the model loads
             raise ValueError(

@@ -162,12 +162,14 @@ def sft_arguments(cfg: SFTRecipe, out: Path, plan: BatchPlan) -> dict[str, Any]:
     `cosine_with_min_lr` schedule; the warmup ratio goes in `warmup_steps` (a float below 1 is
     a ratio of the total steps in transformers 5).
     """
-    cosine = cfg.lr_scheduler == "cosine"
+    if cfg.lr_scheduler == "cosine":
+        schedule = run.cosine_to_floor(cfg.learning_rate, cfg.final_learning_rate)
+    else:
+        schedule = {"lr_scheduler_type": "constant_with_warmup", "lr_scheduler_kwargs": {}}
     return {
         "output_dir": str(out / run.CHECKPOINTS),
         "learning_rate": cfg.learning_rate,
-        "lr_scheduler_type": "cosine_with_min_lr" if cosine else "constant_with_warmup",
-        "lr_scheduler_kwargs": {"min_lr": cfg.final_learning_rate} if cosine else {},
+        **schedule,
         "warmup_steps": cfg.warmup_ratio,
         "weight_decay": cfg.weight_decay,
         "adam_beta1": cfg.adam_beta1,
@@ -210,7 +212,7 @@ def build_sft_trainer(
         raise ValueError(
             f"the batch was split over {plan.num_devices} processes (WORLD_SIZE) but the "
             f"trainer sees {args.world_size}: each would train on the whole dataset. Launch "
-            "with `accelerate launch` (configs/accelerate/ddp.yaml on CPU) or unset WORLD_SIZE."
+            "with `accelerate launch` (configs/accelerate/zero3_cpu.yaml or ddp.yaml on CPU) or unset WORLD_SIZE."
         )
     return SFTTrainer(
         model=run.load_model(cfg.model),

@@ -249,7 +249,7 @@ def batch_figures(args: GRPOConfig) -> dict[str, int]:
         "global_batch": args.generation_batch_size,
         "num_generations": args.num_generations,
         "prompts_per_step": args.generation_batch_size // args.num_generations,
-        "world_size": args.world_size,
+        "num_devices": args.world_size,  # named as in the other training stages
         "per_device": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
     }

@@ -43,6 +43,7 @@ from rlt_core import devices
 from rlt_core.batches import GRPO_MICRO_BATCH
 from rlt_core.config import StudentRLConfig, TeacherRLConfig
 from rlt_core.generation import vllm_build
+from rlt_core.training import run
 from rlt_core.training.batching import BatchPlan, plan_batch
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def _optimizer_kwargs(cfg: GRPORecipeConfig) -> dict[str, Any]:
         "lr_scheduler_type": "constant",
     }
     if cfg.lr_scheduler == "cosine":
-        kwargs["lr_scheduler_type"] = "cosine_with_min_lr"
-        kwargs["lr_scheduler_kwargs"] = {"min_lr": cfg.final_learning_rate}
+        kwargs |= run.cosine_to_floor(cfg.learning_rate, cfg.final_learning_rate)
     return kwargs
 
 

@@ -83,6 +83,22 @@ def precision_flags(dtype: str, *, cuda: bool | None = None) -> dict[str, bool]:
     return {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": False}
 
 
+def cosine_to_floor(peak: float, floor: float) -> dict[str, Any]:
+    """Trainer arguments for a cosine decay from `peak` to `floor` (transformers'
+    `cosine_with_min_lr`), the floor given as its ratio to the peak (`min_lr_rate`).
+
+    Not as `min_lr`: transformers turns that into the ratio by reading the optimizer's
+    `defaults`, which DeepSpeed's ZeRO-3 optimizer does not have, so every cosine recipe
+    failed at its first step under the paper's ZeRO-3 launch (AttributeError:
+    'DeepSpeedZeroOptimizer_Stage3' object has no attribute 'defaults'). The rate gives the
+    same schedule, since transformers computes min_lr / peak itself.
+    """
+    return {
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": floor / peak},
+    }
+
+
 def load_tokenizer(model_ref: str) -> Any:
     """The tokenizer of `model_ref` (offline name, local path or hub id); it must chat.
 

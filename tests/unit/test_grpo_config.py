@@ -147,7 +147,7 @@ def test_cosine_schedule_decays_to_the_final_learning_rate(tmp_path: Path) -> No
     cfg = replace(TeacherRLConfig(), lr_scheduler="cosine", final_learning_rate=1e-7)
     args = grpo_training_args(cfg, tmp_path, on_gpu=False, world_size=1)
     assert args.lr_scheduler_type == "cosine_with_min_lr"
-    assert args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+    assert args.lr_scheduler_kwargs == {"min_lr_rate": pytest.approx(1e-7 / cfg.learning_rate)}
 
 
 def test_world_size_that_trl_does_not_see_is_an_error(tmp_path: Path) -> None:

@@ -116,6 +116,24 @@ def test_the_offload_config_is_zero3_with_the_optimizer_on_cpu() -> None:
     assert devices.accelerate_config(1, offload_optimizer=True) is None  # a plain process
 
 
+@pytest.mark.parametrize(
+    ("cpu_variant", "gpu_config"),
+    [("zero3_cpu.yaml", "zero3.yaml"), ("zero3_offload_cpu.yaml", "zero3_offload.yaml")],
+)
+def test_the_cpu_rehearsal_configs_differ_from_the_paper_ones_only_where_a_cpu_must(
+    cpu_variant: str, gpu_config: str
+) -> None:
+    from rlt_core import devices
+
+    folder = ROOT / "configs" / "accelerate"
+    cpu = yaml.safe_load((folder / cpu_variant).read_text())
+    gpu = yaml.safe_load((folder / gpu_config).read_text())
+    assert (cpu.pop("use_cpu"), cpu.pop("mixed_precision")) == (True, "no")
+    assert (gpu.pop("use_cpu"), gpu.pop("mixed_precision")) == (False, "bf16")
+    assert cpu == gpu
+    assert devices.offloads_optimizer(folder / cpu_variant) == ("offload" in cpu_variant)
+
+
 def test_an_offloading_launch_takes_the_offload_config_and_checks_deepspeed_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,9 +143,12 @@ def test_an_offloading_launch_takes_the_offload_config_and_checks_deepspeed_firs
     corpus = _traces(tmp_path / "traces.parquet", 2)
     request = {"profile": "tiny", "store": tmp_path / "store", "inputs": {"corpus": corpus}}
     monkeypatch.setattr(devices, "gpu_count", lambda: 8)  # a node: the launch is ZeRO-3
-    # DeepSpeed is not in the CPU set: refused before any process starts, with the fix
+    # a machine whose DeepSpeed cannot step the offloaded optimizer (devices.offload_problem's
+    # answer): refused before any process starts, with the fix
+    problem = "DeepSpeed's CPU Adam is not built and ninja is missing to build it: ..."
+    monkeypatch.setattr(devices, "offload_problem", lambda: problem)
     monkeypatch.setattr(launch, "run_streaming", lambda *a, **k: pytest.fail("it launched"))
-    with pytest.raises(ValueError, match=r"offload_optimizer.*DeepSpeed is not installed"):
+    with pytest.raises(ValueError, match=r"offload_optimizer.*CPU Adam is not built"):
         launch_stage("teacher_sft", **request, offload_optimizer=True)
     # where DeepSpeed can step it, the launch's config is the offload one (the command is
     # what a node would run; it is not run here)

@@ -166,7 +166,7 @@ def test_trainer_receives_every_paper_value_of_table5_1k(
     args = trainer.args
     assert args.learning_rate == 1e-5
     assert args.lr_scheduler_type == SchedulerType.COSINE_WITH_MIN_LR
-    assert args.lr_scheduler_kwargs == {"min_lr": 1e-6}
+    assert args.lr_scheduler_kwargs == {"min_lr_rate": pytest.approx(0.1)}
     assert args.warmup_steps == 0.05
     assert (args.weight_decay, args.adam_beta1, args.adam_beta2) == (1e-4, 0.9, 0.95)
     assert (args.adam_epsilon, args.max_grad_norm, args.num_train_epochs) == (1e-8, 1.0, 5.0)

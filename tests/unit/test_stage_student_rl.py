@@ -189,7 +189,7 @@ def test_student_rl_trains_and_writes_a_complete_artifact(
     # 3 of 4 rows used; 2 steps x 1 prompt = 2 prompts seen = 2/3 of an epoch
     assert metrics["data"] == {"rows_read": 4, "rows_used": 3, "epochs": round(2 / 3, 4)}
     assert metrics["batch"] == {"global_batch": 2, "num_generations": 2, "prompts_per_step": 1,
-                                "world_size": 1, "per_device": 2, "grad_accum": 1}  # fmt: skip
+                                "num_devices": 1, "per_device": 2, "grad_accum": 1}  # fmt: skip
     assert metrics["train"]["global_step"] == 2
     # the correctness reward and its accuracy logged at every step; a random model: -1, 0
     assert metrics["rewards"]["steps"] == [1, 2]
