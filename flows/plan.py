@@ -109,6 +109,8 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
         if row["environment"]:  # cached under other package versions: kept (lenient default)
             why = "made with " + ", ".join(row["environment"])
         given = f"{row['gpus']} / {row['cpus']}"
+        if row.get("nodes", 1) > 1:
+            given += f" on {row['nodes']} nodes"
         fits = _fit_cell(row["fit"])
         table.add_row(escape(row["label"]), status, row["key"] or "—", given, fits, escape(why))
     console = Console(width=max(Console().width, 140))

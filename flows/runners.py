@@ -78,7 +78,11 @@ def task_runner(kind: str, ray_address: str | None = None) -> TaskRunner:
 
 def ray_options(cfg: PipelineConfig, task_name: str) -> dict[str, Any]:
     """The Ray `remote_options` of one task: its stage's GPUs and cores, rerun on worker loss."""
-    if task_name in STAGE_NAMES:
+    if task_name in STAGE_NAMES and cfg.stage_resources(task_name).nodes > 1:
+        # A run over several nodes reserves them as a placement group when it starts
+        # (tasks.multinode); the task itself only drives it.
+        reserve = dict(OTHER_TASK)
+    elif task_name in STAGE_NAMES:
         given = cfg.stage_resources(task_name)
         reserve = {"num_cpus": given.cpus, "num_gpus": given.gpus}
     else:
@@ -106,6 +110,12 @@ def check_cluster(
     }
     for stage in STAGE_NAMES:
         given = cfg.stage_resources(stage)
+        if given.nodes > len(alive):
+            raise ScaleOutError(
+                f"resources.{stage}.nodes={given.nodes}, but {where} has {len(alive)} node(s): "
+                f"its placement group (one bundle per node) would never be ready. Add nodes or "
+                f"set --set resources.{stage}.nodes={len(alive)}."
+            )
         for kind, asked in (("GPU", given.gpus), ("CPU", given.cpus)):
             if asked > biggest[kind]:
                 unit = "GPUs" if kind == "GPU" else "CPU cores"

@@ -59,13 +59,25 @@ def zero3_offload_config() -> Path:
     return config_dir() / "accelerate" / "zero3_offload.yaml"
 
 
-def accelerate_config(gpus: int | None = None, *, offload_optimizer: bool = False) -> Path | None:
+def zero3_cpu_config(*, offload_optimizer: bool = False) -> Path:
+    """`configs/accelerate/zero3_cpu.yaml` (or `zero3_offload_cpu.yaml`): the ZeRO-3 launch on
+    CPU processes, float32, collectives on gloo; the rehearsal of the GPU configs."""
+    name = "zero3_offload_cpu.yaml" if offload_optimizer else "zero3_cpu.yaml"
+    return config_dir() / "accelerate" / name
+
+
+def accelerate_config(
+    gpus: int | None = None, *, offload_optimizer: bool = False, nodes: int = 1
+) -> Path | None:
     """The accelerate config a training stage launches with: ZeRO-3 on more than one GPU (with
     the optimizer offloaded to CPU when `offload_optimizer`), None (a plain process) on a CPU or
-    one GPU."""
+    one GPU. A run over several `nodes` is always a ZeRO-3 launch: on machines without GPUs,
+    one CPU process per node (`zero3_cpu_config`)."""
     gpus = gpu_count() if gpus is None else gpus
-    if gpus <= 1:
+    if max(gpus, 1) * nodes <= 1:
         return None
+    if gpus == 0:
+        return zero3_cpu_config(offload_optimizer=offload_optimizer)
     return zero3_offload_config() if offload_optimizer else zero3_config()
 
 

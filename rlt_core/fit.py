@@ -287,9 +287,10 @@ def fit_stage(
     stage: str, cfg: PipelineConfig, recipe: str | None = None, *, gpus: int | None = None
 ) -> Fit:
     """The estimate for one run of `stage` (`recipe` for student_sft / student_rl) on the GPUs
-    the profile's `resources` give it (`gpus` overrides the count)."""
+    the profile's `resources` give it, over all its nodes: ZeRO-3 shards the model states over
+    every GPU of the launch (`gpus` overrides the count)."""
     given = cfg.stage_resources(stage)
-    count = given.gpus if gpus is None else gpus
+    count = given.gpus * given.nodes if gpus is None else gpus
     model = _model_of(stage, cfg, recipe)
     base = {"stage": stage, "model": model or "", "gpus": count,
             "gpu_memory_gib": given.gpu_memory_gib}  # fmt: skip
@@ -355,9 +356,9 @@ def _training_fit(
         checkpointing=spec.gradient_checkpointing, output_tokens=output,
         offload_optimizer=offload,
     )  # fmt: skip
-    if offload:
-        cpu = _gib(zero3_offload_cpu_bytes(shape.params))
-        notes.append(f"optimizer offloaded: ~{cpu:.0f} GiB of the node's CPU memory")
+    if offload:  # the states are sharded over every node's GPUs, so over the nodes' memory
+        cpu = _gib(zero3_offload_cpu_bytes(shape.params)) / given.nodes
+        notes.append(f"optimizer offloaded: ~{cpu:.0f} GiB of each node's CPU memory")
     e = DTYPE_BYTES[spec.dtype]
     if stage.endswith("_rl"):
         if spec.beta > 0:  # GRPO's reference model, sharded like the policy

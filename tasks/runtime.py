@@ -278,8 +278,34 @@ def _run_here(
         torch.set_num_threads(placed.cpus)
         logger.info("%s: %d core(s), GPUs [%s] (Ray)", stage, placed.cpus, ",".join(placed.gpus))
     spec = spec_of(stage)
+    given = run_config(run).stage_resources(stage)
     launch = None
-    if in_subprocess() and not spec.in_driver:
+    if given.nodes > 1 and spec.trains:
+        if placed is None:
+            raise ValueError(
+                f"resources.{stage}.nodes={given.nodes}: a run over several machines is placed "
+                "by Ray (one bundle per node, tasks.multinode); run the flow with --runner ray "
+                f"on a cluster of {given.nodes} or more nodes, or set resources.{stage}.nodes=1"
+            )
+
+        def launch(lease_env: Mapping[str, str]) -> None:
+            """The stage's work as one launch over `given.nodes` Ray nodes, under this lease."""
+            from tasks.multinode import launch_across_nodes
+
+            ref, where = launch_across_nodes(
+                stage,
+                given,
+                extra_env=lease_env,
+                profile=run["profile"],
+                overrides=run.get("overrides") or (),
+                store=store.working,
+                inputs=paths,
+                recipe=recipe,
+                offload_optimizer=spec.offloads(run_config(run)),
+            )
+            logger.info("%s: trained on %d nodes %s: %s", stage, len(where), where, ref.uri)
+
+    elif in_subprocess() and not spec.in_driver:
 
         def launch(lease_env: Mapping[str, str]) -> None:
             """The stage's work in a child process, under this process' lease."""

@@ -28,6 +28,8 @@ STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
     "raw_traces",
 )
 
+TRAINING_STAGES = ("teacher_sft", "teacher_rl", "student_sft", "student_rl")  # launched, ZeRO-3
+
 
 @dataclass(frozen=True)
 class StageResources:
@@ -56,20 +58,29 @@ class StageResources:
         },
     )
 
+    nodes: int = field(
+        default=1,
+        metadata={
+            "help": "training stages: machines one run spans, each with these gpus and cpus "
+            "(one ZeRO-3 launch over all of them: `accelerate launch --num_machines`, placed "
+            "one node per machine by Ray, `tasks.multinode`)"
+        },
+    )
+
     def __post_init__(self) -> None:
         finalize(self, self._issues)
 
     def _issues(self) -> list[ConfigIssue]:
         issues = non_negative(self, "gpus", "micro_batch") + positive(
-            self, "cpus", "gpu_memory_gib"
+            self, "cpus", "gpu_memory_gib", "nodes"
         )
-        if self.offload_optimizer and self.gpus < 2:
+        if self.offload_optimizer and self.gpus * self.nodes < 2:
             issues.append(
                 bad(
                     self,
                     "offload_optimizer",
-                    f"needs a ZeRO-3 launch on 2 or more GPUs (gpus is {self.gpus}); a run on "
-                    "one GPU or a CPU is a plain process",
+                    f"needs a ZeRO-3 launch on 2 or more GPUs (gpus is {self.gpus} on "
+                    f"{self.nodes} node(s)); a run on one GPU or a CPU is a plain process",
                     "give the stage 2 or more GPUs, or set offload_optimizer: false",
                 )
             )

@@ -16,7 +16,12 @@ from rlt_core.config.checks import finalize
 from rlt_core.config.data import DataConfig
 from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
-from rlt_core.config.resources import PAPER_RESOURCES, STAGE_NAMES, StageResources
+from rlt_core.config.resources import (
+    PAPER_RESOURCES,
+    STAGE_NAMES,
+    TRAINING_STAGES,
+    StageResources,
+)
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
@@ -165,6 +170,15 @@ def _resource_issues_of(config: "PipelineConfig") -> list[ConfigIssue]:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             message = f"no stage named {name!r}; the stages are {', '.join(STAGE_NAMES)}.{hint}"
             issues.append(ConfigIssue(f"resources.{name}", message))
+    for stage in STAGE_NAMES:
+        nodes = config.stage_resources(stage).nodes
+        if nodes > 1 and stage not in TRAINING_STAGES:
+            message = (
+                f"{nodes} nodes, but only a training stage ({', '.join(TRAINING_STAGES)}) runs "
+                "as one launch over several machines; give it 1 node (its Ray runner already "
+                "places independent runs side by side)"
+            )
+            issues.append(ConfigIssue(f"resources.{stage}.nodes", message))
     for stage in ("generate_traces", "rank_traces", "raw_traces", "evaluate"):
         recipe = config.evaluate if stage == "evaluate" else config.generate_traces
         gpus = config.stage_resources(stage).gpus

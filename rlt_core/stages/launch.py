@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,10 +57,39 @@ def transient_marker(ref_out: Path) -> Path:
     return ref_out.with_name(ref_out.name + ".transient")
 
 
-def default_accelerate_config(*, offload_optimizer: bool = False) -> Path | None:
-    """ZeRO-3 when CUDA sees more than one GPU; None (a plain process) on CPU or one GPU
-    (`rlt_core.devices.accelerate_config`, the one the stage keys hold)."""
-    return devices.accelerate_config(offload_optimizer=offload_optimizer)
+@dataclass(frozen=True)
+class NodeRole:
+    """This machine's part in one launch over several (`resources.<stage>.nodes`).
+
+    Every machine runs `accelerate launch` with the same `machines`, its own `rank` and the
+    main machine's `main_address`:`main_port` (static rendezvous: machine 0 holds global rank
+    0, the one process that publishes, so the artifact lands where the driver that placed the
+    run on machine 0 reads it; c10d's rendezvous would hand out ranks by join order).
+    """
+
+    machines: int
+    rank: int
+    main_address: str
+    main_port: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.machines:
+            raise ValueError(f"machine rank {self.rank} is not one of {self.machines} machines")
+
+    def arguments(self) -> list[str]:
+        """`accelerate launch`'s multi-machine arguments."""
+        return [
+            "--num_machines", str(self.machines),
+            "--machine_rank", str(self.rank),
+            "--main_process_ip", self.main_address,
+            "--main_process_port", str(self.main_port),
+        ]  # fmt: skip
+
+
+def default_accelerate_config(*, offload_optimizer: bool = False, nodes: int = 1) -> Path | None:
+    """ZeRO-3 when CUDA sees more than one GPU or the run spans several nodes; None (a plain
+    process) on CPU or one GPU (`rlt_core.devices.accelerate_config`)."""
+    return devices.accelerate_config(offload_optimizer=offload_optimizer, nodes=nodes)
 
 
 def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: str | None) -> None:
@@ -114,11 +144,14 @@ def accelerate_command(
     accelerate_config: Path | None = None,
     num_processes: int | None = None,
     ref_out: Path | None = None,
+    node: NodeRole | None = None,
 ) -> list[str]:
     """The command line that runs `stage`: plain Python, or `accelerate launch` with a config.
 
-    With `accelerate_config`, `num_processes` (default: the GPUs CUDA sees, else the config's
-    own value) is passed on the command line so it wins over the file's 8.
+    With `accelerate_config`, `num_processes` (this machine's processes; default: the GPUs CUDA
+    sees, else the config's own value) is passed on the command line so it wins over the file's
+    8. With `node`, the launch is this machine's part of one over `node.machines` machines with
+    as many processes each (accelerate's --num_processes counts them all).
     """
     module = [
         "-m",
@@ -138,6 +171,9 @@ def accelerate_command(
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
     launcher += ["--config_file", str(accelerate_config)]
     processes = num_processes or torch.cuda.device_count()
+    if node is not None:
+        processes = max(processes, 1) * node.machines
+        launcher += node.arguments()
     if processes:
         launcher += ["--num_processes", str(processes)]
     return [*launcher, *module]
@@ -193,7 +229,8 @@ def launch_stage(
     num_processes: int | None = None,
     env: Mapping[str, str] | None = None,
     offload_optimizer: bool = False,
-) -> ArtifactRef:
+    node: NodeRole | None = None,
+) -> ArtifactRef | None:
     """Run one stage in a child process and return the ArtifactRef it wrote.
 
     `accelerate_config` None means `default_accelerate_config()` (ZeRO-3 on a multi-GPU node),
@@ -203,11 +240,21 @@ def launch_stage(
     starts; a failed child raises StageLaunchError (stage, command, stderr tail).
     `offload_optimizer`: the default config is the one with AdamW's states on CPU; a machine
     whose DeepSpeed cannot step it (`devices.offload_problem`) raises ValueError at once.
+    `node`: this machine's part of a launch over several (`tasks.multinode` starts one on each);
+    only machine 0's part writes the ref and returns it, the others return None.
     """
     check_stage_request(stage, inputs, recipe)
-    single = num_processes == 1 or spec_of(stage).single_process
+    if node is not None and not spec_of(stage).trains:
+        raise ValueError(
+            f"stage {stage!r} does not train: only a training stage runs as one launch over "
+            "several machines (resources.<stage>.nodes)"
+        )
+    single = node is None and (num_processes == 1 or spec_of(stage).single_process)
     if accelerate_config is None and not single:
-        accelerate_config = default_accelerate_config(offload_optimizer=offload_optimizer)
+        nodes = node.machines if node is not None else 1
+        accelerate_config = default_accelerate_config(
+            offload_optimizer=offload_optimizer, nodes=nodes
+        )
     if accelerate_config is not None and devices.offloads_optimizer(accelerate_config):
         problem = devices.offload_problem()
         if problem is not None:  # before the launch, not after the model loads
@@ -233,6 +280,7 @@ def launch_stage(
             accelerate_config=accelerate_config,
             num_processes=num_processes,
             ref_out=ref_out,
+            node=node,
         )
         logger.info("stage %s: %s", stage, " ".join(command))
         try:
@@ -242,6 +290,8 @@ def launch_stage(
             if marker.is_file():
                 raise TransientStageError(f"{error}\ntransient: {marker.read_text()}") from None
             raise
+        if node is not None and node.rank != 0:
+            return None  # global rank 0, on machine 0, wrote the run's ref
         if not ref_out.is_file():
             raise StageLaunchError(
                 f"stage {stage!r} exited 0 but wrote no artifact ref to {ref_out}.\n"

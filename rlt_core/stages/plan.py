@@ -96,8 +96,9 @@ class PlanRow:
     reasons: list[str] = field(default_factory=list)
     uri: str | None = None
     digest: str | None = None  # the finished artifact's content digest (cached rows)
-    gpus: int = 0  # what one run is given (`resources.<stage>`)
-    cpus: int = 1
+    gpus: int = 0  # what one run is given (`resources.<stage>`), over all its nodes
+    cpus: int = 1  # likewise
+    nodes: int = 1  # the machines one run spans (`resources.<stage>.nodes`)
     environment: list[str] = field(default_factory=list)  # cached: what differs from then
     fit: dict[str, Any] | None = None  # GPU runs: the memory estimate (`rlt_core.fit.Fit`)
 
@@ -123,7 +124,8 @@ def plan_stage(
     pending = list(dict.fromkeys(pending))  # each upstream run once
     spec = spec_of(stage)
     given = spec.resources(cfg)
-    row = PlanRow(label, stage, recipe, "run", None, gpus=given.gpus, cpus=given.cpus)
+    row = PlanRow(label, stage, recipe, "run", None, gpus=given.gpus * given.nodes,
+                  cpus=given.cpus * given.nodes, nodes=given.nodes)  # fmt: skip
     if given.gpus:
         row.fit = fit_stage(stage, cfg, recipe).to_dict()
     if pending:

@@ -212,7 +212,8 @@ def build_sft_trainer(
         raise ValueError(
             f"the batch was split over {plan.num_devices} processes (WORLD_SIZE) but the "
             f"trainer sees {args.world_size}: each would train on the whole dataset. Launch "
-            "with `accelerate launch` (configs/accelerate/zero3_cpu.yaml or ddp.yaml on CPU) or unset WORLD_SIZE."
+            "with `accelerate launch` (configs/accelerate/zero3_cpu.yaml or ddp.yaml on CPU) "
+            "or unset WORLD_SIZE."
         )
     return SFTTrainer(
         model=run.load_model(cfg.model),

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -39,12 +40,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlt_core import artifacts
 from rlt_core.config import config_dir, load_config
+from rlt_core.config.resources import StageResources
 from rlt_core.logprobs import token_logprobs
 from rlt_core.models import make_tiny_model
 from rlt_core.reward.scorer import RLTScorer
 from rlt_core.reward.trl import RLTReward
 from rlt_core.stages.data import run_data
-from rlt_core.stages.launch import launch_stage, stage_arguments
+from rlt_core.stages.launch import StageLaunchError, launch_stage, stage_arguments
+from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.distributed
 
@@ -375,3 +378,73 @@ def test_student_stage_under_zero3_resumes_after_a_rank_is_killed(
     # student_rl's random student never solves a countdown question: every group's rewards are
     # equal, its advantages zero, and so are its updates; what is shown is the launch, the
     # sharded checkpoint, the resume and the publish.
+
+
+def test_teacher_sft_over_two_ray_nodes_trains_and_resumes_after_one_node_is_killed(
+    setup: dict,
+) -> None:
+    """`resources.teacher_sft.nodes: 2` as Ray places it: a placement group of one bundle per
+    node (STRICT_SPREAD) over two Ray nodes on 127.0.0.1, one process each, one ZeRO-3 launch
+    (`--num_machines 2`) over gloo. The worker node's process is killed after checkpoint-1;
+    the run launched again resumes and publishes what the one-node run of the test above
+    published, since it is the same computation (2 processes, ranks in the same places)."""
+    import ray
+
+    from tasks.multinode import launch_across_nodes
+
+    nodes = [RayNode(cpus=1)]
+    try:
+        nodes.append(RayNode(cpus=1, address=nodes[0].address))
+        ray.init(address=nodes[0].address, log_to_driver=False)
+        given = StageResources(cpus=1, nodes=2)
+        store = setup["root"] / "two-nodes"
+        launch = {
+            "profile": "tiny",
+            "overrides": setup["overrides"],
+            "store": store,
+            "inputs": {"corpus": setup["corpus"]},
+        }
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(launch_across_nodes, "teacher_sft", given, **launch)
+            pattern = ".work/teacher_sft/*/checkpoints/checkpoint-1/trainer_state.json"
+            deadline = time.monotonic() + 300
+            while not list(store.glob(pattern)):
+                assert not first.done(), f"the launch ended first: {first.exception()}"
+                assert time.monotonic() < deadline, "no checkpoint-1 within 300 s"
+                time.sleep(0.05)
+            (killed,) = _stage_processes(store, rank="1")
+            killed.send_signal(signal.SIGKILL)
+            with pytest.raises(StageLaunchError, match="one machine's part"):
+                first.result(timeout=180)
+        _, alive = psutil.wait_procs(_stage_processes(store), timeout=60)
+        assert not alive, f"training processes outlived the failed launch: {alive}"
+        assert not list(store.glob("teacher_sft/*"))
+        (checkpoint,) = store.glob(".work/teacher_sft/*/checkpoints/checkpoint-1")
+        _check_zero3_checkpoint(checkpoint)
+
+        ref, where = launch_across_nodes("teacher_sft", given, **launch)
+        assert len(set(where)) == 2, f"both machine ranks ran on one Ray node: {where}"
+        resumed = Path(ref.uri)
+        manifest = _check_published(resumed, "teacher_sft")
+        assert manifest["metrics"]["batch"]["global_batch"] == 4
+        if "teacher_sft" in setup:
+            _same_weights(resumed, Path(setup["teacher_sft"]))
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.stop()
+
+
+def _stage_processes(store: Path, rank: str | None = None) -> list[psutil.Process]:
+    """The training processes of runs on `store` (any machine rank, or `rank`)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if str(store) not in " ".join(process.cmdline()):
+                continue
+            process_rank = process.environ().get("RANK")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if process_rank is not None and rank in (None, process_rank):
+            found.append(process)
+    return found

@@ -210,6 +210,24 @@ def test_paper_32b_students_fit_with_the_optimizer_offloaded(hub_cache: Path) ->
     assert "resources.student_sft.offload_optimizer=true" in kept[0].summary()
 
 
+def test_a_run_over_two_nodes_shards_its_states_over_all_their_gpus(hub_cache: Path) -> None:
+    # paper-32b's 32B student without the offload does not fit one 8 x 80 GB node; over two
+    # nodes ZeRO-3 shards its states over 16 GPUs: 4 x largest layer + 18 x params / 16.
+    one = load_config("paper-32b", ["resources.student_sft.offload_optimizer=false"])
+    two = load_config(
+        "paper-32b",
+        ["resources.student_sft.offload_optimizer=false", "resources.student_sft.nodes=2"],
+    )
+    (alone,) = [f for f in fit_profile(one) if f.stage == "student_sft"][:1]
+    (spread,) = [f for f in fit_profile(two) if f.stage == "student_sft"][:1]
+    params, largest = 32_763_876_352, 152064 * 5120
+    assert (alone.gpus, spread.gpus) == (8, 16)
+    assert spread.parts["model states"] == pytest.approx(
+        (4 * largest + 18 * params / 16) / GIB, abs=0.01
+    )
+    assert alone.fits is False and spread.fits is True, spread.summary()
+
+
 def test_offloading_needs_a_zero3_launch() -> None:
     from rlt_core.config import ConfigError
 

@@ -303,3 +303,27 @@ def _alive(pid: int) -> bool:
         Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
     )
     return status not in ("Z", "X")  # a zombie waiting for its reaper counts as dead
+
+
+def test_a_machines_part_of_a_launch_over_several_names_them_all() -> None:
+    from rlt_core import devices
+    from rlt_core.stages.launch import NodeRole, accelerate_command
+
+    role = NodeRole(machines=2, rank=1, main_address="10.0.0.7", main_port=29500)
+    command = accelerate_command(
+        "teacher_sft", profile="paper-7b", store="/s", inputs={"corpus": "/c"},
+        accelerate_config=zero3_config(), num_processes=8, node=role,
+    )  # fmt: skip
+    flags = dict(zip(command[3:13:2], command[4:14:2], strict=True))
+    assert flags == {
+        "--config_file": str(zero3_config()), "--num_machines": "2", "--machine_rank": "1",
+        "--main_process_ip": "10.0.0.7", "--main_process_port": "29500",
+    }  # fmt: skip
+    # accelerate's --num_processes counts the processes of every machine
+    assert command[command.index("--num_processes") + 1] == "16"
+    with pytest.raises(ValueError, match="machine rank 2 is not one of 2"):
+        NodeRole(machines=2, rank=2, main_address="10.0.0.7", main_port=29500)
+    # without GPUs, a run over several nodes is the ZeRO-3 launch on CPU processes
+    assert devices.accelerate_config(0, nodes=2) == devices.zero3_cpu_config()
+    assert devices.accelerate_config(0) is None and devices.accelerate_config(1) is None
+    assert devices.accelerate_config(1, nodes=2) == zero3_config()

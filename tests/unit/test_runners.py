@@ -57,6 +57,25 @@ def test_a_stage_larger_than_every_node_is_refused_with_the_override_that_fits()
         check_cluster(small, "/store", [node(2)], None)
 
 
+def test_a_run_over_several_nodes_needs_that_many_and_its_task_only_drives_it() -> None:
+    two = load_config("paper-7b", ["resources.student_sft.nodes=2"])
+    with pytest.raises(ScaleOutError, match=r"resources.student_sft.nodes=2.*has 1 node"):
+        check_cluster(two, "s3://b/p", [node(64, gpus=8)], "auto")
+    check_cluster(two, "s3://b/p", [node(64, gpus=8), node(64, gpus=8)], "auto")
+    # the placement group reserves the nodes (tasks.multinode); the Prefect task does not
+    assert ray_options(two, "student_sft")["num_gpus"] == 0
+    assert ray_options(two, "teacher_sft")["num_gpus"] == 8
+
+
+def test_only_a_training_stage_spans_several_nodes() -> None:
+    from rlt_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"resources.evaluate.nodes: 2 nodes, but only a train"):
+        load_config("paper-7b", ["resources.evaluate.nodes=2"])
+    with pytest.raises(ConfigError, match=r"resources.teacher_sft.nodes"):
+        load_config("paper-7b", ["resources.teacher_sft.nodes=0"])
+
+
 def test_unknown_runner_and_an_address_without_ray_are_refused() -> None:
     with pytest.raises(ScaleOutError, match="'sequential'.*'ray'"):
         runners.task_runner("dask")
