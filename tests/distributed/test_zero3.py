@@ -11,14 +11,20 @@ and publishes a plain Hugging Face model.
 
 What each test shows:
 - teacher_sft: ZeRO-3 trains the same model as plain data parallelism (`ddp.yaml`) on the same
-  global batch; a checkpoint's gathered model is its shards' float32 weights; the resumed run
-  ends with the uninterrupted run's weights.
+  global batch.
 - teacher_rl: the reward's frozen student is whole in every process while the policy is
   sharded, and the rewards and the live policy's log-probs of the completions each rank drew
   equal a single process' on the same completions (`reward_probe.py` records them).
-- student_sft, student_rl: killed, resumed, published like teacher_sft.
+- teacher_rl, student_sft (optimizer offloaded to DeepSpeed's CPU Adam), student_rl: killed in
+  one rank after checkpoint-1, whose gathered model is exactly its shards' float32 weights,
+  then resumed and published as a plain model (teacher_rl: equal to its uninterrupted run).
+- teacher_sft over two Ray nodes (`resources.<stage>.nodes`, `tasks.multinode`): killed on one
+  node, resumed, equal to the uninterrupted one-node run.
 
-Each launch starts two Python processes (about 10 s of imports each on these 2 cores).
+Each launch starts two Python processes (about 10 s of imports each on these 2 cores). The
+first ZeRO-3 launch on a machine compiles DeepSpeed's shared-memory collectives op (about
+35 s), the first offloaded one its CPU Adam (about 40 s); both are cached in
+~/.cache/torch_extensions.
 """
 
 from __future__ import annotations
@@ -225,9 +231,7 @@ def _same_weights(ours: Path, theirs: Path) -> None:
         torch.testing.assert_close(mine[name], tensor, atol=1e-6, rtol=0)
 
 
-def test_teacher_sft_under_zero3_trains_as_ddp_and_resumes_after_a_rank_is_killed(
-    setup: dict,
-) -> None:
+def test_teacher_sft_under_zero3_trains_what_plain_data_parallelism_trains(setup: dict) -> None:
     inputs = {"corpus": setup["corpus"]}
     whole = _launch(setup, "teacher_sft", setup["root"] / "whole", inputs)
     manifest = artifacts.read_manifest(whole)
@@ -235,6 +239,7 @@ def test_teacher_sft_under_zero3_trains_as_ddp_and_resumes_after_a_rank_is_kille
         "global_batch": 4, "num_devices": 2, "per_device": 1, "grad_accum": 2,
     }  # fmt: skip
     assert manifest["metrics"]["train"]["global_step"] == STEPS
+    assert not list(whole.rglob("global_step*")) and not list(whole.rglob("*.pt"))
     # The same run as plain data parallelism: ZeRO-3 shards the weights, gradients and AdamW
     # states but computes the same steps. The two differ by float rounding in the gradient
     # reductions, which AdamW turns into differences far below one step's size: an element
@@ -242,24 +247,13 @@ def test_teacher_sft_under_zero3_trains_as_ddp_and_resumes_after_a_rank_is_kille
     ddp = _launch(setup, "teacher_sft", setup["root"] / "ddp", inputs, config=DDP)
     history = json.loads((whole / "log_history.json").read_text())
     budget = sum(entry["learning_rate"] for entry in history if "learning_rate" in entry)
-    start, ours, theirs = (
-        _weights(setup["policy"]),
-        _weights(whole / "model"),
-        _weights(ddp / "model"),
-    )
+    start, ours = _weights(setup["policy"]), _weights(whole / "model")
+    theirs = _weights(ddp / "model")
     moved = max((ours[k] - start[k]).abs().max().item() for k in ours)
     assert moved > 0.1 * budget, "the run barely trained: the comparison would be empty"
     for name, tensor in theirs.items():
         torch.testing.assert_close(ours[name], tensor, atol=0.01 * budget, rtol=0)
-
-    store = setup["root"] / "killed"
-    checkpoint = _kill_rank_1_after_first_checkpoint(setup, "teacher_sft", store, inputs)
-    _check_zero3_checkpoint(checkpoint)
-    resumed = _launch(setup, "teacher_sft", store, inputs)
-    assert resumed.name == whole.name and not checkpoint.exists()  # the same key, resumed
-    _check_published(resumed, "teacher_sft")
-    _same_weights(resumed, whole)
-    setup["teacher_sft"] = whole
+    setup["teacher_sft"] = whole  # teacher_rl starts from it; the two-node run must equal it
 
 
 def test_teacher_rl_under_zero3_scores_with_a_whole_student_as_one_process_would(
@@ -381,17 +375,19 @@ def test_student_stage_under_zero3_resumes_after_a_rank_is_killed(
 
 
 def test_teacher_sft_over_two_ray_nodes_trains_and_resumes_after_one_node_is_killed(
-    setup: dict,
+    setup: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`resources.teacher_sft.nodes: 2` as Ray places it: a placement group of one bundle per
     node (STRICT_SPREAD) over two Ray nodes on 127.0.0.1, one process each, one ZeRO-3 launch
     (`--num_machines 2`) over gloo. The worker node's process is killed after checkpoint-1;
-    the run launched again resumes and publishes what the one-node run of the test above
-    published, since it is the same computation (2 processes, ranks in the same places)."""
+    the run launched again resumes from ZeRO-3's sharded states and publishes what the
+    uninterrupted one-node run published: the same computation (2 processes, ranks in the same
+    places), continued exactly."""
     import ray
 
     from tasks.multinode import launch_across_nodes
 
+    monkeypatch.setenv("RLT_PLACEMENT_TIMEOUT_S", "120")  # the nodes' workers inherit it
     nodes = [RayNode(cpus=1)]
     try:
         nodes.append(RayNode(cpus=1, address=nodes[0].address))
@@ -422,13 +418,18 @@ def test_teacher_sft_over_two_ray_nodes_trains_and_resumes_after_one_node_is_kil
         (checkpoint,) = store.glob(".work/teacher_sft/*/checkpoints/checkpoint-1")
         _check_zero3_checkpoint(checkpoint)
 
-        ref, where = launch_across_nodes("teacher_sft", given, **launch)
+        # Launched again as the Ray runner launches a stage: from a Ray task that holds a core
+        # (`flows.runners.ray_options`), which Ray lends back while it waits for the group.
+        driver = ray.remote(num_cpus=1, max_retries=0)(launch_across_nodes)
+        ref, where = ray.get(driver.remote("teacher_sft", given, **launch), timeout=600)
         assert len(set(where)) == 2, f"both machine ranks ran on one Ray node: {where}"
         resumed = Path(ref.uri)
         manifest = _check_published(resumed, "teacher_sft")
         assert manifest["metrics"]["batch"]["global_batch"] == 4
-        if "teacher_sft" in setup:
-            _same_weights(resumed, Path(setup["teacher_sft"]))
+        if "teacher_sft" not in setup:
+            pytest.skip("needs the uninterrupted teacher_sft run of the first test")
+        assert resumed.name == Path(setup["teacher_sft"]).name  # one key, wherever it ran
+        _same_weights(resumed, Path(setup["teacher_sft"]))
     finally:
         ray.shutdown()
         for node in reversed(nodes):

@@ -67,6 +67,14 @@ def test_a_run_over_several_nodes_needs_that_many_and_its_task_only_drives_it() 
     assert ray_options(two, "teacher_sft")["num_gpus"] == 8
 
 
+def test_a_run_over_several_nodes_is_refused_without_ray_before_any_stage() -> None:
+    from flows.runners import connect, task_runner
+
+    two = load_config("tiny", ["resources.teacher_sft.nodes=2"])
+    with pytest.raises(ScaleOutError, match=r"resources.teacher_sft.nodes=2.*--runner ray"):
+        connect(task_runner("sequential"), two, "/tmp/store")
+
+
 def test_only_a_training_stage_spans_several_nodes() -> None:
     from rlt_core.config import ConfigError
 
