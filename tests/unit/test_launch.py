@@ -327,3 +327,30 @@ def test_a_machines_part_of_a_launch_over_several_names_them_all() -> None:
     assert devices.accelerate_config(0, nodes=2) == devices.zero3_cpu_config()
     assert devices.accelerate_config(0) is None and devices.accelerate_config(1) is None
     assert devices.accelerate_config(1, nodes=2) == zero3_config()
+
+
+def test_whole_weights_switches_transformers_zero3_loading_off_and_back_on() -> None:
+    # What a ZeRO-3 launch sets once a Trainer's arguments exist (transformers' own config
+    # object): models loaded then are created inside deepspeed.zero.Init, sharded.
+    from transformers.integrations.deepspeed import (
+        HfDeepSpeedConfig,
+        is_deepspeed_zero3_enabled,
+        unset_hf_deepspeed_config,
+    )
+
+    from rlt_core import devices
+
+    with devices.whole_weights():  # outside a launch: nothing to switch
+        assert not is_deepspeed_zero3_enabled()
+    active = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        with devices.whole_weights():  # the reward's student loads here: plain tensors
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled()  # the trained model's loads shard again
+        with pytest.raises(RuntimeError), devices.whole_weights():
+            raise RuntimeError("a failed load")
+        assert is_deepspeed_zero3_enabled()  # restored on the way out of an error too
+    finally:
+        del active
+        unset_hf_deepspeed_config()
