@@ -131,17 +131,17 @@ def check_cluster(
 def connect(runner: TaskRunner, cfg: PipelineConfig, store_root: str) -> TaskRunner:
     """Start `runner` (a Ray runner connects to, or starts, its cluster) and, for Ray, check
     the cluster against the run (`check_cluster`); the runner is closed if that fails."""
-    if type(runner).__name__ != "RayTaskRunner":
-        spread = [s for s in STAGE_NAMES if cfg.stage_resources(s).nodes > 1]
-        if spread:
-            raise ScaleOutError(
-                f"resources.{spread[0]}.nodes={cfg.stage_resources(spread[0]).nodes}: a run "
-                "over several machines is placed by Ray (a placement group of one bundle per "
-                "node); run with --runner ray on a cluster of that many nodes, or set "
-                f"resources.{spread[0]}.nodes=1"
-            )
+    on_ray = type(runner).__name__ == "RayTaskRunner"
+    spread = [s for s in STAGE_NAMES if cfg.stage_resources(s).nodes > 1]
+    if spread and not on_ray:
+        raise ScaleOutError(
+            f"resources.{spread[0]}.nodes={cfg.stage_resources(spread[0]).nodes}: a run "
+            "over several machines is placed by Ray (a placement group of one bundle per "
+            "node); run with --runner ray on a cluster of that many nodes, or set "
+            f"resources.{spread[0]}.nodes=1"
+        )
     runner.__enter__()
-    if type(runner).__name__ != "RayTaskRunner":
+    if not on_ray:
         return runner
     import ray
 

@@ -121,11 +121,8 @@ def whole_weights() -> Iterator[None]:
     context transformers' DeepSpeed config is unset, so `from_pretrained` loads plain tensors;
     it is restored on exit. Outside a ZeRO-3 launch it does nothing.
     """
-    try:
-        from transformers.integrations import deepspeed as hf_deepspeed
-    except ImportError:  # pragma: no cover - transformers is a core dependency
-        yield
-        return
+    from transformers.integrations import deepspeed as hf_deepspeed
+
     ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # what is_deepspeed_zero3_enabled reads
     active = ref() if ref is not None else None
     if active is None:

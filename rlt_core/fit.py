@@ -43,6 +43,7 @@ from typing import Any
 
 from rlt_core.batches import max_micro_batch, plan_batch
 from rlt_core.config import PipelineConfig
+from rlt_core.config.resources import TRAINING_STAGES
 
 GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -53,7 +54,6 @@ ENGINE_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization (generation, 
 ENGINE_OVERHEAD = 1.5 * GIB  # vLLM's activations, sampler and CUDA graphs beside weights and KV
 PROMPT_TOKENS = 2048  # prompt allowance of a generation (question, solution, system prompt)
 HEADROOM = 0.5 * GIB  # CUDA context and allocator slack, counted in every GPU run
-TRAINING_STAGES = ("teacher_sft", "student_sft", "teacher_rl", "student_rl")
 ENGINE_STAGES = ("generate_traces", "rank_traces", "raw_traces", "teacher_eval", "evaluate")
 
 

@@ -76,11 +76,12 @@ def launch_across_nodes(
         def on(index: int) -> PlacementGroupSchedulingStrategy:
             return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
 
+        main_address, node_part = ray.remote(_main_address), ray.remote(_node_part)
         address, port = ray.get(
-            _main_address.options(scheduling_strategy=on(0), num_cpus=0).remote()
+            main_address.options(scheduling_strategy=on(0), num_cpus=0).remote()
         )
         parts = [
-            _node_part.options(
+            node_part.options(
                 scheduling_strategy=on(rank),
                 num_cpus=resources.cpus,
                 num_gpus=resources.gpus,
@@ -117,20 +118,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _remote(function: Any) -> Any:
-    import ray
-
-    return ray.remote(function)
-
-
-def _main_address_impl() -> tuple[str, int]:
+def _main_address() -> tuple[str, int]:
     """The address machine 0 is reached at, and a port free there for the rendezvous."""
     import ray
 
     return ray.util.get_node_ip_address(), _free_port()
 
 
-def _node_part_impl(
+def _node_part(
     stage: str,
     role: NodeRole,
     cpus: int,
@@ -147,7 +142,3 @@ def _node_part_impl(
     logger.info("%s: machine %d of %d on this node", stage, role.rank, role.machines)
     ref = launch_stage(stage, **launch, env=env, node=role, num_processes=max(1, len(gpus)))
     return ray.get_runtime_context().get_node_id(), ref
-
-
-_main_address = _remote(_main_address_impl)
-_node_part = _remote(_node_part_impl)

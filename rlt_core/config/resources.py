@@ -28,7 +28,8 @@ STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
     "raw_traces",
 )
 
-TRAINING_STAGES = ("teacher_sft", "teacher_rl", "student_sft", "student_rl")  # launched, ZeRO-3
+# The stages that train (launched with ZeRO-3 on several GPUs; `rlt_core.fit` plans them).
+TRAINING_STAGES = ("teacher_sft", "student_sft", "teacher_rl", "student_rl")
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,45 @@ def run_streaming(command: Sequence[str], env: Mapping[str, str], *, what: str) 
         )
 
 
+def launch_config(
+    stage: str,
+    accelerate_config: Path | None,
+    num_processes: int | None,
+    *,
+    offload_optimizer: bool = False,
+    node: NodeRole | None = None,
+) -> Path | None:
+    """The accelerate config `launch_stage` runs `stage` with (None: a plain process), checked
+    before anything starts (`launch_stage`'s rules). Raises ValueError for a machine's part of
+    a multi-machine launch of a stage that does not train, and for an offloading config whose
+    CPU Adam cannot step on this machine."""
+    if node is not None and not spec_of(stage).trains:
+        raise ValueError(
+            f"stage {stage!r} does not train: only a training stage runs as one launch over "
+            "several machines (resources.<stage>.nodes)"
+        )
+    single = node is None and (num_processes == 1 or spec_of(stage).single_process)
+    if accelerate_config is None and not single:
+        nodes = node.machines if node is not None else 1
+        accelerate_config = default_accelerate_config(
+            offload_optimizer=offload_optimizer, nodes=nodes
+        )
+    if accelerate_config is not None and devices.offloads_optimizer(accelerate_config):
+        problem = devices.offload_problem()
+        if problem is not None:  # before the launch, not after the model loads
+            raise ValueError(
+                f"stage {stage!r} offloads its optimizer (resources.{stage}.offload_optimizer) "
+                f"but {problem}; or set resources.{stage}.offload_optimizer=false"
+            )
+    elif offload_optimizer:
+        logger.warning(
+            "stage %s: offload_optimizer is set but the run is a plain process (one GPU or "
+            "none visible), so nothing is offloaded",
+            stage,
+        )
+    return accelerate_config
+
+
 def launch_stage(
     stage: str,
     *,
@@ -244,30 +283,9 @@ def launch_stage(
     only machine 0's part writes the ref and returns it, the others return None.
     """
     check_stage_request(stage, inputs, recipe)
-    if node is not None and not spec_of(stage).trains:
-        raise ValueError(
-            f"stage {stage!r} does not train: only a training stage runs as one launch over "
-            "several machines (resources.<stage>.nodes)"
-        )
-    single = node is None and (num_processes == 1 or spec_of(stage).single_process)
-    if accelerate_config is None and not single:
-        nodes = node.machines if node is not None else 1
-        accelerate_config = default_accelerate_config(
-            offload_optimizer=offload_optimizer, nodes=nodes
-        )
-    if accelerate_config is not None and devices.offloads_optimizer(accelerate_config):
-        problem = devices.offload_problem()
-        if problem is not None:  # before the launch, not after the model loads
-            raise ValueError(
-                f"stage {stage!r} offloads its optimizer (resources.{stage}.offload_optimizer) "
-                f"but {problem}; or set resources.{stage}.offload_optimizer=false"
-            )
-    elif offload_optimizer:
-        logger.warning(
-            "stage %s: offload_optimizer is set but the run is a plain process (one GPU or "
-            "none visible), so nothing is offloaded",
-            stage,
-        )
+    accelerate_config = launch_config(
+        stage, accelerate_config, num_processes, offload_optimizer=offload_optimizer, node=node
+    )
     with tempfile.TemporaryDirectory(prefix=f"rlt-{stage}-") as tmp:
         ref_out = Path(tmp) / "ref.json"
         command = accelerate_command(

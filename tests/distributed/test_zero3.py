@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -154,17 +155,15 @@ def _kill_rank_1_after_first_checkpoint(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    pattern = f".work/{stage}/*/checkpoints/checkpoint-1/trainer_state.json"
-    deadline = time.monotonic() + 300
-    while not list(store.glob(pattern)):
-        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint-1 within 300 s"
-        time.sleep(0.05)
-    workers = [
-        p for p in psutil.Process(driver.pid).children(recursive=True) if _rank(p) is not None
-    ]
-    assert sorted(_rank(p) for p in workers) == ["0", "1"], "expected two training processes"
-    next(p for p in workers if _rank(p) == "1").send_signal(signal.SIGKILL)
+
+    def ended() -> str | None:
+        return driver.stderr.read().decode()[-3000:] if driver.poll() is not None else None
+
+    _await_first_checkpoint(store, stage, ended)
+    workers = _stage_processes(store)
+    assert sorted(p.environ()["RANK"] for p in workers) == ["0", "1"], "expected two processes"
+    (killed,) = _stage_processes(store, rank="1")
+    killed.send_signal(signal.SIGKILL)
     assert driver.wait(timeout=120) != 0  # the launch failed ...
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert not alive, f"training processes outlived the failed launch: {alive}"  # ... cleanly
@@ -173,11 +172,16 @@ def _kill_rank_1_after_first_checkpoint(
     return checkpoint
 
 
-def _rank(process: psutil.Process) -> str | None:
-    try:
-        return process.environ().get("RANK")
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
+def _await_first_checkpoint(store: Path, stage: str, ended: Callable[[], str | None]) -> None:
+    """Wait until the run of `stage` on `store` has a complete checkpoint-1; `ended()` says
+    why the launch is over (then the wait fails), None while it runs."""
+    pattern = f".work/{stage}/*/checkpoints/checkpoint-1/trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not list(store.glob(pattern)):
+        problem = ended()
+        assert problem is None, f"the launch ended before checkpoint-1: {problem}"
+        assert time.monotonic() < deadline, "no checkpoint-1 within 300 s"
+        time.sleep(0.05)
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -402,12 +406,9 @@ def test_teacher_sft_over_two_ray_nodes_trains_and_resumes_after_one_node_is_kil
         }
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(launch_across_nodes, "teacher_sft", given, **launch)
-            pattern = ".work/teacher_sft/*/checkpoints/checkpoint-1/trainer_state.json"
-            deadline = time.monotonic() + 300
-            while not list(store.glob(pattern)):
-                assert not first.done(), f"the launch ended first: {first.exception()}"
-                assert time.monotonic() < deadline, "no checkpoint-1 within 300 s"
-                time.sleep(0.05)
+            _await_first_checkpoint(
+                store, "teacher_sft", lambda: str(first.exception()) if first.done() else None
+            )
             (killed,) = _stage_processes(store, rank="1")
             killed.send_signal(signal.SIGKILL)
             with pytest.raises(StageLaunchError, match="one machine's part"):
@@ -441,7 +442,7 @@ def _stage_processes(store: Path, rank: str | None = None) -> list[psutil.Proces
     found = []
     for process in psutil.process_iter():
         try:
-            if str(store) not in " ".join(process.cmdline()):
+            if str(store) not in process.cmdline():  # its --store argument
                 continue
             process_rank = process.environ().get("RANK")
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
