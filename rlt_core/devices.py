@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,27 @@ def offload_problem() -> str | None:
     if not CPUAdamBuilder().is_compatible(verbose=False):
         return f"DeepSpeed's CPU Adam cannot be built on this machine: {fix}"
     return None
+
+
+def no_cpu_shm_collectives() -> None:
+    """In a DeepSpeed launch on CPUs (the ZeRO-3 rehearsal), keep DeepSpeed from compiling its
+    shared-memory collectives op.
+
+    DeepSpeed's torch backend compiles `deepspeed_shm_comm` (g++, about 35 s the first time in
+    a virtual environment) whenever the op could build, although only its inference all-reduce
+    uses it: training's collectives go through gloo either way. Marked unavailable in this
+    process, the backend goes straight to gloo. With a GPU, or outside a DeepSpeed launch, it
+    does nothing (CUDA never builds that op).
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import typer
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, load_config
+from rlt_core.devices import no_cpu_shm_collectives
 from rlt_core.stages.launch import transient_marker
 from rlt_core.stages.specs import STAGES, spec_of
 from rlt_core.store import is_transient
@@ -74,6 +75,7 @@ def main(
 ) -> None:
     """Run one stage with the profile's config and write its ArtifactRef (see module docstring)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    no_cpu_shm_collectives()
     try:
         cfg = load_config(profile, overrides or [])
         ref = spec_of(stage).call(cfg, store, parse_inputs(input_pairs or []), recipe)

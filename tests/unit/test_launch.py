@@ -354,3 +354,24 @@ def test_whole_weights_switches_transformers_zero3_loading_off_and_back_on() -> 
     finally:
         del active
         unset_hf_deepspeed_config()
+
+
+def test_a_cpu_deepspeed_launch_skips_the_shared_memory_collectives_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DeepSpeed's torch backend builds this op at its start whenever it reports itself
+    # compatible (deepspeed.comm.torch.build_shm_op): ~35 s of g++ per virtual environment.
+    import deepspeed.ops
+    from deepspeed.comm.torch import build_shm_op
+
+    from rlt_core import devices
+
+    compatible = deepspeed.ops.__compatible_ops__
+    monkeypatch.setitem(compatible, "deepspeed_shm_comm", True)  # restored after the test
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    devices.no_cpu_shm_collectives()  # not under a DeepSpeed launch: untouched
+    assert compatible["deepspeed_shm_comm"] is True
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what accelerate launch sets
+    devices.no_cpu_shm_collectives()
+    assert compatible["deepspeed_shm_comm"] is False
+    assert build_shm_op() is None  # the backend then builds nothing and uses gloo
