@@ -30,7 +30,11 @@ def free_port() -> int:
 class RayNode:
     """One `ray start --block` process (a head node, or a node joined to `address`)."""
 
-    def __init__(self, *, cpus: int, address: str | None = None) -> None:
+    def __init__(
+        self, *, cpus: int, address: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """`env`: variables added to this process' environment for the node (its workers
+        inherit them, as a machine's workers inherit its environment)."""
         self.log = Path(tempfile.mkstemp(prefix="rlt-ray-node-", suffix=".log")[1])
         self.temp = tempfile.mkdtemp(prefix="rlt-ray-")  # short: Ray's socket paths live here
         command = [
@@ -48,7 +52,7 @@ class RayNode:
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                env={**os.environ, **(env or {}), "RAY_USAGE_STATS_ENABLED": "0"},
             )  # fmt: skip
         self._wait_started()
 

@@ -8,23 +8,28 @@ on a real Ray cluster on 127.0.0.1 (`ray_cluster`, started on first use). Every 
 and student, and as teacher a tiny model trained to answer this corpus' prompts with a known
 explanation, so that generate_traces keeps rows.
 
-The pipeline trains from an empty store once per session (`first_run`, on the Ray cluster;
-tests/e2e/test_full_pipeline.py checks that run). Tests about something else (a kill, a
-retry, an experiment flow) start from a copy of its finished artifacts (`FirstRun.seed`), as a
-user's store holds them after a first run, and train only what their own changes ask for.
+The pipeline trains from an empty store once per session (`first_run`), as a lab runs it at
+scale: on the Ray cluster, with its store on S3 (the session's moto endpoint);
+tests/e2e/test_full_pipeline.py checks that run. Tests about something else (a kill, a
+retry, an experiment flow) start from a local copy of its finished artifacts
+(`FirstRun.seed`), as a user's store holds them after a first run, and train only what their
+own changes ask for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import s3fs
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rlt-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -35,6 +40,7 @@ from rlt_core.stages.data import run_data  # noqa: E402
 from rlt_core.stages.specs import SPECS  # noqa: E402
 from tests.fixtures_models import scripted_rows  # noqa: E402
 from tests.fixtures_ray import RayNode  # noqa: E402
+from tests.fixtures_s3 import S3Endpoint  # noqa: E402
 
 # The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage.
 SHRINK = [
@@ -71,10 +77,15 @@ class E2E:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayNode]:
+def ray_cluster(
+    s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RayNode]:
     """A real one-node Ray cluster on 127.0.0.1 with this machine's 2 cores (the tiny profile
-    gives each stage run 1): the `--runner ray` flows connect to its address."""
-    head = RayNode(cpus=2)
+    gives each stage run 1): the `--runner ray` flows connect to its address. Its workers
+    reach the session's S3 endpoint through the standard variable and keep an S3 store's
+    local cache under the session's temporary folder, as a cluster machine is set up."""
+    home = tmp_path_factory.mktemp("ray-node-home")
+    head = RayNode(cpus=2, env={"AWS_ENDPOINT_URL": s3_server.url, "RLT_HOME": str(home)})
     try:
         yield head
     finally:
@@ -109,23 +120,45 @@ def e2e(
     return E2E(api_url=prefect_api, overrides=[*models, *SHRINK])
 
 
+@contextmanager
+def on_s3(endpoint: S3Endpoint, home: Path) -> Iterator[s3fs.S3FileSystem]:
+    """This process on the session's S3 endpoint: `AWS_ENDPOINT_URL` set and the local cache of
+    an S3 store under `home` (`RLT_HOME`), as on a cluster machine; yields a filesystem on
+    the endpoint for the test to look at what S3 holds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+        patch.setenv("RLT_HOME", str(home))
+        s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint is reused
+        try:
+            yield s3fs.S3FileSystem(**endpoint.storage_options)
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+
+
+FIRST_RUN_BUCKET = "first-run"
+
+
 @dataclass(frozen=True)
 class FirstRun:
-    """The session's first run of the tiny pipeline, on Ray from an empty store: its store
-    (`root / "store"`, which test_full_pipeline goes on using), the flow's result, and a copy
-    of the finished stage artifacts taken right after it (`root / "template"`)."""
+    """The session's first run of the tiny pipeline, on Ray with its store on S3
+    (`store`, which test_full_pipeline goes on using through `on_s3`), the flow's result, and
+    a local copy of the finished stage artifacts taken right after it (`root / "template"`)."""
 
     root: Path
     result: dict
+    endpoint: S3Endpoint
 
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
+    store = f"s3://{FIRST_RUN_BUCKET}/runs"
+
+    def on_s3(self) -> AbstractContextManager[s3fs.S3FileSystem]:
+        """`on_s3` with the first run's local cache (its files are already fetched there)."""
+        return on_s3(self.endpoint, self.root / "rlt-home")
 
     def seed(self, store: Path, stages: Iterable[str] = tuple(SPECS)) -> Path:
-        """Copy the first run's finished artifacts of `stages` into `store` (created): each
-        `<stage>/<key>` directory, without Prefect's result records, so a flow on `store`
-        finds them finished (state Completed at once, no training) and caches them anew."""
+        """Copy the first run's finished artifacts of `stages` into the local `store`
+        (created): each `<stage>/<key>` directory, without Prefect's result records, so a flow
+        on `store` finds them finished (state Completed at once, no training) and caches them
+        anew."""
         for stage in stages:
             for source in sorted((self.root / "template" / stage).glob("*")):
                 shutil.copytree(source, store / stage / source.name)
@@ -133,20 +166,31 @@ class FirstRun:
 
 
 @pytest.fixture(scope="session")
-def first_run(e2e: E2E, ray_cluster: RayNode, tmp_path_factory: pytest.TempPathFactory):
-    """The tiny pipeline once from an empty store on the session's Ray cluster (`FirstRun`)."""
+def first_run(
+    e2e: E2E,
+    ray_cluster: RayNode,
+    s3_server: S3Endpoint,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FirstRun:
+    """The tiny pipeline once from an empty S3 store on the session's Ray cluster
+    (`FirstRun`)."""
     from flows.full_pipeline import full_pipeline
 
     root = tmp_path_factory.mktemp("first-run")
-    result = full_pipeline(
-        profile="tiny", overrides=e2e.overrides, store=str(root / "store"), runner="ray",
-        ray_address=ray_cluster.address,
-    )  # fmt: skip
-    for stage in SPECS:
-        for artifact in (root / "store" / stage).glob("*"):
-            if artifacts.is_complete(artifact):
-                shutil.copytree(artifact, root / "template" / stage / artifact.name)
-    return FirstRun(root=root, result=result)
+    s3_server.client().create_bucket(Bucket=FIRST_RUN_BUCKET)
+    run = FirstRun(root=root, result={}, endpoint=s3_server)
+    with run.on_s3() as fs:
+        result = full_pipeline(
+            profile="tiny", overrides=e2e.overrides, store=run.store, runner="ray",
+            ray_address=ray_cluster.address,
+        )  # fmt: skip
+        for manifest in fs.glob(f"{FIRST_RUN_BUCKET}/runs/*/*/{artifacts.MANIFEST}"):
+            artifact = manifest.rsplit("/", 1)[0]
+            stage, key = artifact.split("/")[-2:]  # the stages' and the report's
+            fs.get(artifact, str(root / "template" / stage / key), recursive=True)
+    for artifact in (root / "template").glob("*/*"):
+        assert artifacts.is_complete(artifact), f"{artifact} came back from S3 incomplete"
+    return dataclasses.replace(run, result=result)
 
 
 def latest_artifact(key: str) -> str:

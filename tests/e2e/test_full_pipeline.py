@@ -1,5 +1,6 @@
-"""The full pipeline on a real Prefect server: a first run, all cache hits, a reward change,
-and a served run whose process is killed during teacher_rl, seen as Crashed and retried."""
+"""The full pipeline on a real Prefect server: a first run, all cache hits, the plans of a
+reward change and a new subset seed, and a served run with a changed teacher_rl whose process
+is killed during teacher_rl, seen as Crashed and retried."""
 
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ def overlapping(result: dict) -> list[tuple[str, str]]:
             if a["start"] < b["end"] and b["start"] < a["end"]]  # fmt: skip
 
 
-def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
+def test_first_run_on_ray_and_s3_then_sequential_cache_hits_then_planned_changes(
     e2e: E2E, first_run: FirstRun
 ) -> None:
     # The first run on the session's Ray cluster (2 cores; each tiny stage run reserves 1),
-    # from an empty store (`first_run`: other tests start from copies of what it trained).
-    tmp_path = first_run.root
-    store = str(tmp_path / "store")
+    # from an empty store on S3 (`first_run`: other tests start from copies of what it
+    # trained).
+    store, bucket = first_run.store, first_run.store.removeprefix("s3://")
+    template = first_run.root / "template"  # what S3 held after it, fetched
     ray_run = first_run.result
     first = _states(ray_run)
     # 1 data + 3 teacher + teacher_eval + 2 students + 3 RL runs (no cold start, RLT, corpus)
@@ -57,69 +59,82 @@ def test_first_run_on_ray_then_sequential_cache_hits_then_a_reward_change(
     assert ("data", "teacher_sft") not in pairs and ("teacher_sft", "teacher_rl") not in pairs
     wall = ray_run["stage_times"][-1]
     assert wall["stage"] == "wall" and wall["seconds"] < ray_run["stage_times"][-2]["seconds"]
-    report = next((tmp_path / "store" / "report").glob("*/report.md")).read_text()
+    assert ray_run["report"]["uri"].startswith(f"{store}/report/")
+    report = next((template / "report").glob("*/report.md")).read_text()
     assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
     assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
     assert "| RL[countdown] | RL cold-start (raw) |" in report  # Table 2's RL-teacher baseline
     # The teacher's reward curves (in its artifact and the report) and its held-out comparison.
-    (teacher_rl,) = (tmp_path / "store" / "teacher_rl").iterdir()
+    (teacher_rl,) = (template / "teacher_rl").iterdir()
     assert (teacher_rl / "reward_curves.png").is_file()
     assert "![Reward curves](reward_curves.png)" in report
     assert "**Held-out teachers.**" in report and "| RLT teacher | r_RLT (Eq. 5) |" in report
-    # In the Prefect UI the figures travel inside the artifacts (a local path would not load).
+    # In the Prefect UI the figures travel inside the artifacts (an s3:// or local path would
+    # not load).
     published = latest_artifact("rlt-report")
-    assert published.count("](data:image/png;base64,") == 2 and str(tmp_path) not in published
+    assert published.count("](data:image/png;base64,") == 2
+    assert "s3://" not in published and str(first_run.root) not in published
     assert latest_artifact("rlt-report-reward-curves").startswith("data:image/png;base64,")
 
-    # One key per stage run: the artifact directory's name is the Prefect cache key.
-    results = {p.name for p in (tmp_path / "store" / ".prefect-results").iterdir()}
-    keys = {f"{d.parent.name}-{d.name}" for d in (tmp_path / "store").glob("*/*")
-            if d.parent.name in SPECS}  # fmt: skip
-    assert len(keys) == 20 and keys <= results
+    with first_run.on_s3() as fs:
 
-    # The same flow sequentially: every key equals the Ray run's (all cache hits, no new
-    # artifact and no new Prefect result).
-    again = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
-    assert {s for name, s in again.items() if name != "report"} == {"Cached"}
-    assert {p.name for p in (tmp_path / "store" / ".prefect-results").iterdir()} == results
-    assert {f"{d.parent.name}-{d.name}" for d in (tmp_path / "store").glob("*/*")
-            if d.parent.name in SPECS} == keys  # fmt: skip
+        def published_keys() -> set[str]:
+            """`<stage>-<key>` of every artifact S3 holds (its manifest written last)."""
+            manifests = fs.glob(f"{bucket}/*/*/{artifacts.MANIFEST}")
+            return {"-".join(m.split("/")[-3:-1]) for m in manifests}
 
-    # `rlt plan` on the finished store: every stage cached; with another lambda, the stages
-    # that read the reward run and say why, the ones after them wait on them.
-    finished = _plan(store, e2e.overrides)
-    assert len(finished["stages"]) == 20 and finished["run"] == 0
-    planned = _plan(store, [*e2e.overrides, "reward.lambda=1"])
-    rows = {row["label"]: row for row in planned["stages"]}
-    assert rows["data"]["status"] == rows["teacher_sft"]["status"] == "cached"
-    assert rows["teacher_rl"]["status"] == "run"
-    assert rows["teacher_rl"]["reasons"] == ["config changed: reward.lambda: 3.0 -> 1.0"]
-    assert rows["generate_traces"]["reasons"] == ["upstream teacher_rl runs first"]
-    assert rows["evaluate[corpus-countdown]"]["status"] == "cached"
+        def results() -> set[str]:
+            """Prefect's cached task results, on S3 beside the artifacts."""
+            return {path.rsplit("/", 1)[1] for path in fs.ls(f"{bucket}/.prefect-results")}
 
-    changed = _states(
-        full_pipeline(profile="tiny", overrides=[*e2e.overrides, "reward.lambda=1"], store=store)
-    )
-    # data and teacher_sft do not read the reward: cached. teacher_rl runs again, and so does
-    # generate_traces (its teacher changed). The baseline students never see the teacher.
-    assert changed["data"] == changed["teacher_sft"] == "Cached"
-    assert changed["teacher_rl"] == changed["generate_traces"] == "Completed"
-    assert changed["student_sft[countdown, corpus traces]"] == "Cached"
-    assert changed["evaluate[corpus-countdown]"] == "Cached"
-    teacher_rl = sorted((tmp_path / "store" / "teacher_rl").iterdir())
-    assert len(teacher_rl) == 2 and all(artifacts.is_complete(p) for p in teacher_rl)
-    lambdas = {artifacts.read_manifest(p)["config"]["reward"]["lambda"] for p in teacher_rl}
-    assert lambdas == {3.0, 1.0}
+        # Every stage published on S3; one key per stage run: the artifact's folder name is
+        # the Prefect cache key.
+        published, cached = published_keys(), results()
+        assert {key.split("-")[0] for key in published} == {
+            "data", "teacher_sft", "teacher_rl", "generate_traces", "teacher_eval",
+            "student_sft", "student_rl", "raw_traces", "evaluate", "report",
+        }  # fmt: skip
+        keys = {key for key in published if key.split("-")[0] in SPECS}  # the stage runs'
+        assert len(keys) == 20 and keys <= cached
 
-    # A new subset seed: the data stage does not draw subsets (cached), every stage that does
-    # runs again (both SFT stages, the RL students, the RL-teacher baseline), and what follows.
-    reseeded = _states(
-        full_pipeline(profile="tiny", overrides=[*e2e.overrides, "data.subset_seed=7"], store=store)
-    )
-    assert reseeded["data"] == reseeded["evaluate[base]"] == "Cached"
-    assert reseeded["teacher_sft"] == reseeded["teacher_rl"] == "Completed"
-    rerun = [name for name in reseeded if name.startswith(("student_sft", "student_rl"))]
-    assert len(rerun) == 7 and {reseeded[name] for name in rerun} == {"Completed"}
+        # The same flow sequentially, from this machine: every key equals the Ray run's (all
+        # cache hits, no new artifact and no new Prefect result).
+        again = _states(full_pipeline(profile="tiny", overrides=e2e.overrides, store=store))
+        assert {s for name, s in again.items() if name != "report"} == {"Cached"}
+        fs.invalidate_cache()
+        assert results() == cached
+        assert {key for key in published_keys() if key.split("-")[0] in SPECS} == keys
+
+        # `rlt plan` on the finished store: every stage cached; with another lambda, the stages
+        # that read the reward run and say why, the ones after them wait on them.
+        finished = _plan(store, e2e.overrides)
+        assert len(finished["stages"]) == 20 and finished["run"] == 0
+        planned = _plan(store, [*e2e.overrides, "reward.lambda=1"])
+        rows = {row["label"]: row for row in planned["stages"]}
+        assert rows["data"]["status"] == rows["teacher_sft"]["status"] == "cached"
+        assert rows["teacher_rl"]["status"] == "run"
+        assert rows["teacher_rl"]["reasons"] == ["config changed: reward.lambda: 3.0 -> 1.0"]
+        assert rows["generate_traces"]["reasons"] == ["upstream teacher_rl runs first"]
+        assert rows["evaluate[corpus-countdown]"]["status"] == "cached"
+
+        # A new subset seed, planned: the data stage does not draw subsets (cached), every stage
+        # that does runs again (both SFT stages, the RL students, the RL-teacher baseline), and so
+        # does what follows them. (A changed config run for real, and its cached and rerun stages,
+        # is the served run's below: teacher_rl.max_steps.)
+        reseeded = {
+            row["label"]: row
+            for row in _plan(store, [*e2e.overrides, "data.subset_seed=7"])["stages"]
+        }
+        assert reseeded["data"]["status"] == reseeded["evaluate[base]"]["status"] == "cached"
+        for stage in ("teacher_sft", "student_sft[countdown, corpus traces]"):
+            assert reseeded[stage]["reasons"] == ["config changed: subset_seed: 42 -> 7"], stage
+        assert reseeded["teacher_rl"]["reasons"] == ["upstream teacher_sft runs first"]
+        rerun = [
+            row
+            for label, row in reseeded.items()
+            if label.startswith(("student_sft", "student_rl"))
+        ]
+        assert len(rerun) == 7 and {row["status"] for row in rerun} == {"run"}
 
 
 def _plan(store: str, overrides: list[str]) -> dict:
@@ -177,6 +192,7 @@ def test_served_run_killed_during_teacher_rl_crashes_then_a_ui_retry_resumes_it(
 
     store, log = tmp_path / "store", tmp_path / "serve.log"
     first_run.seed(store)  # a store after a first run: only the 3-step teacher's side trains
+    seeded = {path: (path / "manifest.json").stat().st_mtime_ns for path in store.glob("*/*")}
     # Three RL steps with a checkpoint after each, so the kill lands inside teacher_rl.
     overrides = [*e2e.overrides, "teacher_rl.max_steps=3", "teacher_rl.save_steps=1"]
     serving = _serve(e2e, store, log)
@@ -205,8 +221,6 @@ def test_served_run_killed_during_teacher_rl_crashes_then_a_ui_retry_resumes_it(
         (work,) = store.glob(".work/teacher_rl/*")  # half done: its work area, nothing published
         killed = store / "teacher_rl" / work.name
         assert not artifacts.is_complete(killed)  # never taken as finished
-        (warm,) = store.glob("teacher_sft/*")
-        warm_manifest = (warm / "manifest.json").stat().st_mtime_ns
 
         # Seen as dead: Crashed within the heartbeat period plus the automation's 40 s.
         assert _wait_for_state(run.id, {"CRASHED", "COMPLETED", "FAILED"}, 120) == "CRASHED"
@@ -221,7 +235,16 @@ def test_served_run_killed_during_teacher_rl_crashes_then_a_ui_retry_resumes_it(
             serving.wait()
     states = {row["stage"]: row["state"] for row in json.loads(latest_artifact("rlt-stage-times"))
               if row["state"]}  # fmt: skip
-    assert states["teacher_sft"] == "Cached" and states["teacher_rl"] == "Completed"
-    assert (warm / "manifest.json").stat().st_mtime_ns == warm_manifest  # not redone
+    # A changed teacher_rl config run for real: teacher_rl and what reads the new teacher run;
+    # what does not read it is not trained again (data and teacher_sft from the killed try's
+    # cache records; the baselines' students, which never see the teacher, found finished as
+    # seeded).
+    assert states["data"] == states["teacher_sft"] == "Cached"
+    assert states["teacher_rl"] == states["generate_traces"] == "Completed"
+    assert all((path / "manifest.json").stat().st_mtime_ns == seen for path, seen in seeded.items())
+    new = [path.parent.name for path in store.glob("*/*") if path not in seeded]
+    assert {"teacher_rl", "generate_traces", "teacher_eval"} <= set(new), new
+    assert not {"data", "teacher_sft", "raw_traces"} & set(new), new
+    assert new.count("student_sft") <= 1, new  # at most the student of the new traces
     train = artifacts.read_manifest(killed)["metrics"]["train"]
     assert train["resumed_from_step"] >= 1 and train["global_step"] == 3
