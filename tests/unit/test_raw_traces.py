@@ -20,17 +20,19 @@ from tests.fixtures_models import scripted_rows, train_scripted_model
 FILES = RAW_TRACES.outputs
 RECIPE = dataclasses.replace(
     load_config("tiny").generate_traces, backend="transformers", max_new_tokens=64,
-    shard_size=3, batch_size=4,
+    shard_size=2, batch_size=4,
 )  # fmt: skip
+# The corpus: 5 of the scripted rows (the scripted student's training time grows with them).
+ROWS = scripted_rows().head(5)
 ANSWER = formats.student_assistant_text("Add the two largest.", "The answer is 5.")
 
 
 @pytest.fixture(scope="module")
 def scripted_student(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_path: Path):
-    """A tiny Llama that answers the student prompt of every `scripted_rows()` question with
-    `ANSWER` (a student-format thought and solution)."""
+    """A tiny Llama that answers the student prompt of every `ROWS` question with `ANSWER` (a
+    student-format thought and solution)."""
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_path)
-    prompts = [formats.render_student_prompt(tokenizer, q) for q in scripted_rows()["question"]]
+    prompts = [formats.render_student_prompt(tokenizer, q) for q in ROWS["question"]]
     out = tmp_path_factory.mktemp("scripted-student")
     return train_scripted_model(out, smollm2_tokenizer_path, prompts, ANSWER)
 
@@ -39,32 +41,32 @@ def test_raw_answers_become_student_rows_distilled_verbatim(
     scripted_student: Path, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus.parquet"
-    scripted_rows().to_parquet(corpus, index=False)
+    ROWS.to_parquet(corpus, index=False)
     ref = run_raw_traces(RECIPE, scripted_student, corpus, tmp_path / "store")
     out = Path(ref.uri)
     assert out.parent == tmp_path / "store" / "raw_traces" and artifacts.is_complete(out)
     traces = pd.read_parquet(out / FILES.traces)
-    assert len(traces) == 8 and len(list((out / FILES.shards).iterdir())) == 3  # 3 + 3 + 2
-    assert traces["response"].tolist() == [ANSWER] * 8  # the raw answer, nothing changed
+    assert len(traces) == 5 and len(list((out / FILES.shards).iterdir())) == 3  # 2 + 2 + 1
+    assert traces["response"].tolist() == [ANSWER] * 5  # the raw answer, nothing changed
     assert traces["format_ok"].all() and not traces["truncated"].any()
-    assert traces["thought"].tolist() == ["Add the two largest."] * 8
-    assert traces["solution"].tolist() == ["The answer is 5."] * 8  # the model's own answer
-    assert traces["reference_solution"].tolist() == scripted_rows()["solution"].tolist()
+    assert traces["thought"].tolist() == ["Add the two largest."] * 5
+    assert traces["solution"].tolist() == ["The answer is 5."] * 5  # the model's own answer
+    assert traces["reference_solution"].tolist() == ROWS["solution"].tolist()
     stats = json.loads((out / FILES.stats).read_text())
-    assert stats["rows"] == stats["kept"] == stats["in_student_format"] == 8
+    assert stats["rows"] == stats["kept"] == stats["in_student_format"] == 5
     assert stats["truncated"] == 0 and stats["dropped"] == {}
     # student_sft trains on the answer exactly as the model wrote it
     tokenizer = AutoTokenizer.from_pretrained(scripted_student)
     rows, _ = sft_data.read_sft_rows(out / FILES.traces, num_rows=None, seed=0)
     _, completions = sft_data.student_pairs(tokenizer, rows)
-    assert completions == [ANSWER + sft_data.end_of_turn(tokenizer)] * 8
+    assert completions == [ANSWER + sft_data.end_of_turn(tokenizer)] * 5
     # a finished run is returned as it is
     assert run_raw_traces(RECIPE, scripted_student, corpus, tmp_path / "store") == ref
 
 
 def test_cut_answers_are_kept_raw_and_counted(scripted_student: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.parquet"
-    scripted_rows().head(3).to_parquet(corpus, index=False)
+    ROWS.head(3).to_parquet(corpus, index=False)
     cut = dataclasses.replace(RECIPE, max_new_tokens=4)
     out = Path(run_raw_traces(cut, scripted_student, corpus, tmp_path / "store").uri)
     traces = pd.read_parquet(out / FILES.traces)
