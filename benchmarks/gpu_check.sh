@@ -5,7 +5,7 @@
 # others' time; the limits add up to 510 s (the wheels 30, the rest 480). Typical times are a
 # fraction of them (the models are small or random; nothing downloads).
 #
-# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~70 s; the smoke
+# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~1 min; the smoke
 #                                                       test tests/smoke/test_gpu_check_dry.py)
 #                bash scripts/gpu_carry.sh              (wheels + tokenizer into .gpu-carry/)
 # There:         the device tool's run with carry [".gpu-carry"] and the command
@@ -50,8 +50,12 @@ part() {  # part SECONDS NAME COMMAND...: run one part under its limit, its outp
 
 if [ $DRY -eq 1 ]; then
   echo "== dry run: toy sizes, float32, on the CPU (the figures mean nothing)"
+  # the parts run in one process each (no fresh process per measurement); freed tensors still
+  # leave the resident memory the CPU figures read (benchmarks/fit_check.py)
+  export MALLOC_MMAP_THRESHOLD_=131072
   TOKENIZER=(--tokenizer "$("$PYTHON" -c 'from rlt_core.models import materialize_smollm2_tokenizer as m; print(m())')")
-  REWARD=(--device cpu --dtype float32 --seq 64 --batch 2 --vocab 4096 --chunk-size 32)
+  REWARD=(--device cpu --dtype float32 --seq 64 --batch 2 --vocab 4096 --chunk-size 32
+          --same-process)
   GRPO=(--toy --set teacher_rl.dtype=float32 --set teacher_rl.max_steps=1
         --set teacher_rl.max_completion_length=16)
   FIT=(--dry)

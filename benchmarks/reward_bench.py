@@ -207,6 +207,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs at T <= 1024")
     parser.add_argument("--long-repeats", type=int, default=1, help="timed runs at T > 1024")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="measure in this process, not a fresh one per variant (a quick check of the "
+        "script: each peak then includes what the runs before it left)",
+    )
     return parser.parse_args()
 
 
@@ -218,9 +224,10 @@ def main() -> None:
         f"chunk={args.chunk_size} threads={args.threads} torch={torch.__version__} "
         f"load={os.getloadavg()[0]:.2f}"
     )
+    run = measure if args.same_process else measure_in_fresh_process
     for seq in args.seq:
-        naive = measure_in_fresh_process("naive", seq, args)
-        chunked = measure_in_fresh_process("chunked", seq, args)
+        naive = run("naive", seq, args)
+        chunked = run("chunked", seq, args)
         report(seq, args, naive, chunked)
 
 
