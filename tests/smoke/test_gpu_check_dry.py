@@ -34,7 +34,10 @@ def test_the_gpu_check_runs_every_part_in_its_dry_mode(tmp_path: Path) -> None:
     assert scorer["tokens_per_second"] > 0 and 0 <= scorer["mfu"] < 1
     activations = json.loads((tmp_path / "fit_activations.json").read_text())
     assert [row["checkpointing"] for row in activations] == [False, True]
-    assert all(row["saved_gib"] > 0 and row["step_estimated_gib"] > 0 for row in activations)
+    # measured in one process at toy sizes (a dry run's figures mean nothing): what the forward
+    # saves can round to 0 GiB; a step always allocates
+    assert all(row["saved_gib"] >= 0 and row["step_gib"] > 0 for row in activations)
+    assert all(row["step_estimated_gib"] > 0 for row in activations)
     grpo = json.loads((tmp_path / "fit_grpo.json").read_text())[0]
     # the planner's teacher_rl estimate without rollouts: the reward's student, its logits and
     # the reference are all in it
