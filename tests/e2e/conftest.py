@@ -42,7 +42,8 @@ from tests.fixtures_models import scripted_rows  # noqa: E402
 from tests.fixtures_ray import RayNode  # noqa: E402
 from tests.fixtures_s3 import S3Endpoint  # noqa: E402
 
-# The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage.
+# The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage
+# and per student SFT.
 SHRINK = [
     "data.countdown_train_size=8",
     "data.countdown_test_size=4",
@@ -55,7 +56,8 @@ SHRINK = [
     # refuses; raw_traces samples them with generate_traces' recipe (the vLLM path of
     # generation has its own tier, tests/vllm)
     "generate_traces.backend=transformers",
-    "student_sft.countdown.num_train_samples=8",
+    "student_sft.countdown.num_train_samples=4",  # one step of 4 rows: the corpus'
+    "student_sft.countdown.batch_size=4",  # traces are long, a step of 8 took ~13 s here
     "student_rl.countdown.num_train_samples=8",
     "student_rl.countdown.max_steps=1",
     "student_rl.countdown.max_completion_length=16",

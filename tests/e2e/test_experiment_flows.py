@@ -4,13 +4,13 @@ line), the section 4.5 reward rank and the section 4.4 countdown transfer."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from flows import ablation
 from flows.cli import app
 from flows.countdown_transfer import countdown_transfer
 from flows.reward_rank import reward_rank
@@ -20,7 +20,6 @@ from tests.e2e.test_full_pipeline import overlapping
 from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _report(result: dict) -> str:
@@ -31,12 +30,17 @@ def test_ablation_command_line_lambda_0_on_ray(
     e2e: E2E, ray_cluster: RayNode, first_run: FirstRun, tmp_path: Path
 ) -> None:
     first_run.seed(tmp_path)  # the full variant's stages as the pipeline left them
-    command = [sys.executable, "-m", "flows.ablation", "--lambda", "0", "--store", str(tmp_path),
-               "--runner", "ray", "--ray-address", ray_cluster.address]  # fmt: skip
+    # `python -m flows.ablation ARGS` is `typer.run(main)` (its --help runs as a command in
+    # test_full_pipeline); here the same command in this process, a driver already on the
+    # cluster, whose Ray workers have their imports done.
+    command = ["--lambda", "0", "--store", str(tmp_path), "--runner", "ray",
+               "--ray-address", ray_cluster.address]  # fmt: skip
     for override in e2e.overrides:
         command += ["--set", override]
-    done = subprocess.run(command, cwd=ROOT, env=e2e.env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    cli = typer.Typer()
+    cli.command()(ablation.main)
+    done = CliRunner().invoke(cli, command)
+    assert done.exit_code == 0, f"{done.output[-3000:]}\n{done.exception!r}"
     # The two variants share one teacher_sft run: one task run, not two racing for its key.
     times = json.loads(latest_artifact("rlt-ablation-stage-times"))
     assert sum(row["stage"].startswith("teacher_sft") for row in times) == 1, times
