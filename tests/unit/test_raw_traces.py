@@ -20,11 +20,13 @@ from tests.fixtures_models import scripted_rows, train_scripted_model
 FILES = RAW_TRACES.outputs
 RECIPE = dataclasses.replace(
     load_config("tiny").generate_traces, backend="transformers", max_new_tokens=64,
-    shard_size=2, batch_size=4,
+    shard_size=3, batch_size=4,
 )  # fmt: skip
-# The corpus: 5 of the scripted rows (the scripted student's training time grows with them).
-ROWS = scripted_rows().head(5)
-ANSWER = formats.student_assistant_text("Add the two largest.", "The answer is 5.")
+# The corpus: 4 of the scripted rows, and a short answer (the scripted student's training time
+# grows with both).
+ROWS = scripted_rows().head(4)
+THOUGHT, SOLUTION = "Add.", "5."
+ANSWER = formats.student_assistant_text(THOUGHT, SOLUTION)
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +48,20 @@ def test_raw_answers_become_student_rows_distilled_verbatim(
     out = Path(ref.uri)
     assert out.parent == tmp_path / "store" / "raw_traces" and artifacts.is_complete(out)
     traces = pd.read_parquet(out / FILES.traces)
-    assert len(traces) == 5 and len(list((out / FILES.shards).iterdir())) == 3  # 2 + 2 + 1
-    assert traces["response"].tolist() == [ANSWER] * 5  # the raw answer, nothing changed
+    assert len(traces) == 4 and len(list((out / FILES.shards).iterdir())) == 2  # 3 + 1
+    assert traces["response"].tolist() == [ANSWER] * 4  # the raw answer, nothing changed
     assert traces["format_ok"].all() and not traces["truncated"].any()
-    assert traces["thought"].tolist() == ["Add the two largest."] * 5
-    assert traces["solution"].tolist() == ["The answer is 5."] * 5  # the model's own answer
+    assert traces["thought"].tolist() == [THOUGHT] * 4
+    assert traces["solution"].tolist() == [SOLUTION] * 4  # the model's own answer
     assert traces["reference_solution"].tolist() == ROWS["solution"].tolist()
     stats = json.loads((out / FILES.stats).read_text())
-    assert stats["rows"] == stats["kept"] == stats["in_student_format"] == 5
+    assert stats["rows"] == stats["kept"] == stats["in_student_format"] == 4
     assert stats["truncated"] == 0 and stats["dropped"] == {}
     # student_sft trains on the answer exactly as the model wrote it
     tokenizer = AutoTokenizer.from_pretrained(scripted_student)
     rows, _ = sft_data.read_sft_rows(out / FILES.traces, num_rows=None, seed=0)
     _, completions = sft_data.student_pairs(tokenizer, rows)
-    assert completions == [ANSWER + sft_data.end_of_turn(tokenizer)] * 5
+    assert completions == [ANSWER + sft_data.end_of_turn(tokenizer)] * 4
     # a finished run is returned as it is
     assert run_raw_traces(RECIPE, scripted_student, corpus, tmp_path / "store") == ref
 
