@@ -14,7 +14,8 @@ Register as a plugin (`pytest_plugins = ["fixtures_s3"]` in tests/conftest.py). 
 - `s3_bucket` (function): a fresh, empty bucket per test (fresh names also keep s3fs's
   listing cache from going stale between tests).
 - `s3_env` (function): also sets `AWS_ENDPOINT_URL`, for code that takes no storage options
-  and relies on the standard variables, as a user's cluster would.
+  and relies on the standard variables, as a user's cluster would (`endpoint_env`, the same as
+  a context manager, for a session-scoped fixture).
 
 Code under test reaches the server either through `endpoint.storage_options` (fsspec/s3fs) or
 through `s3_env`.
@@ -29,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,19 +126,31 @@ def s3_bucket(s3_server: S3Endpoint) -> str:
     return name
 
 
-@pytest.fixture
-def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
-    """Point the standard `AWS_ENDPOINT_URL` variable at the server for one test.
+@contextmanager
+def endpoint_env(endpoint: S3Endpoint, **extra: str) -> Iterator[S3Endpoint]:
+    """Inside: the standard `AWS_ENDPOINT_URL` variable points at `endpoint` (and `extra`
+    variables are set), as code that takes no storage options and a user's cluster rely on.
 
     fsspec reuses filesystem instances made with the same arguments, whatever the environment
-    says: the cache is cleared before and after, so no test sees another test's endpoint.
+    says: the cache is cleared before and after, so nothing sees another endpoint's.
     """
     import s3fs
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield s3_server
-    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ENDPOINT_URL": endpoint.url, **extra}.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        try:
+            yield endpoint
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
+    """`endpoint_env` on the session's server for one test."""
+    with endpoint_env(s3_server) as endpoint:
+        yield endpoint
 
 
 class TcpProxy:

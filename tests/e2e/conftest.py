@@ -18,7 +18,6 @@ own changes ask for.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -40,7 +39,7 @@ from rlt_core.stages.data import run_data  # noqa: E402
 from rlt_core.stages.specs import SPECS  # noqa: E402
 from tests.fixtures_models import scripted_rows  # noqa: E402
 from tests.fixtures_ray import RayNode  # noqa: E402
-from tests.fixtures_s3 import S3Endpoint  # noqa: E402
+from tests.fixtures_s3 import S3Endpoint, endpoint_env  # noqa: E402
 
 # The tiny profile, smaller still: 8 countdown pairs, 4 test questions, one step per RL stage
 # and per student SFT.
@@ -124,17 +123,11 @@ def e2e(
 
 @contextmanager
 def on_s3(endpoint: S3Endpoint, home: Path) -> Iterator[s3fs.S3FileSystem]:
-    """This process on the session's S3 endpoint: `AWS_ENDPOINT_URL` set and the local cache of
-    an S3 store under `home` (`RLT_HOME`), as on a cluster machine; yields a filesystem on
-    the endpoint for the test to look at what S3 holds."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ENDPOINT_URL", endpoint.url)
-        patch.setenv("RLT_HOME", str(home))
-        s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint is reused
-        try:
-            yield s3fs.S3FileSystem(**endpoint.storage_options)
-        finally:
-            s3fs.S3FileSystem.clear_instance_cache()
+    """This process on the session's S3 endpoint (`endpoint_env`), with an S3 store's local
+    cache under `home` (`RLT_HOME`), as on a cluster machine; yields a filesystem on the
+    endpoint for the test to look at what S3 holds."""
+    with endpoint_env(endpoint, RLT_HOME=str(home)):
+        yield s3fs.S3FileSystem(**endpoint.storage_options)
 
 
 FIRST_RUN_BUCKET = "first-run"
@@ -180,10 +173,9 @@ def first_run(
 
     root = tmp_path_factory.mktemp("first-run")
     s3_server.client().create_bucket(Bucket=FIRST_RUN_BUCKET)
-    run = FirstRun(root=root, result={}, endpoint=s3_server)
-    with run.on_s3() as fs:
+    with on_s3(s3_server, root / "rlt-home") as fs:
         result = full_pipeline(
-            profile="tiny", overrides=e2e.overrides, store=run.store, runner="ray",
+            profile="tiny", overrides=e2e.overrides, store=FirstRun.store, runner="ray",
             ray_address=ray_cluster.address,
         )  # fmt: skip
         for manifest in fs.glob(f"{FIRST_RUN_BUCKET}/runs/*/*/{artifacts.MANIFEST}"):
@@ -192,7 +184,7 @@ def first_run(
             fs.get(artifact, str(root / "template" / stage / key), recursive=True)
     for artifact in (root / "template").glob("*/*"):
         assert artifacts.is_complete(artifact), f"{artifact} came back from S3 incomplete"
-    return dataclasses.replace(run, result=result)
+    return FirstRun(root=root, result=result, endpoint=s3_server)
 
 
 def latest_artifact(key: str) -> str:
