@@ -10,6 +10,7 @@ store never mixes a laptop's float32 artifact with a cluster's bf16 one under on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -129,6 +130,42 @@ def no_cpu_shm_collectives() -> None:
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def runs_vllm(arguments: Any) -> bool:
+    """Whether a stage run's config arguments choose the vLLM engine anywhere: a field named
+    `backend` or `generation_backend` set to 'vllm', at any depth of the dataclasses, mappings
+    and sequences given (a stage's `reads(cfg, recipe)`)."""
+    if dataclasses.is_dataclass(arguments) and not isinstance(arguments, type):
+        for field in dataclasses.fields(arguments):
+            value = getattr(arguments, field.name)
+            if field.name.endswith("backend") and value == "vllm":
+                return True
+            if runs_vllm(value):
+                return True
+        return False
+    if isinstance(arguments, dict):
+        return any(runs_vllm(value) for value in arguments.values())
+    if isinstance(arguments, (list, tuple)):
+        return any(runs_vllm(value) for value in arguments)
+    return False
+
+
+def without_unused_vllm(arguments: Any) -> None:
+    """Keep vLLM out of this process when a stage run's config arguments run no vLLM engine
+    (`runs_vllm`).
+
+    TRL's GRPO trainer imports vLLM whenever it is installed (about 4 s per process here, with
+    a warning when its version is newer than TRL's tested range), although a run with
+    `generation_backend: transformers` never calls it; a ZeRO-3 launch pays that in every rank.
+    A `None` entry in `sys.modules` is Python's own way to make a package unimportable: TRL's
+    `is_vllm_available()` then answers False and nothing imports it. Does nothing when vLLM is
+    already imported.
+    """
+    import sys
+
+    if not runs_vllm(arguments):
+        sys.modules.setdefault("vllm", None)  # type: ignore[arg-type]
 
 
 @contextmanager

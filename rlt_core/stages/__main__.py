@@ -22,7 +22,7 @@ import typer
 
 from rlt_core.artifacts import ArtifactRef
 from rlt_core.config import ConfigError, load_config
-from rlt_core.devices import no_cpu_shm_collectives
+from rlt_core.devices import no_cpu_shm_collectives, without_unused_vllm
 from rlt_core.stages.launch import transient_marker
 from rlt_core.stages.specs import STAGES, spec_of
 from rlt_core.store import is_transient
@@ -78,7 +78,9 @@ def main(
     no_cpu_shm_collectives()
     try:
         cfg = load_config(profile, overrides or [])
-        ref = spec_of(stage).call(cfg, store, parse_inputs(input_pairs or []), recipe)
+        spec = spec_of(stage)
+        without_unused_vllm(spec.reads(cfg, recipe))
+        ref = spec.call(cfg, store, parse_inputs(input_pairs or []), recipe)
     except Exception as error:
         if is_transient(error):  # the launcher's caller may retry this one
             write_failure(error, ref_out)

