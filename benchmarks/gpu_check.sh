@@ -5,7 +5,7 @@
 # others' time; the limits add up to 510 s (the wheels 30, the rest 480). Typical times are a
 # fraction of them (the models are small or random; nothing downloads).
 #
-# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~1 min; the smoke
+# Here, first:   bash benchmarks/gpu_check.sh --dry     (toy sizes on this CPU, ~1.5 min; the smoke
 #                                                       test tests/smoke/test_gpu_check_dry.py)
 #                bash scripts/gpu_carry.sh              (wheels + tokenizer into .gpu-carry/)
 # There:         the device tool's run with carry [".gpu-carry"] and the command
@@ -59,7 +59,6 @@ if [ $DRY -eq 1 ]; then
   GRPO=(--toy --set teacher_rl.dtype=float32 --set teacher_rl.max_steps=1
         --set teacher_rl.max_completion_length=16)
   FIT=(--dry)
-  ACTIVATIONS=(--dry)
 else
   part 30 wheels "$PYTHON" -m pip install --quiet --no-deps --no-index .gpu-carry/wheels/*.whl
   TOKENIZER=(--tokenizer .gpu-carry/tokenizer)
@@ -85,12 +84,17 @@ part 100 grpo_steps "$PYTHON" benchmarks/grpo_step_times.py --random-qwen2 "${TO
   --backends transformers --json "$OUT/grpo_steps.json" "${GRPO[@]}"
 
 echo "== 3. the fit planner against measurement"
-for fit in sft grpo scorer; do
-  part 70 "fit_$fit" "$PYTHON" benchmarks/fit_check.py --parts "$fit" "${FIT[@]}" \
-    "${TOKENIZER[@]}" --json "$OUT/fit_$fit.json"
-done
-part 60 fit_activations "$PYTHON" benchmarks/fit_check.py --parts activations \
-  "${ACTIVATIONS[@]}" "${TOKENIZER[@]}" --json "$OUT/fit_activations.json"
+if [ $DRY -eq 1 ]; then  # toy parts take a second; one process spares three imports (~30 s)
+  part 120 fit "$PYTHON" benchmarks/fit_check.py --parts sft grpo scorer activations \
+    "${FIT[@]}" "${TOKENIZER[@]}" --json "$OUT/fit.json"
+else
+  for fit in sft grpo scorer; do
+    part 70 "fit_$fit" "$PYTHON" benchmarks/fit_check.py --parts "$fit" "${FIT[@]}" \
+      "${TOKENIZER[@]}" --json "$OUT/fit_$fit.json"
+  done
+  part 60 fit_activations "$PYTHON" benchmarks/fit_check.py --parts activations \
+    "${ACTIVATIONS[@]}" "${TOKENIZER[@]}" --json "$OUT/fit_activations.json"
+fi
 
 echo "== 4. tests/gpu"
 part 30 gpu_tests "$PYTHON" -m pytest tests/gpu -m gpu -p no:cacheprovider -q -o addopts=""

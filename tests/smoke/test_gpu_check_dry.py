@@ -26,19 +26,22 @@ def test_the_gpu_check_runs_every_part_in_its_dry_mode(tmp_path: Path) -> None:
     assert "chunked" in (tmp_path / "reward_bench.txt").read_text()
     steps = json.loads((tmp_path / "grpo_steps.json").read_text())
     assert [row["step"] for row in steps] == [1] and steps[0]["total"] > 0
-    for part in ("sft", "grpo", "scorer"):
-        (row,) = json.loads((tmp_path / f"fit_{part}.json").read_text())
-        assert row["part"] == part and row["measured_gib"] > 0 and row["estimated_gib"] > 0
+    # the dry run measures the four fit parts in one process (fit.json); a GPU run, one each
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    by_part = {row["part"]: row for row in fit if row["part"] != "activations"}
+    assert list(by_part) == ["sft", "grpo", "scorer"]
+    for row in by_part.values():
+        assert row["measured_gib"] > 0 and row["estimated_gib"] > 0
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0 and row["seconds"] > 0
-    scorer = json.loads((tmp_path / "fit_scorer.json").read_text())[0]
+    scorer = by_part["scorer"]
     assert scorer["tokens_per_second"] > 0 and 0 <= scorer["mfu"] < 1
-    activations = json.loads((tmp_path / "fit_activations.json").read_text())
+    activations = [row for row in fit if row["part"] == "activations"]
     assert [row["checkpointing"] for row in activations] == [False, True]
     # measured in one process at toy sizes (a dry run's figures mean nothing): what the forward
     # saves can round to 0 GiB; a step always allocates
     assert all(row["saved_gib"] >= 0 and row["step_gib"] > 0 for row in activations)
     assert all(row["step_estimated_gib"] > 0 for row in activations)
-    grpo = json.loads((tmp_path / "fit_grpo.json").read_text())[0]
+    grpo = by_part["grpo"]
     # the planner's teacher_rl estimate without rollouts: the reward's student, its logits and
     # the reference are all in it
     assert {"reward student", "reward logits", "reference model"} <= set(grpo["estimate_parts"])
