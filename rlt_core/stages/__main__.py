@@ -79,7 +79,7 @@ def main(
     try:
         cfg = load_config(profile, overrides or [])
         spec = spec_of(stage)
-        without_unused_vllm(spec.reads(cfg, recipe))
+        without_unused_vllm(spec.config_args(cfg, recipe))  # checks the recipe first
         ref = spec.call(cfg, store, parse_inputs(input_pairs or []), recipe)
     except Exception as error:
         if is_transient(error):  # the launcher's caller may retry this one
