@@ -144,9 +144,9 @@ def random_ids(tokenizer: Any, length: int, seed: int = 0) -> torch.Tensor:
 
 
 def planned(stage: str, shape_path: Path, args: argparse.Namespace, extra: list[str]) -> Any:
-    """`rlt plan`'s estimate (`fit.fit_stage`) of `stage` for this shape on one GPU."""
+    """`rlt plan`'s estimate (`StageSpec.estimate`) of `stage` for this shape on one GPU."""
     from rlt_core.config import load_config
-    from rlt_core.fit import fit_stage
+    from rlt_core.stages.specs import spec_of
 
     dtype = args.dtype
     if stage == "student_sft":
@@ -164,7 +164,7 @@ def planned(stage: str, shape_path: Path, args: argparse.Namespace, extra: list[
         recipe = None
     resources = [f"resources.{stage}.gpus=1", f"resources.{stage}.micro_batch=1",
                  f"resources.{stage}.gpu_memory_gib=1000"]  # fmt: skip
-    return fit_stage(stage, load_config("tiny", [*sets, *resources, *extra]), recipe)
+    return spec_of(stage).estimate(load_config("tiny", [*sets, *resources, *extra]), recipe)
 
 
 # --------------------------------------------------------------------------- the parts

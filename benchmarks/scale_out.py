@@ -35,7 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rlt_core.config import load_config
-from rlt_core.config.resources import STAGE_NAMES
+from rlt_core.stages.specs import STAGES, spec_of
 
 
 def run_flow(flow: str, runner: str, store: str, overrides: list[str], ranks: int) -> dict:
@@ -81,7 +81,7 @@ def dag(task_runs: list[Any]) -> list[dict[str, Any]]:
 
 def _task_name(run: Any) -> str:
     """The stage a task run belongs to (its label starts with the stage name)."""
-    for stage in STAGE_NAMES:
+    for stage in STAGES:
         if run.name == stage or run.name.startswith((f"{stage}[", f"{stage} ")):
             return stage
     return run.name
@@ -92,8 +92,8 @@ def simulate(nodes: list[dict[str, Any]], cfg: Any, gpus: int, cpus: int) -> flo
     scheduling in submission order, each task holding its stage's resources."""
 
     def need(node: dict[str, Any]) -> tuple[int, int]:
-        if node["task"] in STAGE_NAMES:
-            given = cfg.stage_resources(node["task"])
+        if node["task"] in STAGES:
+            given = spec_of(node["task"]).resources(cfg)
             return min(given.gpus, gpus), min(given.cpus, cpus)
         return 0, 1
 
@@ -152,7 +152,7 @@ def main(
     serial = sum(node["seconds"] for node in nodes)
     console.print(f"stage times of the {runner} run, DAG from Prefect's task inputs:")
     for node in nodes:
-        given = cfg.stage_resources(node["task"]) if node["task"] in STAGE_NAMES else None
+        given = spec_of(node["task"]).resources(cfg) if node["task"] in STAGES else None
         what = f"{given.gpus} GPU / {given.cpus} cores" if given else "1 core"
         console.print(f"  {escape(node['label']):<44} {node['seconds']:7.1f} s  ({what})")
     for count in sorted({1, gpus}):

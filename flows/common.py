@@ -30,12 +30,11 @@ from flows.times import publish_times
 from rlt_core import fit
 from rlt_core.artifacts import digest_json
 from rlt_core.config import PipelineConfig, load_config
-from rlt_core.stages.specs import STAGES, spec_of
+from rlt_core.stages.specs import SPECS, check_config, fit_profile, spec_of
 from rlt_core.store import ArtifactStore, check_store_uri
 from tasks.runtime import Input
 
 RESULTS_DIR = ".prefect-results"
-STAGE_NAMES = frozenset(STAGES)
 
 
 def result_storage(store: ArtifactStore) -> Path | RemoteFileSystem:
@@ -101,7 +100,7 @@ class Runner:
         """What identifies a stage run before its inputs exist: the config its key holds and
         each input as given (a future by its task run, a ref by its digest); None for a task
         that is not a stage."""
-        if stage not in STAGE_NAMES:
+        if stage not in SPECS:
             return None
         spec = spec_of(stage)
         recipe = inputs.get("recipe")
@@ -182,8 +181,9 @@ def start_run(
     `strict_env` keys every stage on the package versions too (`PipelineConfig.strict_env`)."""
     overrides = with_strict_env(overrides, strict_env)
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before any task runs
+    check_config(cfg)  # and what the stages' declarations refuse in it
     if not fit.ignored():
-        fit.check_fit(fit.fit_profile(cfg))  # FitError: a stage run cannot fit its GPUs
+        fit.check_fit(fit_profile(cfg))  # FitError: a stage run cannot fit its GPUs
     runners.check_runner(runner, ray_address)
     check_store_uri(store, storage_options)  # StoreURIError before anything starts
     root = store_root(store)
@@ -221,8 +221,8 @@ def finish(runner: Runner, report: PrefectFuture, prefix: str) -> dict[str, Any]
     publish the report (`<prefix>-report`) and the stage times (`<prefix>-stage-times`) as
     Prefect artifacts; the flow's return value."""
     report = runner.result(report)
-    publish_report(runner, report, key=f"{prefix}-report")
-    times = publish_times(runner, key=f"{prefix}-stage-times")
+    publish_report(runner.store, report, key=f"{prefix}-report")
+    times = publish_times(runner.submitted, key=f"{prefix}-stage-times", runner=runner.kind)
     return {"report": dict(report), "stage_times": times}
 
 

@@ -29,7 +29,7 @@ from prefect import flow
 from flows import common, options
 from flows.plan import Caller, print_plan, start_plan
 from flows.runners import RunnerKind
-from flows.tables import TRACE_SOURCES, pipeline_tables, rl_label, student_label
+from flows.tables import RL_RAW, TRACE_SOURCES, pipeline_tables, rl_label, student_label
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
 from tasks import stages
 
@@ -105,9 +105,6 @@ def cold_start_rl(
                 stages.student_rl, label, recipe=recipe, start_model=start, dataset=dataset
             )
     return trained
-
-
-RL_RAW = "RL-raw"  # Table 2's "RL cold-start (raw) + RL": the cold start of RL_RAW runs
 
 
 def rl_teacher_baseline(

@@ -15,11 +15,9 @@ from rich.table import Table
 from flows.common import Runner, _variant, store_root, with_strict_env
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
-from rlt_core.stages.specs import STAGES
+from rlt_core.stages.specs import SPECS, check_config
 from rlt_core.store import check_store_uri
 from tasks.runtime import input_digest
-
-STAGE_NAMES = frozenset(STAGES)
 
 
 @dataclass
@@ -35,7 +33,7 @@ class Planner:
 
     def __call__(self, task: Any, label: str, **inputs: Any) -> dict[str, str]:
         """The ref `task` would return, without running it; records the plan row."""
-        if task.name not in STAGE_NAMES:  # the report: assembled after the stages, uncached
+        if task.name not in SPECS:  # the report: assembled after the stages, uncached
             return {"uri": "", "digest": "", "pending": label}
         recipe = inputs.pop("recipe", None)
         upstream, pending = {}, []
@@ -69,6 +67,7 @@ def start_plan(
     """A Planner over `store` (read only: nothing is created or written)."""
     overrides = with_strict_env(overrides, strict_env)
     cfg = load_config(profile, list(overrides or ()))  # ConfigError before anything else
+    check_config(cfg)  # and what the stages' declarations refuse in it
     check_store_uri(store, storage_options)
     root = store_root(store)
     run = {

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from rlt_core.config import PipelineConfig
-from rlt_core.config.resources import STAGE_NAMES
+from rlt_core.stages.specs import SPECS, spec_of
 
 RunnerKind = Literal["sequential", "ray"]
 RUNNERS: tuple[str, ...] = ("sequential", "ray")
@@ -78,12 +78,12 @@ def task_runner(kind: str, ray_address: str | None = None) -> TaskRunner:
 
 def ray_options(cfg: PipelineConfig, task_name: str) -> dict[str, Any]:
     """The Ray `remote_options` of one task: its stage's GPUs and cores, rerun on worker loss."""
-    if task_name in STAGE_NAMES and cfg.stage_resources(task_name).nodes > 1:
+    if task_name in SPECS and spec_of(task_name).resources(cfg).nodes > 1:
         # A run over several nodes reserves them as a placement group when it starts
         # (tasks.multinode); the task itself only drives it.
         reserve = dict(OTHER_TASK)
-    elif task_name in STAGE_NAMES:
-        given = cfg.stage_resources(task_name)
+    elif task_name in SPECS:
+        given = spec_of(task_name).resources(cfg)
         reserve = {"num_cpus": given.cpus, "num_gpus": given.gpus}
     else:
         reserve = dict(OTHER_TASK)
@@ -108,8 +108,8 @@ def check_cluster(
         kind: max((float(node.get("Resources", {}).get(kind, 0)) for node in alive), default=0.0)
         for kind in ("GPU", "CPU")
     }
-    for stage in STAGE_NAMES:
-        given = cfg.stage_resources(stage)
+    for stage in SPECS:
+        given = spec_of(stage).resources(cfg)
         if given.nodes > len(alive):
             raise ScaleOutError(
                 f"resources.{stage}.nodes={given.nodes}, but {where} has {len(alive)} node(s): "
@@ -132,10 +132,10 @@ def connect(runner: TaskRunner, cfg: PipelineConfig, store_root: str) -> TaskRun
     """Start `runner` (a Ray runner connects to, or starts, its cluster) and, for Ray, check
     the cluster against the run (`check_cluster`); the runner is closed if that fails."""
     on_ray = type(runner).__name__ == "RayTaskRunner"
-    spread = [s for s in STAGE_NAMES if cfg.stage_resources(s).nodes > 1]
+    spread = [s for s in SPECS if spec_of(s).resources(cfg).nodes > 1]
     if spread and not on_ray:
         raise ScaleOutError(
-            f"resources.{spread[0]}.nodes={cfg.stage_resources(spread[0]).nodes}: a run "
+            f"resources.{spread[0]}.nodes={spec_of(spread[0]).resources(cfg).nodes}: a run "
             "over several machines is placed by Ray (a placement group of one bundle per "
             "node); run with --runner ray on a cluster of that many nodes, or set "
             f"resources.{spread[0]}.nodes=1"

@@ -9,11 +9,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlt_core.config import PipelineConfig
+from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, StageSpec
 
 Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
-TRACE_SOURCES = ("RLT", "corpus")  # Table 1: the teacher's traces vs the corpus' own traces
-# Table 2's cold starts by the flows' source names: the paper's row titles where they differ.
-COLD_STARTS = {"RL-raw": "RL cold-start (raw)"}
+# Table 1's trace sources by the flows' names, each with the stage that writes it: the
+# teacher's traces vs the corpus' own traces. The table titles a source by its stage's
+# declared `title`.
+TRACE_SOURCES: Mapping[str, StageSpec[Any]] = {"RLT": GENERATE_TRACES, "corpus": DATA}
+RL_RAW = "RL-raw"  # Table 2's "RL cold-start (raw) + RL": the cold start of RL_RAW runs
+# Table 2's cold starts titled by their stage's declaration where the name is not the title.
+COLD_STARTS: Mapping[str, StageSpec[Any]] = {RL_RAW: RAW_TRACES}
+
+
+def title(source: str, stages: Mapping[str, StageSpec[Any]]) -> str:
+    """What a report row calls `source`: the `title` of the stage `stages` says writes it,
+    else the source's own name."""
+    spec = stages.get(source)
+    return spec.title if spec is not None and spec.title else source
 
 
 def model_name(reference: str) -> str:
@@ -47,14 +59,14 @@ def pipeline_tables(
         recipe_cfg = cfg.student_sft[recipe]
         labels = {
             "Model": f"{source}-{recipe}",
-            "Traces": "RLT" if source == "RLT" else "corpus (R1 / search)",
+            "Traces": title(source, TRACE_SOURCES),
             "Student": model_name(recipe_cfg.model),
             "Data": f"{recipe} ({recipe_cfg.num_train_samples or 'all'})",
         }
         table_1.append({"labels": labels, "evaluation": evaluations[student_label(source, recipe)]})
     table_2 = [
         {
-            "labels": {"Model": f"RL[{recipe}]", "Cold start": COLD_STARTS.get(source, source)},
+            "labels": {"Model": f"RL[{recipe}]", "Cold start": title(source, COLD_STARTS)},
             "evaluation": evaluations[rl_label(source, recipe)],
         }
         for source, recipe in trained

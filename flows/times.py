@@ -12,7 +12,8 @@ Used by `make demo` after `prefect deployment run rlt/full-pipeline --watch`.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from prefect import get_run_logger
@@ -25,20 +26,21 @@ from prefect.client.schemas.filters import (
     TaskRunFilterId,
 )
 from prefect.client.schemas.sorting import ArtifactSort
+from prefect.futures import PrefectFuture
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from flows.common import Runner
+Submitted = Sequence[tuple[str, PrefectFuture]]  # a flow run's task runs: (label, future)
 
 
-def stage_times(runner: Runner) -> list[dict[str, Any]]:
-    """Per task run of the flow: its final state, its run time and when it started and ended
-    (seconds after the first start), from Prefect's task-run records; then the sum of the
-    stage times (`total`) and the flow's stage wall time (`wall`: first start to last end),
-    which is shorter than the sum when stages ran side by side. Cached runs take 0 s."""
-    ids = [future.task_run_id for _, future in runner.submitted]
+def stage_times(submitted: Submitted) -> list[dict[str, Any]]:
+    """Per task run of the flow (`submitted`, `flows.common.Runner.submitted`): its final
+    state, its run time and when it started and ended (seconds after the first start), from
+    Prefect's task-run records; then the sum of the stage times (`total`) and the flow's stage
+    wall time (`wall`: first start to last end), which is shorter than the sum when stages ran
+    side by side. Cached runs take 0 s."""
+    ids = [future.task_run_id for _, future in submitted]
     with get_client(sync_client=True) as client:
         found = client.read_task_runs(
             task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)), limit=max(len(ids), 1)
@@ -47,7 +49,7 @@ def stage_times(runner: Runner) -> list[dict[str, Any]]:
     starts = [r.start_time for r in found if r.start_time and r.end_time]
     origin = min(starts) if starts else None
     rows = []
-    for label, future in runner.submitted:
+    for label, future in submitted:
         record = records.get(future.task_run_id)
         start = record.start_time if record and record.end_time else None
         row: dict[str, Any] = {"stage": label, "state": future.state.name, "seconds": 0.0}
@@ -64,9 +66,10 @@ def stage_times(runner: Runner) -> list[dict[str, Any]]:
             {"stage": "wall", "seconds": wall, **summary}]  # fmt: skip
 
 
-def publish_times(runner: Runner, key: str) -> list[dict[str, Any]]:
-    """The stage-time table (`stage_times`) as a Prefect table artifact and in the log."""
-    rows = stage_times(runner)
+def publish_times(submitted: Submitted, key: str, runner: str) -> list[dict[str, Any]]:
+    """The stage-time table (`stage_times`) as a Prefect table artifact and in the log
+    (`runner`: the task runner's kind)."""
+    rows = stage_times(submitted)
     create_table_artifact(rows, key=key, description="Time per stage of this flow run")
     total, wall = rows[-2]["seconds"], rows[-1]["seconds"]
     logger = get_run_logger()
@@ -74,7 +77,7 @@ def publish_times(runner: Runner, key: str) -> list[dict[str, Any]]:
         logger.info("%s: %s, %.1f s", row["stage"], row["state"], row["seconds"])
     logger.info(
         "%d task runs: %.1f s of stage time in %.1f s of wall time (%s runner)",
-        len(rows) - 2, total, wall, runner.kind,
+        len(rows) - 2, total, wall, runner,
     )  # fmt: skip
     return rows
 

@@ -23,12 +23,15 @@ GRPO_MICRO_BATCH = 8
 1024 on 8 GPUs (Appendix A.1) becomes 8 per device x 16 accumulation steps."""
 
 
-def max_micro_batch(stage: str, configured: int = 0) -> int:
-    """The most samples one device holds per micro-batch in a run of training stage `stage`:
-    `configured` (`resources.<stage>.micro_batch`), or when 0 the stage's default."""
+def max_micro_batch(trainer: str, configured: int = 0) -> int:
+    """The most samples one device holds per micro-batch in a training run of `trainer`
+    ("sft" or "grpo", its declaration's `fit.kind`): `configured`
+    (`resources.<stage>.micro_batch`), or when 0 that trainer's default."""
     if configured:
         return configured
-    return SFT_MICRO_BATCH if stage.endswith("_sft") else GRPO_MICRO_BATCH
+    if trainer not in ("sft", "grpo"):
+        raise ValueError(f"{trainer!r} is not a trainer: 'sft' or 'grpo'")
+    return SFT_MICRO_BATCH if trainer == "sft" else GRPO_MICRO_BATCH
 
 
 @dataclass(frozen=True)

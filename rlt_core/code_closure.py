@@ -11,12 +11,17 @@ packages' `__init__` files too, so those are in the closure; `from rlt_core.a im
 `a/b.py` when `b` is a module and `a/__init__.py` either way. Hand-kept module lists drifted
 (teacher_rl's left out the log-prob module its reward runs); this one is computed, and a file
 is parsed again whenever it changes, so a long-running process sees edits too.
+
+A stage whose entry module lies outside rlt_core (a stage kept in a package of its own) is
+keyed on that module's source and on the rlt_core modules it imports, transitively; imports of
+other packages are not followed.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent  # the rlt_core package
@@ -27,7 +32,7 @@ def module_file(module: str) -> Path | None:
     """The source file of an rlt_core module or package (`rlt_core.a.b`), or None."""
     parts = module.split(".")
     if parts[0] != PACKAGE:
-        return None
+        return _ROOTS.get(module)
     path = ROOT.joinpath(*parts[1:])
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
@@ -111,11 +116,26 @@ def string_import(node: ast.AST) -> str | None:
     return None
 
 
+_ROOTS: dict[str, Path] = {}  # entry modules outside rlt_core whose closure was asked for
+
+
+def _outside_root(module: str) -> None:
+    """Make `module`, an entry module outside rlt_core, a source `module_file` knows."""
+    found = importlib.util.find_spec(module)
+    origin = Path(found.origin) if found is not None and found.origin else None
+    if origin is None or origin.suffix != ".py":
+        raise ValueError(f"{module!r}: no Python source to key a stage on (found: {origin})")
+    _ROOTS[module] = origin
+
+
 def module_closure(module: str) -> tuple[str, ...]:
     """`module`, the packages it sits in and every rlt_core module they import, transitively;
-    sorted."""
+    sorted. (For a module outside rlt_core: itself and the rlt_core modules it imports.)"""
     seen: set[str] = set()
-    todo = [module, *_packages_of(module)]
+    outside = module.split(".")[0] != PACKAGE
+    if outside:
+        _outside_root(module)
+    todo = [module, *([] if outside else _packages_of(module))]
     while todo:
         name = todo.pop()
         if name in seen:

@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rlt_core.batches import max_micro_batch, plan_batch
-from rlt_core.config import PipelineConfig
-from rlt_core.config.resources import TRAINING_STAGES
+from rlt_core.config import PipelineConfig, StageResources
 
 GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -54,7 +53,27 @@ ENGINE_MEMORY_SHARE = 0.9  # vLLM's default gpu_memory_utilization (generation, 
 ENGINE_OVERHEAD = 1.5 * GIB  # vLLM's activations, sampler and CUDA graphs beside weights and KV
 PROMPT_TOKENS = 2048  # prompt allowance of a generation (question, solution, system prompt)
 HEADROOM = 0.5 * GIB  # CUDA context and allocator slack, counted in every GPU run
-ENGINE_STAGES = ("generate_traces", "rank_traces", "raw_traces", "teacher_eval", "evaluate")
+
+FitKind = Literal["sft", "grpo", "engine"]
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What the planner needs of a stage that runs a model (its declaration's `fit`,
+    `rlt_core.stages.specs`): how a run holds GPU memory (`kind`: an SFT or a GRPO training
+    step under ZeRO-3, or a generation engine), the model it loads and the recipe it runs,
+    both from the config and the run's recipe name, and whether each step also scores with the
+    RLT reward's student (teacher_rl)."""
+
+    kind: FitKind
+    model: Callable[[PipelineConfig, str | None], str | None]
+    recipe: Callable[[PipelineConfig, str | None], Any]
+    scores_with_reward: bool = False
+
+    @property
+    def trains(self) -> bool:
+        """A training step (SFT or GRPO), not an engine."""
+        return self.kind != "engine"
 
 
 class FitError(RuntimeError):
@@ -284,14 +303,19 @@ def engine_parts(
 
 
 def fit_stage(
-    stage: str, cfg: PipelineConfig, recipe: str | None = None, *, gpus: int | None = None
+    stage: str,
+    cfg: PipelineConfig,
+    recipe: str | None = None,
+    *,
+    plan: FitPlan,
+    given: StageResources,
+    gpus: int | None = None,
 ) -> Fit:
-    """The estimate for one run of `stage` (`recipe` for student_sft / student_rl) on the GPUs
-    the profile's `resources` give it, over all its nodes: ZeRO-3 shards the model states over
-    every GPU of the launch (`gpus` overrides the count)."""
-    given = cfg.stage_resources(stage)
+    """The estimate for one run of `stage` (`recipe` for a stage with recipes), planned as its
+    declaration says (`plan`), on the GPUs it is given (`given`), over all its nodes: ZeRO-3
+    shards the model states over every GPU of the launch (`gpus` overrides the count)."""
     count = given.gpus * given.nodes if gpus is None else gpus
-    model = _model_of(stage, cfg, recipe)
+    model = plan.model(cfg, recipe)
     base = {"stage": stage, "model": model or "", "gpus": count,
             "gpu_memory_gib": given.gpu_memory_gib}  # fmt: skip
     if count == 0:
@@ -301,46 +325,34 @@ def fit_stage(
     shape = model_shape(model)
     if shape is None:
         return Fit(**base, unknown=f"shape unknown offline ({model}: no config.json here)")
-    if stage in TRAINING_STAGES:
-        return _training_fit(stage, cfg, recipe, shape, base)
-    return _engine_fit(stage, cfg, shape, base)
+    if plan.trains:
+        return _training_fit(stage, cfg, recipe, plan, given, shape, base)
+    return _engine_fit(stage, cfg, plan.recipe(cfg, recipe), shape, base)
 
 
-def _model_of(stage: str, cfg: PipelineConfig, recipe: str | None) -> str | None:
-    """The model a run of `stage` loads (its recipe's; the reward's student for engines that
-    score; the teacher for generation). Upstream artifacts have their base model's shape."""
-    if stage in ("teacher_sft", "teacher_rl"):
-        return getattr(cfg, stage).model
-    if stage in ("student_sft", "student_rl"):
-        spec = _student_recipe(cfg, stage, recipe)
-        return spec.model if spec is not None else None
-    if stage in ("generate_traces", "rank_traces", "teacher_eval"):
-        return cfg.teacher_rl.model
-    if stage in ("evaluate", "raw_traces"):
-        spec = _student_recipe(cfg, "student_sft", None)
-        return spec.model if spec is not None else None
-    return None
-
-
-def _student_recipe(cfg: PipelineConfig, stage: str, recipe: str | None) -> Any:
-    """The student recipe `recipe` of `stage` (when not named: the first the profile runs,
-    else its first one); None if it has none."""
-    recipes = getattr(cfg, stage)
-    runs = getattr(cfg, f"{stage}_runs")
+def student_recipe(cfg: PipelineConfig, section: str, recipe: str | None) -> Any:
+    """The recipe `recipe` of the recipe section `section` (when not named: the first the
+    profile runs, `<section>_runs`, else its first one); None if it has none."""
+    recipes = getattr(cfg, section)
+    runs = getattr(cfg, f"{section}_runs")
     name = recipe if recipe in recipes else next(iter([*runs, *recipes]), None)
     return recipes[name] if name is not None else None
 
 
 def _training_fit(
-    stage: str, cfg: PipelineConfig, recipe: str | None, shape: ModelShape, base: dict
+    stage: str,
+    cfg: PipelineConfig,
+    recipe: str | None,
+    plan: FitPlan,
+    given: StageResources,
+    shape: ModelShape,
+    base: dict,
 ) -> Fit:
-    student = stage.startswith("student")
-    spec = _student_recipe(cfg, stage, recipe) if student else getattr(cfg, stage)
+    spec = plan.recipe(cfg, recipe)
     gpus = base["gpus"]
     notes: list[str] = []
-    sft = stage.endswith("_sft")
-    given = cfg.stage_resources(stage)
-    knob = max_micro_batch(stage, given.micro_batch)
+    sft = plan.kind == "sft"
+    knob = max_micro_batch(plan.kind, given.micro_batch)
     offload = given.offload_optimizer and gpus > 1
     try:
         micro = plan_batch(spec.batch_size, gpus, knob).per_device
@@ -360,12 +372,12 @@ def _training_fit(
         cpu = _gib(zero3_offload_cpu_bytes(shape.params)) / given.nodes
         notes.append(f"optimizer offloaded: ~{cpu:.0f} GiB of each node's CPU memory")
     e = DTYPE_BYTES[spec.dtype]
-    if stage.endswith("_rl"):
+    if plan.kind == "grpo":
         if spec.beta > 0:  # GRPO's reference model, sharded like the policy
             parts["reference model"] = _gib(e * shape.params / gpus)
         if spec.generation_backend == "vllm" and spec.vllm_mode == "colocate":
             parts["colocated rollouts"] = round(ROLLOUT_MEMORY_SHARE * base["gpu_memory_gib"], 2)
-    if stage == "teacher_rl":
+    if plan.scores_with_reward:
         student = model_shape(cfg.reward.student_model)
         if student is None:
             notes.append(f"reward student {cfg.reward.student_model}: shape unknown offline")
@@ -399,8 +411,7 @@ def _advice(fit: Fit, stage: str, spec: Any, gpus: int, offloaded: bool) -> list
     return ["use bigger GPUs or more of them (this estimate is for one node)"]
 
 
-def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) -> Fit:
-    recipe = ENGINE_RECIPES[stage](cfg)
+def _engine_fit(stage: str, cfg: PipelineConfig, recipe: Any, shape: ModelShape, base: dict) -> Fit:
     new_tokens = getattr(recipe, "max_new_tokens", None) or cfg.teacher_rl.max_completion_length
     tp = getattr(recipe, "tensor_parallel_size", 1)
     sequence = PROMPT_TOKENS + new_tokens
@@ -423,33 +434,6 @@ def _engine_fit(stage: str, cfg: PipelineConfig, shape: ModelShape, base: dict) 
         notes.insert(0, f"raise tensor_parallel_size (--set {stage}.tensor_parallel_size=2)")
         parts["missing KV room"] = _gib(shape.kv_bytes_per_token(e, tp) * sequence)
     return Fit(**base, parts=parts, notes=notes)
-
-
-# The sampling recipe of each engine stage (rank_traces and raw_traces sample like
-# generate_traces; evaluate and teacher_eval have their own).
-ENGINE_RECIPES = {
-    "generate_traces": lambda cfg: cfg.generate_traces,
-    "rank_traces": lambda cfg: cfg.generate_traces,
-    "raw_traces": lambda cfg: cfg.generate_traces,
-    "evaluate": lambda cfg: cfg.evaluate,
-    "teacher_eval": lambda cfg: cfg.teacher_eval,
-}
-
-
-def fit_profile(cfg: PipelineConfig) -> list[Fit]:
-    """The estimate of every stage run the profile can make on GPUs: each GPU stage, and each
-    student recipe it runs (`student_sft_runs`, `student_rl_runs`)."""
-    fits = []
-    for stage in (*TRAINING_STAGES, *ENGINE_STAGES):
-        if cfg.stage_resources(stage).gpus == 0:
-            continue
-        if stage == "student_sft":
-            fits += [fit_stage(stage, cfg, name) for name in cfg.student_sft_runs]
-        elif stage == "student_rl":
-            fits += [fit_stage(stage, cfg, name) for name in cfg.student_rl_runs]
-        else:
-            fits.append(fit_stage(stage, cfg))
-    return fits
 
 
 def ignored() -> bool:

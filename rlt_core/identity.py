@@ -22,7 +22,6 @@ stage and the orchestrator, so both compute one key.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlt_core import artifacts
+from rlt_core.config import Reference
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 OFFLINE_PREFIX = "offline:"
@@ -151,42 +151,17 @@ def _hub_identity(repo: str, revision: str | None) -> str:
     return f"{repo}@{revision}"
 
 
-def reference_fields() -> frozenset[str]:
-    """The config keys whose value names something a stage reads: every config field marked
-    `reference` (models, data sources), and the data stage's name for the teacher's tokenizer."""
-    from rlt_core import config
-
-    sections = (
-        config.DataConfig, config.RewardConfig, config.TeacherSFTConfig, config.TeacherRLConfig,
-        config.StudentSFTConfig, config.StudentRLConfig, config.GenerateTracesConfig,
-        config.EvaluateConfig, config.TeacherEvalConfig,
-    )  # fmt: skip
-    names = {"teacher_tokenizer"}
-    for section in sections:
-        for field in dataclasses.fields(section):
-            if field.metadata.get("reference"):
-                names.add(field.metadata.get("key", field.name))
-    return frozenset(names)
-
-
-REFERENCE_FIELDS = reference_fields()
-
-
-def references(
-    config: Mapping[str, Any], names: frozenset[str] = REFERENCE_FIELDS
-) -> dict[str, str]:
-    """The identity of every reference in a key's config: the leaves whose field name is in
-    `names` (a mapping under such a name: each of its values), by their dotted path."""
+def references(config: Any) -> dict[str, str]:
+    """The identity of every reference in a key's config: each `Reference` (a value of a field
+    marked `reference`, `rlt_core.config.key_dict`), by its dotted path."""
     found: dict[str, str] = {}
 
-    def walk(value: Any, path: str, name: str) -> None:
-        """Visit `value` at dotted `path`, under the field `name` that holds it."""
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                child = f"{path}.{key}" if path else str(key)
-                walk(item, child, name if name in names else str(key))
-        elif name in names and isinstance(value, str) and value:
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Reference):
             found[path] = reference_identity(value)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
 
-    walk(config, "", "")
+    walk(config, "")
     return found

@@ -278,7 +278,7 @@ def _run_here(
         torch.set_num_threads(placed.cpus)
         logger.info("%s: %d core(s), GPUs [%s] (Ray)", stage, placed.cpus, ",".join(placed.gpus))
     spec = spec_of(stage)
-    given = run_config(run).stage_resources(stage)
+    given = spec.resources(run_config(run))
     launch = None
     if given.nodes > 1 and spec.trains:
         if placed is None:

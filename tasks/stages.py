@@ -1,19 +1,29 @@
-"""One Prefect task per stage: resolve the run, call ONE rlt_core entry point, return its ref.
+"""One Prefect task per stage, built from its declaration (`rlt_core.stages.specs`): resolve
+the run, call ONE rlt_core entry point, return its ref.
 
-Every task is cached by `StageCache` (config section + input digests + rlt_core code), persists
-its result as JSON, and retries only transient failures (`is_transient`). Inputs are upstream
-refs, `{"ref": ..., "file": ...}` for one table inside an artifact, or model references.
+`stage_task(spec)` makes the task: named after the stage, its parameters the run, the recipe
+(a stage with a `recipe_section`) and the declared inputs by name, described by the
+declaration's `summary`, tagged `rlt-stage` and `rlt-<runs>` (e.g. a Prefect concurrency limit
+on `rlt-launch` keeps one training launch per machine). Every stage task is cached by
+`StageCache` (config section + input digests + rlt_core code), persists its result as JSON,
+and retries only transient failures (`is_transient`). Inputs are upstream refs,
+`{"ref": ..., "file": ...}` for one table inside an artifact, or model references.
+
+`task_of(name)` is the task of a declared stage, built once; `stages.<name>` (e.g.
+`stages.teacher_rl`) is the same task, as the flows call it. A new stage needs nothing here.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from rlt_core.reports import report_from_refs
+from rlt_core.stages.specs import SPECS, StageSpec, spec_of
 from tasks.runtime import (
     Input,
     Run,
@@ -35,65 +45,52 @@ STAGE_TASK: dict[str, Any] = {
 }
 
 
-@task(name="data", **STAGE_TASK)
-def data(run: Run) -> dict[str, str]:
-    """The data stage (corpus, eval sets, countdown, LIMR, think lengths)."""
-    return execute("data", run, {})
+def stage_task(spec: StageSpec[Any]) -> Task[..., dict[str, str]]:
+    """The cached Prefect task of one stage (module docstring)."""
+
+    def run_stage(run: Run, **given: Any) -> dict[str, str]:
+        recipe = given.pop("recipe", None)
+        return execute(spec.name, run, given, recipe)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("run", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Run)]
+    if spec.recipe_section is not None:
+        parameters.append(inspect.Parameter("recipe", keyword, annotation=str))
+    for given in spec.inputs:
+        default = None if given.optional else inspect.Parameter.empty
+        annotation = Input | None if given.optional else Input
+        parameters.append(inspect.Parameter(given.name, keyword, default=default,
+                                            annotation=annotation))  # fmt: skip
+    # Prefect reads a task's parameters (the UI, its cache policy, Ray's upstream refs) from
+    # its function's signature: the declared one, not `**given`.
+    run_stage.__signature__ = inspect.Signature(parameters, return_annotation=dict[str, str])  # type: ignore[attr-defined]
+    run_stage.__name__ = run_stage.__qualname__ = spec.name
+    run_stage.__doc__ = spec.summary
+    return task(
+        name=spec.name,
+        description=spec.summary,
+        tags={"rlt-stage", f"rlt-{spec.runs}"},
+        **STAGE_TASK,
+    )(run_stage)
 
 
-@task(name="teacher_sft", **STAGE_TASK)
-def teacher_sft(run: Run, corpus: Input) -> dict[str, str]:
-    """Teacher warm-up in the RLT format (Appendix A.1)."""
-    return execute("teacher_sft", run, {"corpus": corpus})
+_BUILT: dict[int, tuple[StageSpec[Any], Task[..., dict[str, str]]]] = {}
 
 
-@task(name="teacher_rl", **STAGE_TASK)
-def teacher_rl(run: Run, teacher_sft: Input | None, corpus: Input) -> dict[str, str]:
-    """GRPO with the RLT reward (section 3, Table 3)."""
-    return execute("teacher_rl", run, {"teacher_sft": teacher_sft, "corpus": corpus})
+def task_of(stage: str) -> Task[..., dict[str, str]]:
+    """The task of the declared stage `stage` (`stage_task`, built once per declaration)."""
+    spec = spec_of(stage)
+    built = _BUILT.get(id(spec))
+    if built is None or built[0] is not spec:
+        built = _BUILT[id(spec)] = (spec, stage_task(spec))
+    return built[1]
 
 
-@task(name="generate_traces", **STAGE_TASK)
-def generate_traces(run: Run, teacher: Input, corpus: Input) -> dict[str, str]:
-    """The teacher explains every pair; the student dataset (section 4.1, Appendix B.1)."""
-    return execute("generate_traces", run, {"teacher": teacher, "corpus": corpus})
-
-
-@task(name="rank_traces", **STAGE_TASK)
-def rank_traces(run: Run, teacher: Input, corpus: Input) -> dict[str, str]:
-    """Completions per pair ranked by the RLT reward into datasets (section 4.5)."""
-    return execute("rank_traces", run, {"teacher": teacher, "corpus": corpus})
-
-
-@task(name="student_sft", **STAGE_TASK)
-def student_sft(run: Run, recipe: str, dataset: Input) -> dict[str, str]:
-    """Student distillation with a Table 5 recipe."""
-    return execute("student_sft", run, {"dataset": dataset}, recipe)
-
-
-@task(name="student_rl", **STAGE_TASK)
-def student_rl(run: Run, recipe: str, start_model: Input, dataset: Input) -> dict[str, str]:
-    """Traditional RL with correctness rewards, cold start or not (Table 6)."""
-    return execute("student_rl", run, {"start_model": start_model, "dataset": dataset}, recipe)
-
-
-@task(name="evaluate", **STAGE_TASK)
-def evaluate(run: Run, model: Input, eval_dir: Input) -> dict[str, str]:
-    """Lighteval pass@1 of one model (Table 7)."""
-    return execute("evaluate", run, {"model": model, "eval_dir": eval_dir})
-
-
-@task(name="teacher_eval", **STAGE_TASK)
-def teacher_eval(run: Run, teacher_sft: Input, teacher_rl: Input, pairs: Input) -> dict[str, str]:
-    """teacher_sft vs teacher_rl on held-out pairs, scored with the RLT reward (project)."""
-    inputs = {"teacher_sft": teacher_sft, "teacher_rl": teacher_rl, "pairs": pairs}
-    return execute("teacher_eval", run, inputs)
-
-
-@task(name="raw_traces", **STAGE_TASK)
-def raw_traces(run: Run, model: Input, corpus: Input) -> dict[str, str]:
-    """A traditionally RL-trained model's raw answers as a distillation set (Table 2)."""
-    return execute("raw_traces", run, {"model": model, "corpus": corpus})
+def __getattr__(name: str) -> Task[..., dict[str, str]]:
+    """`stages.<stage>`: the task of a declared stage (`task_of`)."""
+    if name in SPECS:
+        return task_of(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @task(name="report", cache_policy=NO_CACHE, retries=2, retry_condition_fn=is_transient)

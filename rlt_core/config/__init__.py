@@ -13,11 +13,11 @@ from rlt_core.config.data import DataConfig
 from rlt_core.config.errors import ConfigError, ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.loader import available_profiles, config_dir, load_config
-from rlt_core.config.resources import STAGE_NAMES, StageResources
+from rlt_core.config.resources import StageResources
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
 from rlt_core.config.schema import PAPER_STUDENT_RL, PAPER_STUDENT_SFT, PipelineConfig
-from rlt_core.config.serialize import config_digest, to_dict, to_yaml
+from rlt_core.config.serialize import Reference, config_digest, key_dict, to_dict, to_yaml
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "TeacherEvalConfig",
     "PipelineConfig",
     "RewardConfig",
-    "STAGE_NAMES",
     "StageResources",
     "StudentRLConfig",
     "StudentSFTConfig",
@@ -42,5 +41,7 @@ __all__ = [
     "config_digest",
     "load_config",
     "to_dict",
+    "key_dict",
+    "Reference",
     "to_yaml",
 ]

@@ -6,30 +6,16 @@ offloaded optimizer is keyed, but through what it changes: the accelerate config
 launches with, `rlt_core.devices.numerics`.) A runner
 that places stages side by side (Ray) reserves exactly these for each run, and the run's torch
 uses as many threads as it has CPU cores, so concurrent stages never oversubscribe a machine.
+
+Which names the section may hold and what each stage may be given (several nodes only for a
+training stage, GPUs for a vLLM engine's tensor parallelism) are the stages' declarations'
+rules (`rlt_core.stages.specs.check_config`): config sits below the stages and knows none.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from rlt_core.config.checks import bad, finalize, non_negative, positive
 from rlt_core.config.errors import ConfigIssue
-
-STAGE_NAMES = (  # every stage of rlt_core.stages.specs, in DAG order
-    "data",
-    "teacher_sft",
-    "teacher_rl",
-    "generate_traces",
-    "rank_traces",
-    "student_sft",
-    "student_rl",
-    "evaluate",
-    "teacher_eval",
-    "raw_traces",
-)
-
-# The stages that train (launched with ZeRO-3 on several GPUs; `rlt_core.fit` plans them).
-TRAINING_STAGES = ("teacher_sft", "student_sft", "teacher_rl", "student_rl")
 
 
 @dataclass(frozen=True)
@@ -86,26 +72,3 @@ class StageResources:
                 )
             )
         return issues
-
-
-def _given(gpus: int, cpus: int, micro_batch: int = 0) -> StageResources:
-    return StageResources(gpus=gpus, cpus=cpus, micro_batch=micro_batch)
-
-
-# The paper-7b profile's: one 8-GPU node per training run (ZeRO-3 over its 8 GPUs); trace
-# generation and evaluation on tensor_parallel_size GPUs (1 for 7B models). GRPO holds one
-# completion of 2,048 + 16,384 tokens per GPU micro-batch (`rlt_core.fit`: 8 would not fit).
-PAPER_RESOURCES: Mapping[str, StageResources] = MappingProxyType(
-    {
-        "data": _given(0, 4),
-        "teacher_sft": _given(8, 32),
-        "teacher_rl": _given(8, 32, micro_batch=1),
-        "generate_traces": _given(1, 8),
-        "rank_traces": _given(1, 8),
-        "student_sft": _given(8, 32),
-        "student_rl": _given(8, 32, micro_batch=1),
-        "evaluate": _given(1, 8),
-        "teacher_eval": _given(1, 8),
-        "raw_traces": _given(1, 8),
-    }
-)

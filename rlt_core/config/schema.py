@@ -16,12 +16,7 @@ from rlt_core.config.checks import finalize
 from rlt_core.config.data import DataConfig
 from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
-from rlt_core.config.resources import (
-    PAPER_RESOURCES,
-    STAGE_NAMES,
-    TRAINING_STAGES,
-    StageResources,
-)
+from rlt_core.config.resources import StageResources
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
@@ -87,8 +82,12 @@ class PipelineConfig:
         metadata={"help": "student_rl recipes this profile trains (Table 2)"},
     )
     resources: Mapping[str, StageResources] = field(
-        default_factory=lambda: PAPER_RESOURCES,
-        metadata={"help": "GPUs and CPU cores of one run of each stage, by stage name"},
+        default_factory=lambda: MappingProxyType({}),
+        metadata={
+            "help": "GPUs and CPU cores of one run of each stage, by stage name; a stage not "
+            "listed gets its declaration's default_resources, the paper's node "
+            "(rlt_core.stages.specs; checked there too: check_config)"
+        },
     )
     strict_env: bool = field(
         default=False,
@@ -108,10 +107,6 @@ class PipelineConfig:
             return self.teacher_eval.held_out
         return next((task for task in HELD_OUT_TABLES if task in self.evaluate.tasks), None)
 
-    def stage_resources(self, stage: str) -> StageResources:
-        """What one run of `stage` is given (`resources.<stage>`; else 0 GPUs, 1 core)."""
-        return self.resources.get(stage, StageResources())
-
     def __post_init__(self) -> None:
         finalize(self, self._issues)
 
@@ -127,10 +122,7 @@ class PipelineConfig:
                     "set cold_start: null"
                 )
                 issues.append(ConfigIssue(f"student_rl.{name}.cold_start", message))
-        return issues + self._cross_stage_issues() + self._resource_issues()
-
-    def _resource_issues(self) -> list[ConfigIssue]:
-        return _resource_issues_of(self)
+        return issues + self._cross_stage_issues()
 
     def _cross_stage_issues(self) -> list[ConfigIssue]:
         issues = []
@@ -160,35 +152,6 @@ class PipelineConfig:
 
 
 HELD_OUT_TABLES = ("countdown", "math500", "aime24")  # eval tables with a solution column
-
-
-def _resource_issues_of(config: "PipelineConfig") -> list[ConfigIssue]:
-    issues = []
-    for name in config.resources:
-        if name not in STAGE_NAMES:
-            close = difflib.get_close_matches(name, STAGE_NAMES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            message = f"no stage named {name!r}; the stages are {', '.join(STAGE_NAMES)}.{hint}"
-            issues.append(ConfigIssue(f"resources.{name}", message))
-    for stage in STAGE_NAMES:
-        nodes = config.stage_resources(stage).nodes
-        if nodes > 1 and stage not in TRAINING_STAGES:
-            message = (
-                f"{nodes} nodes, but only a training stage ({', '.join(TRAINING_STAGES)}) runs "
-                "as one launch over several machines; give it 1 node (its Ray runner already "
-                "places independent runs side by side)"
-            )
-            issues.append(ConfigIssue(f"resources.{stage}.nodes", message))
-    for stage in ("generate_traces", "rank_traces", "raw_traces", "evaluate"):
-        recipe = config.evaluate if stage == "evaluate" else config.generate_traces
-        gpus = config.stage_resources(stage).gpus
-        if recipe.backend == "vllm" and 0 < gpus < recipe.tensor_parallel_size:
-            message = (
-                f"{gpus} GPU(s), but its vLLM engine spans tensor_parallel_size="
-                f"{recipe.tensor_parallel_size}; give it at least that many"
-            )
-            issues.append(ConfigIssue(f"resources.{stage}.gpus", message))
-    return issues
 
 
 def _run_issues(

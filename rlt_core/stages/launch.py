@@ -103,8 +103,9 @@ def check_stage_request(stage: str, inputs: Mapping[str, str | Path], recipe: st
     spec = spec_of(stage)
     if spec.in_driver:
         raise ValueError(
-            f"stage {stage!r} runs in the driver process (no model, seconds): call "
-            "rlt_core.stages.specs.DATA.call(cfg, store, {}) or `python -m rlt_core.stages data`"
+            f"stage {stage!r} runs in the driver process (its declaration's runs='driver'): "
+            f"call rlt_core.stages.specs.spec_of({stage!r}).call(cfg, store, inputs) or "
+            f"`python -m rlt_core.stages {stage}`"
         )
     spec.check_inputs(inputs)
     spec.check_recipe(recipe)

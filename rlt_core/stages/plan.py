@@ -20,7 +20,6 @@ import fsspec
 
 from rlt_core.artifacts import MANIFEST, StageKey, environment_changes
 from rlt_core.config import PipelineConfig
-from rlt_core.fit import fit_stage
 from rlt_core.owner import WORK_DIR
 from rlt_core.stages.specs import STAGES, spec_of
 from rlt_core.store import check_store_uri, translated
@@ -127,7 +126,7 @@ def plan_stage(
     row = PlanRow(label, stage, recipe, "run", None, gpus=given.gpus * given.nodes,
                   cpus=given.cpus * given.nodes, nodes=given.nodes)  # fmt: skip
     if given.gpus:
-        row.fit = fit_stage(stage, cfg, recipe).to_dict()
+        row.fit = spec.estimate(cfg, recipe).to_dict()
     if pending:
         row.reasons = [f"upstream {name} runs first" for name in pending]
         return row

@@ -11,7 +11,17 @@ Everything else about a stage derives from its `StageSpec`, so nothing is kept i
   part the import closure of the entry function's module (`rlt_core.code_closure`). The run's
   owner (`StageSpec.run`, `rlt_core.owner`) keys the artifact directory with it, once,
   and the orchestration layer's cache (Prefect) uses the very same key before running anything;
-- the flows' references to a stage's files: `TEACHER_RL.outputs.model`, never a literal.
+- the flows' references to a stage's files: `TEACHER_RL.outputs.model`, never a literal;
+- its Prefect task (`tasks.stages.stage_task`: name, parameters, description, cache policy,
+  retries, tags), and how the task runs it (`runs`: in the flow's process, one child process,
+  or `accelerate launch`);
+- its GPU memory estimate (`fit`, `fit_profile`, `rlt plan`) and the numerics part of its
+  key (`dtype`), for a stage that runs models;
+- the rules of its `resources.<stage>` entry (`check_config`: the config layer knows no
+  stage) and a report's title for the data set it writes (`title`).
+
+README "Adding a stage" lists what a new stage takes: its module, this declaration, its config
+section and the profile values that set it.
 
 This module is light (no torch): the launcher, the planner and the cache policy import it
 without loading any stage.
@@ -19,6 +29,7 @@ without loading any stage.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,17 +40,21 @@ from typing import Any, Generic, Literal, TypeVar
 from rlt_core.artifacts import ArtifactRef, StageKey, keyed_versions
 from rlt_core.batches import max_micro_batch
 from rlt_core.config import (
+    ConfigError,
+    ConfigIssue,
     EvaluateConfig,
     GenerateTracesConfig,
     PipelineConfig,
+    Reference,
     RewardConfig,
     StageResources,
     TeacherEvalConfig,
     TeacherRLConfig,
-    to_dict,
+    key_dict,
 )
 from rlt_core.devices import numerics
-from rlt_core.identity import REFERENCE_FIELDS, input_identity, references
+from rlt_core.fit import Fit, FitPlan, fit_stage, student_recipe
+from rlt_core.identity import input_identity, references
 from rlt_core.layout import (  # noqa: F401  (the stages' files, re-exported with them)
     DataFiles,
     EvalFiles,
@@ -52,6 +67,11 @@ from rlt_core.layout import (  # noqa: F401  (the stages' files, re-exported wit
 from rlt_core.owner import Launch, Work, own
 
 InputKind = Literal["artifact", "file", "model"]
+# How a stage run executes: `driver` in the orchestrating process (no model, seconds);
+# `process` as one child process (generation and evaluation: vLLM starts its own workers);
+# `launch` under `accelerate launch` (training: ZeRO-3 over the GPUs and nodes it is given).
+Runs = Literal["driver", "process", "launch"]
+RUNS: tuple[str, ...] = ("driver", "process", "launch")
 O = TypeVar("O")  # noqa: E741  (the outputs type of a StageSpec)
 
 
@@ -83,23 +103,62 @@ class StageSpec(Generic[O]):
     `reads(cfg, recipe)`: the config arguments of the entry function, from the pipeline config.
     `key_config(**arguments)`: what of those arguments the key holds (all of it, but where a
     value provably does not shape the output, e.g. the reward of an unscored generation).
-    `recipe_section`: the config section whose named recipe the stage runs (student stages).
-    `in_driver`: runs in the orchestrating process (cheap, no model), never as a child.
-    `single_process`: generation stages; vLLM starts its own workers, so no accelerate.
-    `trains`: a training stage; its entry takes `max_per_device_batch`, the memory knob
-    `resources.<stage>.micro_batch` (not keyed: the global batch is the recipe's).
+    `summary`: one line on what it does (its Prefect task's description).
+    `runs`: how a run executes (`Runs`).
+    `dtype(**arguments)`: the dtype its models are loaded in, from its config arguments;
+    None for a stage that runs no model. The key holds the device and precision really used
+    (`rlt_core.devices.numerics`) for every stage that runs a model.
+    `fit`: how the GPU memory planner (`rlt_core.fit`, `rlt plan`) estimates a run: the
+    trainer or engine it runs, its model and its recipe; None for a stage that runs no model.
+    A `launch` stage has one with kind 'sft' or 'grpo' (its default micro-batch too).
+    `default_resources`: what one run is given where the profile's `resources` does not list
+    the stage: the paper's node (8 GPUs for a training launch, one for a 7B engine), as every
+    config default is the paper's (configs/profiles/paper-7b.yaml states the same).
+    `recipe_section`: the config section whose named recipe the stage runs (student stages);
+    the profile lists the recipes it runs in `<recipe_section>_runs`.
+    `title`: what a report calls the data set this stage writes (a trace source), if any.
     """
 
     name: str
+    summary: str
     entry: str
     inputs: tuple[InputSpec, ...]
     reads: Callable[[PipelineConfig, str | None], dict[str, Any]]
     key_config: Callable[..., dict[str, Any]]
     outputs: O
+    runs: Runs
+    dtype: Callable[..., str] | None = None
+    fit: FitPlan | None = None
+    default_resources: StageResources = StageResources()
     recipe_section: str | None = None
-    in_driver: bool = False
-    single_process: bool = False
-    trains: bool = False
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.runs not in RUNS:
+            raise ValueError(f"stage {self.name!r}: runs={self.runs!r} is not one of {RUNS}")
+        if self.runs == "launch" and (self.fit is None or not self.fit.trains):
+            raise ValueError(
+                f"stage {self.name!r} runs under accelerate launch (runs='launch'), so it "
+                "trains: declare fit=FitPlan('sft' or 'grpo', ...) (its memory plan and its "
+                "default micro-batch)"
+            )
+
+    @property
+    def in_driver(self) -> bool:
+        """Runs in the orchestrating process (cheap, no model), never as a child."""
+        return self.runs == "driver"
+
+    @property
+    def single_process(self) -> bool:
+        """Runs as one child process, never under `accelerate launch`."""
+        return self.runs == "process"
+
+    @property
+    def trains(self) -> bool:
+        """A training stage: launched under `accelerate launch` (ZeRO-3 over several GPUs,
+        `resources.<stage>.nodes` machines); its entry takes `max_per_device_batch`, the memory
+        knob `resources.<stage>.micro_batch` (not keyed: the global batch is the recipe's)."""
+        return self.runs == "launch"
 
     @property
     def module(self) -> str:
@@ -122,8 +181,9 @@ class StageSpec(Generic[O]):
         return tuple(i.name for i in self.inputs if i.kind == "model")
 
     def resources(self, cfg: PipelineConfig) -> StageResources:
-        """What one run of this stage is given (`resources.<stage>` of the profile)."""
-        return cfg.stage_resources(self.name)
+        """What one run of this stage is given: `resources.<stage>` of the profile, else its
+        `default_resources`."""
+        return cfg.resources.get(self.name, self.default_resources)
 
     def entry_function(self) -> Callable[..., ArtifactRef]:
         """The entry function itself (its module imported now)."""
@@ -131,7 +191,9 @@ class StageSpec(Generic[O]):
         return getattr(importlib.import_module(module), function)
 
     def config_args(self, cfg: PipelineConfig, recipe: str | None = None) -> dict[str, Any]:
-        """The config arguments of the entry function (checks the recipe first)."""
+        """The config arguments of the entry function (checks the config against the
+        declarations, `check_config`, and the recipe first)."""
+        check_config(cfg)
         self.check_recipe(recipe)
         if self.recipe_section is not None:
             recipes = getattr(cfg, self.recipe_section)
@@ -154,14 +216,12 @@ class StageSpec(Generic[O]):
         `strict_env`, the package versions too (`PipelineConfig.strict_env`);
         `offload_optimizer`: the run launches with the offload config (`offloads`)."""
         config = self.key_config(**config_args)
-        identities = references(config, REFERENCE_FIELDS)
+        identities = references(config)
         if identities:  # what the models and data sources named in the config hold
             config = {**config, "references": identities}
-        dtype = next((v["dtype"] for v in config.values() if isinstance(v, Mapping)
-                      and isinstance(v.get("dtype"), str)), None)  # fmt: skip
-        if dtype is not None:  # a stage that runs a model: the device and dtype it really uses
-            launched = not (self.single_process or self.in_driver)
-            found = numerics(dtype, launched=launched, offload_optimizer=offload_optimizer)
+        if self.dtype is not None:  # it runs models: the device and dtype it really uses
+            dtype = self.dtype(**config_args)
+            found = numerics(dtype, launched=self.trains, offload_optimizer=offload_optimizer)
             config = {**config, "numerics": found}
         if strict_env:
             config = {**config, "environment": keyed_versions()}
@@ -239,10 +299,29 @@ class StageSpec(Generic[O]):
 
     def options(self, cfg: PipelineConfig) -> dict[str, Any]:
         """What the profile sets that shapes how the run uses its machine, not its output:
-        a training stage's micro-batch (`resources.<stage>.micro_batch`, or its default)."""
-        if not self.trains:
+        a training stage's micro-batch (`resources.<stage>.micro_batch`, or its trainer's
+        default)."""
+        if not self.trains or self.fit is None:
             return {}
-        return {"max_per_device_batch": max_micro_batch(self.name, self.resources(cfg).micro_batch)}
+        knob = max_micro_batch(self.fit.kind, self.resources(cfg).micro_batch)
+        return {"max_per_device_batch": knob}
+
+    def runs_of(self, cfg: PipelineConfig) -> tuple[str | None, ...]:
+        """The recipes a profile runs this stage with (`<recipe_section>_runs`), or (None,)
+        for a stage without recipes."""
+        if self.recipe_section is None:
+            return (None,)
+        return tuple(getattr(cfg, f"{self.recipe_section}_runs"))
+
+    def estimate(self, cfg: PipelineConfig, recipe: str | None = None) -> Fit:
+        """The GPU memory estimate of one run (`rlt_core.fit.fit_stage` with this stage's
+        `fit`)."""
+        if self.fit is not None:
+            return fit_stage(self.name, cfg, recipe, plan=self.fit, given=self.resources(cfg))
+        given = self.resources(cfg)
+        gpus = given.gpus * given.nodes
+        why = "no model (nothing to fit)" if gpus else "CPU run (no GPU to fit)"
+        return Fit(self.name, "", gpus, given.gpu_memory_gib, unknown=why)
 
     def run(
         self,
@@ -289,10 +368,10 @@ def data_key_config(cfg: PipelineConfig) -> dict[str, Any]:
     """The data stage's sources and what the runs need of it: the data section (but the subset
     seed: the training stages draw their own subsets), the tokenizer think lengths are measured
     in, the evaluation tasks and the optional tables."""
-    data = {name: value for name, value in to_dict(cfg.data).items() if name != "subset_seed"}
+    data = {name: value for name, value in key_dict(cfg.data).items() if name != "subset_seed"}
     return {
         "data": data,
-        "teacher_tokenizer": cfg.teacher_sft.model,
+        "teacher_tokenizer": Reference(cfg.teacher_sft.model),
         "eval_tasks": list(cfg.evaluate.tasks),
         "limr": needs_limr(cfg),
         "countdown_train": needs_countdown_train(cfg),
@@ -301,19 +380,19 @@ def data_key_config(cfg: PipelineConfig) -> dict[str, Any]:
 
 def recipe_key_config(cfg: Any, subset_seed: int) -> dict[str, Any]:
     """A training recipe and the seed its row subset is drawn with."""
-    return {"recipe": to_dict(cfg), "subset_seed": subset_seed}
+    return {"recipe": key_dict(cfg), "subset_seed": subset_seed}
 
 
 def rl_key_config(cfg: Any, reward_cfg: RewardConfig) -> dict[str, Any]:
     """A recipe and the RLT reward it trains or ranks with."""
-    return {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg)}
+    return {"recipe": key_dict(cfg), "reward": key_dict(reward_cfg)}
 
 
 def traces_key_config(cfg: GenerateTracesConfig, reward_cfg: RewardConfig) -> dict[str, Any]:
     """The recipe, and the reward only when it is used (the 32B rule's r_SS, or
     `score_traces`), so a reward ablation does not redo plain generations."""
     uses_reward = cfg.num_candidates > 1 or cfg.score_traces
-    return {"recipe": to_dict(cfg), "reward": to_dict(reward_cfg) if uses_reward else None}
+    return {"recipe": key_dict(cfg), "reward": key_dict(reward_cfg) if uses_reward else None}
 
 
 def evaluate_key_config(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -322,7 +401,7 @@ def evaluate_key_config(cfg: EvaluateConfig) -> dict[str, Any]:
         lighteval = metadata.version("lighteval")
     except metadata.PackageNotFoundError:
         lighteval = None
-    return {"evaluate": to_dict(cfg), "lighteval": lighteval}
+    return {"evaluate": key_dict(cfg), "lighteval": lighteval}
 
 
 def teacher_eval_key_config(
@@ -331,7 +410,7 @@ def teacher_eval_key_config(
     """The held-out evaluation's recipe, the rollout sampling of teacher_rl it copies (not the
     optimiser: it trains nothing) and the reward it scores with."""
     sampling = rl_cfg.rollout_sampling()
-    return {"recipe": to_dict(cfg), "rollout": sampling, "reward": to_dict(reward_cfg)}
+    return {"recipe": key_dict(cfg), "rollout": sampling, "reward": key_dict(reward_cfg)}
 
 
 def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, Any]]:
@@ -344,91 +423,159 @@ def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, A
 
 # --- the stages -----------------------------------------------------------------------------------
 
+
+def _recipe_dtype(cfg: Any, **_: Any) -> str:
+    """The dtype of the recipe a stage runs (`cfg`, its first config argument)."""
+    return str(cfg.dtype)
+
+
+def _teacher(cfg: PipelineConfig, recipe: str | None) -> str:
+    """The model a teacher-side engine loads (teacher_rl's: an upstream artifact has its
+    base model's shape)."""
+    return cfg.teacher_rl.model
+
+
+def _student_model(section: str) -> Callable[[PipelineConfig, str | None], str | None]:
+    def model(cfg: PipelineConfig, recipe: str | None) -> str | None:
+        """The model of the student recipe a run uses (the profile's first when unnamed)."""
+        found = student_recipe(cfg, section, recipe)
+        return found.model if found is not None else None
+
+    return model
+
+
+def _student_recipe_of(section: str) -> Callable[[PipelineConfig, str | None], Any]:
+    return lambda cfg, recipe: student_recipe(cfg, section, recipe)
+
+
 DATA: StageSpec[DataFiles] = StageSpec(
     name="data",
+    summary="The data stage (corpus, eval sets, countdown, LIMR, think lengths).",
     entry="rlt_core.stages.data:write_data",
     inputs=(),
     reads=lambda cfg, recipe: {"cfg": cfg},
     key_config=lambda cfg: data_key_config(cfg),
     outputs=DataFiles(),
-    in_driver=True,
+    runs="driver",
+    default_resources=StageResources(gpus=0, cpus=4),
+    title="corpus (R1 / search)",
 )
 TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
     name="teacher_sft",
+    summary="Teacher warm-up in the RLT format (Appendix A.1).",
     entry="rlt_core.stages.sft:train_teacher_sft",
     inputs=(InputSpec("corpus", "file"),),
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_sft, "subset_seed": cfg.data.subset_seed},
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
-    trains=True,
+    runs="launch",
+    default_resources=StageResources(gpus=8, cpus=32),
+    dtype=_recipe_dtype,
+    fit=FitPlan("sft", lambda cfg, r: cfg.teacher_sft.model, lambda cfg, r: cfg.teacher_sft),
 )
 TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     name="teacher_rl",
+    summary="GRPO with the RLT reward (section 3, Table 3).",
     entry="rlt_core.stages.teacher_rl:train_teacher_rl",
     inputs=(InputSpec("teacher_sft", "artifact", optional=True), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.teacher_rl, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
     outputs=TeacherRLFiles(),
-    trains=True,
+    runs="launch",
+    default_resources=StageResources(gpus=8, cpus=32, micro_batch=1),
+    dtype=_recipe_dtype,
+    fit=FitPlan(
+        "grpo",
+        lambda cfg, r: cfg.teacher_rl.model,
+        lambda cfg, r: cfg.teacher_rl,
+        scores_with_reward=True,
+    ),
 )
 GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="generate_traces",
+    summary="The teacher explains every pair; the student dataset (section 4.1, Appendix B.1).",
     entry="rlt_core.stages.generate_traces:explain_corpus",
     inputs=(InputSpec("teacher", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces, "reward_cfg": cfg.reward},
     key_config=traces_key_config,
     outputs=TraceFiles(),
-    single_process=True,
+    runs="process",
+    default_resources=StageResources(gpus=1, cpus=8),
+    dtype=_recipe_dtype,
+    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.generate_traces),
+    title="RLT",
 )
 RANK_TRACES: StageSpec[RankFiles] = StageSpec(
     name="rank_traces",
+    summary="Completions per pair ranked by the RLT reward into datasets (section 4.5).",
     entry="rlt_core.stages.rank_traces:rank_corpus",
     inputs=(InputSpec("teacher", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces, "reward_cfg": cfg.reward},
     key_config=rl_key_config,
     outputs=RankFiles(),
-    single_process=True,
+    runs="process",
+    default_resources=StageResources(gpus=1, cpus=8),
+    dtype=_recipe_dtype,
+    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.generate_traces),
 )
 STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
     name="student_sft",
+    summary="Student distillation with a Table 5 recipe.",
     entry="rlt_core.stages.sft:train_student_sft",
     inputs=(InputSpec("dataset", "file"),),
     reads=_student("student_sft"),
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
+    runs="launch",
+    default_resources=StageResources(gpus=8, cpus=32),
+    dtype=_recipe_dtype,
+    fit=FitPlan("sft", _student_model("student_sft"), _student_recipe_of("student_sft")),
     recipe_section="student_sft",
-    trains=True,
 )
 STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
     name="student_rl",
+    summary="Traditional RL with correctness rewards, cold start or not (Table 6).",
     entry="rlt_core.stages.student_rl:train_student_rl",
     inputs=(InputSpec("start_model", "model"), InputSpec("dataset", "file")),
     reads=_student("student_rl"),
     key_config=recipe_key_config,
     outputs=TrainedFiles(),
+    runs="launch",
+    default_resources=StageResources(gpus=8, cpus=32, micro_batch=1),
+    dtype=_recipe_dtype,
+    fit=FitPlan("grpo", _student_model("student_rl"), _student_recipe_of("student_rl")),
     recipe_section="student_rl",
-    trains=True,
 )
 EVALUATE: StageSpec[EvalFiles] = StageSpec(
     name="evaluate",
+    summary="Lighteval pass@1 of one model (Table 7).",
     entry="rlt_core.stages.evaluate:evaluate_student",
     inputs=(InputSpec("model", "model"), InputSpec("eval_dir", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.evaluate},
     key_config=evaluate_key_config,
     outputs=EvalFiles(),
-    single_process=True,
+    runs="process",
+    default_resources=StageResources(gpus=1, cpus=8),
+    dtype=_recipe_dtype,
+    fit=FitPlan("engine", _student_model("student_sft"), lambda cfg, r: cfg.evaluate),
 )
 RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="raw_traces",
+    summary="A traditionally RL-trained model's raw answers as a distillation set (Table 2).",
     entry="rlt_core.stages.raw_traces:answer_corpus",
     inputs=(InputSpec("model", "model"), InputSpec("corpus", "file")),
     reads=lambda cfg, recipe: {"cfg": cfg.generate_traces},
-    key_config=lambda cfg: {"recipe": to_dict(cfg)},
+    key_config=lambda cfg: {"recipe": key_dict(cfg)},
     outputs=TraceFiles(),
-    single_process=True,
+    runs="process",
+    default_resources=StageResources(gpus=1, cpus=8),
+    dtype=_recipe_dtype,
+    fit=FitPlan("engine", _student_model("student_sft"), lambda cfg, r: cfg.generate_traces),
+    title="RL cold-start (raw)",
 )
 TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     name="teacher_eval",
+    summary="teacher_sft vs teacher_rl on held-out pairs, scored with the RLT reward (project).",
     entry="rlt_core.stages.teacher_eval:compare_teachers",
     inputs=(
         InputSpec("teacher_sft", "model"),
@@ -442,7 +589,10 @@ TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     },
     key_config=teacher_eval_key_config,
     outputs=TeacherEvalFiles(),
-    single_process=True,
+    runs="process",
+    default_resources=StageResources(gpus=1, cpus=8),
+    dtype=_recipe_dtype,
+    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.teacher_eval),
 )
 
 SPECS: dict[str, StageSpec[Any]] = {
@@ -466,5 +616,59 @@ STAGES = tuple(SPECS)
 def spec_of(stage: str) -> StageSpec[Any]:
     """The declaration of `stage`, with a clear error for an unknown name."""
     if stage not in SPECS:
-        raise ValueError(f"unknown stage {stage!r}; the stages are {list(STAGES)}")
+        raise ValueError(f"unknown stage {stage!r}; the stages are {list(SPECS)}")
     return SPECS[stage]
+
+
+def fit_profile(cfg: PipelineConfig) -> list[Fit]:
+    """The GPU memory estimate of every stage run the profile makes on GPUs: each stage that
+    runs a model (`fit`) and is given GPUs, once per recipe it runs (`StageSpec.runs_of`)."""
+    return [
+        spec.estimate(cfg, recipe)
+        for spec in SPECS.values()
+        if spec.fit is not None and spec.resources(cfg).gpus > 0
+        for recipe in spec.runs_of(cfg)
+    ]
+
+
+def config_issues(cfg: PipelineConfig) -> list[ConfigIssue]:
+    """What the declarations refuse in a config (`rlt_core.config` sits below the stages and
+    knows none of them): a `resources` entry that names no stage, several nodes for a stage
+    that does not train, and fewer GPUs than a stage's vLLM engine spans."""
+    issues = []
+    for name in cfg.resources:
+        if name not in SPECS:
+            close = difflib.get_close_matches(name, list(SPECS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            message = f"no stage named {name!r}; the stages are {', '.join(SPECS)}.{hint}"
+            issues.append(ConfigIssue(f"resources.{name}", message))
+    training = [spec.name for spec in SPECS.values() if spec.trains]
+    for spec in SPECS.values():
+        given = spec.resources(cfg)
+        if given.nodes > 1 and not spec.trains:
+            message = (
+                f"{given.nodes} nodes, but only a training stage ({', '.join(training)}) runs "
+                "as one launch over several machines; give it 1 node (its Ray runner already "
+                "places independent runs side by side)"
+            )
+            issues.append(ConfigIssue(f"resources.{spec.name}.nodes", message))
+        for recipe in spec.runs_of(cfg):
+            if spec.recipe_section is not None and recipe not in getattr(cfg, spec.recipe_section):
+                continue  # an unknown run name: the config's own check says so
+            for section in spec.reads(cfg, recipe).values():
+                parallel = getattr(section, "tensor_parallel_size", 1)
+                vllm = getattr(section, "backend", None) == "vllm"
+                if vllm and 0 < given.gpus < parallel:
+                    message = (
+                        f"{given.gpus} GPU(s), but its vLLM engine spans tensor_parallel_size="
+                        f"{parallel}; give it at least that many"
+                    )
+                    issues.append(ConfigIssue(f"resources.{spec.name}.gpus", message))
+    return list(dict.fromkeys(issues))
+
+
+def check_config(cfg: PipelineConfig) -> None:
+    """Raise ConfigError listing `config_issues`, before any stage runs or is planned."""
+    issues = config_issues(cfg)
+    if issues:
+        raise ConfigError(issues)

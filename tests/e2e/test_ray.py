@@ -34,7 +34,7 @@ def teacher_on_ray(overrides: list[str], store: str, ray_address: str) -> dict:
         corpus = common.file_in(data, DATA.outputs.corpus)
         warm = run(stages.teacher_sft, "teacher_sft", corpus=corpus)
         teacher = run(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
-        return {"teacher": run.result(teacher), "times": stage_times(run)}
+        return {"teacher": run.result(teacher), "times": stage_times(run.submitted)}
 
 
 def ray_worker_running(task_name: str) -> psutil.Process | None:

@@ -16,7 +16,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from prefect import flow
@@ -86,11 +85,11 @@ def test_report_figures_render_in_the_prefect_ui(ui_server: str, tmp_path: Path)
         tmp_path / "store", title="ui", tasks=["countdown"],
         lengths={"RLT": [10, 20, 30]}, curves={"RLT teacher": steps},
     )  # fmt: skip
-    runner = SimpleNamespace(store=ArtifactStore.open(tmp_path / "store"))
+    store = ArtifactStore.open(tmp_path / "store")
 
     @flow
     def publish() -> None:
-        publish_report(runner, report.to_dict(), key="ui-report")
+        publish_report(store, report.to_dict(), key="ui-report")
         # the way the report used to be published: an image linked by its local path
         create_markdown_artifact(f"![Figure 8]({report.uri}/think_lengths.png)", key="ui-linked")
 

@@ -170,3 +170,20 @@ def test_a_constant_string_import_is_in_the_closure(tmp_path: Path, monkeypatch)
     (package / "b.py").write_text("")
     monkeypatch.setattr(code_closure, "ROOT", package)
     assert module_closure("rlt_core.a") == ("rlt_core", "rlt_core.a", "rlt_core.b")
+
+
+def test_a_stage_module_outside_rlt_core_is_keyed_on_its_source_and_its_rlt_core_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stage kept in a package of its own (README "Adding a stage"): its own file and the
+    # rlt_core modules it imports are its code; other packages' are not followed.
+    (tmp_path / "own_stage.py").write_text("import pandas\nfrom rlt_core import formats\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    closure = module_closure("own_stage")
+    assert "own_stage" in closure and "rlt_core.formats" in closure
+    assert not any(name.startswith("pandas") for name in closure)
+    before = code_fingerprint("own_stage")
+    (tmp_path / "own_stage.py").write_text("import pandas\nfrom rlt_core import formats  # !\n")
+    assert code_fingerprint("own_stage") != before
+    with pytest.raises(ValueError, match="no Python source"):
+        module_closure("math")  # a built-in module: nothing to key a stage on

@@ -4,10 +4,12 @@ The expected dicts are typed from the paper (appendix tables), NOT read from the
 so a wrong number in configs/profiles/*.yaml makes these tests fail.
 """
 
+import dataclasses
+
 import pytest
 
 from rlt_core.config import PipelineConfig, load_config
-from rlt_core.config.resources import STAGE_NAMES
+from rlt_core.stages.specs import SPECS
 
 # Table 3, "RLT training" (Appendix A.1). top_k "No" -> None.
 TABLE_3_RLT_TRAINING = {
@@ -191,8 +193,11 @@ def test_paper_32b_differs_only_in_students_and_the_16_candidate_rule() -> None:
 
 
 def test_paper_7b_equals_the_dataclass_defaults() -> None:
-    # The YAML states every value; the defaults carry the same paper values.
-    assert load_config("paper-7b") == PipelineConfig()
+    # The YAML states every value; the defaults carry the same paper values: the config's
+    # own, and each stage's resources its declaration's (the config knows no stage).
+    paper = load_config("paper-7b")
+    assert dataclasses.replace(paper, resources={}) == PipelineConfig()
+    assert dict(paper.resources) == {name: s.default_resources for name, s in SPECS.items()}
 
 
 def test_tiny_profile_is_cpu_sized() -> None:
@@ -211,7 +216,7 @@ def test_tiny_profile_is_cpu_sized() -> None:
     assert (config.teacher_rl.batch_size, config.teacher_rl.num_generations) == (4, 4)
     assert config.teacher_rl.max_steps <= 5
     # the stages' own micro-batches, not paper-7b's one completion per GPU (16K tokens)
-    assert {config.stage_resources(s).micro_batch for s in STAGE_NAMES} == {0}
+    assert {spec.resources(config).micro_batch for spec in SPECS.values()} == {0}
     assert config.data.corpus_schema == "countdown"
     assert config.data.corpus_source is None
     assert (config.data.countdown_train_size, config.data.countdown_test_size) == (32, 16)

@@ -10,7 +10,8 @@ import pytest
 
 from rlt_core import fit
 from rlt_core.config import load_config
-from rlt_core.fit import GIB, FitError, ModelShape, fit_profile, fit_stage, zero3_model_states
+from rlt_core.fit import GIB, FitError, ModelShape, zero3_model_states
+from rlt_core.stages.specs import SPECS, fit_profile
 
 # config.json fields of the Qwen2.5 Instruct models (hub), and their published parameter counts
 QWEN = {
@@ -144,18 +145,18 @@ def test_a_shape_not_on_this_machine_is_said_so(tmp_path: Path, monkeypatch) -> 
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    estimate = fit_stage("teacher_sft", load_config("paper-7b"))
+    estimate = SPECS["teacher_sft"].estimate(load_config("paper-7b"))
     assert estimate.fits is None and "shape unknown offline" in estimate.summary()
     assert "Qwen/Qwen2.5-7B-Instruct" in estimate.summary()
 
 
 def test_paper_7b_sft_fits_eight_80gb_gpus_and_one_24gb_gpu_does_not(hub_cache: Path) -> None:
-    estimate = fit_stage("teacher_sft", load_config("paper-7b"))
+    estimate = SPECS["teacher_sft"].estimate(load_config("paper-7b"))
     assert estimate.fits is True and estimate.summary().startswith("fits: ")
     assert estimate.parts["model states"] == pytest.approx(17.99, abs=0.01)
     small = load_config("paper-7b", ["resources.teacher_sft.gpus=1",
                                      "resources.teacher_sft.gpu_memory_gib=24"])  # fmt: skip
-    cramped = fit_stage("teacher_sft", small)
+    cramped = SPECS["teacher_sft"].estimate(small)
     # one GPU: 8 bytes per bf16 parameter for weights, gradients and moments = 56.7 GiB
     assert cramped.parts["model states"] == pytest.approx(8 * 7_615_616_512 / GIB, abs=0.01)
     assert cramped.fits is False and "more GPUs" in cramped.summary()
@@ -179,17 +180,19 @@ def test_paper_7b_grpo_fits_eight_80gb_gpus_at_one_completion_per_micro_batch(
     hub_cache: Path,
 ) -> None:
     cfg = load_config("paper-7b")
-    estimate = fit_stage("teacher_rl", cfg)
+    estimate = SPECS["teacher_rl"].estimate(cfg)
     assert estimate.micro_batch == 1 and estimate.fits is True, estimate.describe()
     # checkpointed activations of 1 x 18,432 tokens: 28 layer inputs + one layer recomputed
     shape = ModelShape.from_config(qwen_config("Qwen/Qwen2.5-7B-Instruct"), "7b")
     tokens = 2048 + 16384
     expected = 28 * tokens * 3584 * 2 + shape.layer_activation_bytes(tokens, 2)
     assert estimate.parts["activations"] == pytest.approx(expected / GIB, abs=0.01)
-    eight = fit_stage("teacher_rl", load_config("paper-7b", ["resources.teacher_rl.micro_batch=8"]))
+    eight = SPECS["teacher_rl"].estimate(
+        load_config("paper-7b", ["resources.teacher_rl.micro_batch=8"])
+    )
     assert eight.micro_batch == 8 and eight.fits is False
     assert "resources.teacher_rl.micro_batch=1" in eight.summary()
-    assert fit_stage("student_rl", cfg, "limr").fits is True
+    assert SPECS["student_rl"].estimate(cfg, "limr").fits is True
 
 
 def test_paper_32b_students_fit_with_the_optimizer_offloaded(hub_cache: Path) -> None:
@@ -245,7 +248,7 @@ def test_gpu_small_plans_on_one_24gb_gpu_and_its_data_stage_runs(
 
     cfg = load_config("gpu-small")
     fits = fit_profile(cfg)
-    assert {f.stage for f in fits} == {*fit.TRAINING_STAGES, *fit.ENGINE_STAGES}
+    assert {f.stage for f in fits} == {name for name, spec in SPECS.items() if spec.fit}
     assert {(f.model, f.gpus, f.gpu_memory_gib) for f in fits} == {
         ("Qwen/Qwen2.5-0.5B-Instruct", 1, 24.0)
     }

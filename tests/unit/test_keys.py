@@ -7,6 +7,7 @@ ids by the commit the local hub cache resolves them to. Nothing here loads a mod
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,14 @@ import pandas as pd
 import pytest
 
 from rlt_core import artifacts, identity
-from rlt_core.config import PipelineConfig, available_profiles, load_config, to_dict
-from rlt_core.identity import REFERENCE_FIELDS, input_identity, reference_identity
+from rlt_core.config import (
+    PipelineConfig,
+    Reference,
+    available_profiles,
+    key_dict,
+    load_config,
+)
+from rlt_core.identity import input_identity, reference_identity, references
 from rlt_core.stages.plan import StoreIndex, plan_stage
 from rlt_core.stages.specs import EVALUATE, SPECS
 
@@ -164,30 +171,55 @@ def test_every_reference_valued_field_of_every_profile_is_keyed_by_its_content(
     # must be one `rlt_core.identity` resolves (a `reference` field of the config).
     unkeyed = []
 
-    def walk(value: object, name: str, path: str) -> None:
+    def walk(value: object, path: str) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                walk(item, name if name in REFERENCE_FIELDS else str(key), f"{path}.{key}")
-        elif _looks_like_a_reference(value) and name not in REFERENCE_FIELDS:
+                walk(item, f"{path}.{key}")
+        elif _looks_like_a_reference(value) and not isinstance(value, Reference):
             unkeyed.append(f"{path.lstrip('.')}={value}")
 
-    walk(to_dict(load_config(profile)), "", "")
+    walk(key_dict(load_config(profile)), "")
     assert not unkeyed, f"fields naming what a stage reads, keyed by name only: {unkeyed}"
 
 
+def _fields(section: type, path: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every field of a config section and of the sections it holds, by its dotted path."""
+    found = []
+    hints = typing.get_type_hints(section)
+    for field in dataclasses.fields(section):
+        found.append((f"{path}{field.name}", field))
+        kind = hints[field.name]
+        nested = [kind, *typing.get_args(kind)]
+        for inner in nested:
+            if dataclasses.is_dataclass(inner):
+                found += _fields(inner, f"{path}{field.name}.")
+    return found
+
+
 def test_every_reference_field_is_a_string_field() -> None:
-    from rlt_core import config
-
-    tagged = [(section.__name__, f.name, f.type) for section in (
-        config.DataConfig, config.RewardConfig, config.TeacherSFTConfig,
-        config.TeacherRLConfig, config.StudentSFTConfig, config.StudentRLConfig,
-    ) for f in dataclasses.fields(section) if f.metadata.get("reference")]  # fmt: skip
-    assert {name for _, name, _ in tagged} == REFERENCE_FIELDS - {"teacher_tokenizer"}
-    assert all("str" in str(kind) for _, _, kind in tagged), tagged
+    tagged = [(p, f) for p, f in _fields(PipelineConfig) if f.metadata.get("reference")]
+    assert tagged, "no config field is marked as a reference"
+    assert all("str" in str(f.type) for _, f in tagged), tagged
 
 
-MODEL_STAGES = set(SPECS) - {"data"}  # every stage that runs a model
-LAUNCHED = {"teacher_sft", "teacher_rl", "student_sft", "student_rl"}  # training launches
+def test_a_reference_is_declared_on_its_field_not_found_by_its_name(tmp_path: Path) -> None:
+    # A field called `model` that is not marked is just a string: an API model's name does
+    # not make a key hash a folder of the same name.
+    @dataclasses.dataclass(frozen=True)
+    class Chat:
+        model: str = "gpt-4.1-mini"
+        weights: str = dataclasses.field(default="", metadata={"reference": True})
+
+    (tmp_path / "gpt-4.1-mini").mkdir()
+    (tmp_path / "gpt-4.1-mini" / "w.bin").write_bytes(b"w")
+    folder = str(tmp_path / "gpt-4.1-mini")
+    marked = key_dict(Chat(model=folder, weights=folder))
+    assert type(marked["model"]) is str and isinstance(marked["weights"], Reference)
+    assert list(references({"chat": marked})) == ["chat.weights"]
+
+
+MODEL_STAGES = {name for name, spec in SPECS.items() if spec.dtype is not None}
+LAUNCHED = {name for name, spec in SPECS.items() if spec.trains}  # training launches
 
 
 def test_the_dtype_a_stage_really_runs_in_is_keyed(

@@ -120,15 +120,32 @@ def _sources() -> list[Path]:
 
 
 def test_no_module_imports_from_its_own_layer_or_above():
+    # A package's command line (`__main__`) is an entry point above every layer: it may use
+    # any unit (`python -m rlt_core.config validate` checks a config against the stages'
+    # declarations too), and no library module imports one (the next test).
     layer = {unit: index for index, units in enumerate(LAYERS) for unit in units}
     offenders = []
     for path in _sources():
+        if path.name == "__main__.py":
+            continue
         own = _unit(_module_name(path))
         for line, module in _project_imports(path):
             target = _unit(module)
             if target != own and layer[target] >= layer[own]:
                 where = "its own layer" if layer[target] == layer[own] else "a higher layer"
                 offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module} ({where})")
+    assert offenders == []
+
+
+def test_no_library_module_imports_a_command_line():
+    # Only the `rlt` command (rlt_core.cli, flows.cli) gathers the packages' command lines.
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in _sources()
+        if path.name not in ("__main__.py", "cli.py")
+        for line, module in _project_imports(path)
+        if module.endswith(".__main__")
+    ]
     assert offenders == []
 
 

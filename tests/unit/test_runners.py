@@ -77,9 +77,10 @@ def test_a_run_over_several_nodes_is_refused_without_ray_before_any_stage() -> N
 
 def test_only_a_training_stage_spans_several_nodes() -> None:
     from rlt_core.config import ConfigError
+    from rlt_core.stages.specs import check_config  # the declarations' rules of `resources`
 
     with pytest.raises(ConfigError, match=r"resources.evaluate.nodes: 2 nodes, but only a train"):
-        load_config("paper-7b", ["resources.evaluate.nodes=2"])
+        check_config(load_config("paper-7b", ["resources.evaluate.nodes=2"]))
     with pytest.raises(ConfigError, match=r"resources.teacher_sft.nodes"):
         load_config("paper-7b", ["resources.teacher_sft.nodes=0"])
 

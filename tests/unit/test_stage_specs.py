@@ -17,7 +17,6 @@ import pytest
 
 from rlt_core import artifacts
 from rlt_core.config import (
-    STAGE_NAMES,
     ConfigError,
     PipelineConfig,
     available_profiles,
@@ -26,7 +25,7 @@ from rlt_core.config import (
 from rlt_core.identity import input_identity
 from rlt_core.stages.data import run_data
 from rlt_core.stages.plan import stage_cache_key
-from rlt_core.stages.specs import DATA, SPECS, TEACHER_SFT, StageSpec
+from rlt_core.stages.specs import DATA, SPECS, TEACHER_SFT, StageSpec, check_config
 from tasks.runtime import input_digest
 
 PROFILES = [p for p in ("tiny", "paper-7b", "paper-32b") if p in available_profiles()]
@@ -91,13 +90,16 @@ def _choices(cfg: PipelineConfig, path: Path_) -> list[str]:
 
 
 def _valid(cfg: PipelineConfig, path: Path_, values: list) -> list[PipelineConfig]:
-    """The configs with each alternative at `path` that validation accepts."""
+    """The configs with each alternative at `path` that validation accepts: the config's own
+    and the stages' declarations' (`check_config`)."""
     configs = []
     for value in values:
         try:
-            configs.append(_replace(cfg, path, value))
+            changed = _replace(cfg, path, value)
+            check_config(changed)
         except ConfigError:
             continue
+        configs.append(changed)
     return configs
 
 
@@ -113,25 +115,34 @@ def _reads(stage: str, recipe: str | None, path: Path_, cfg: PipelineConfig) -> 
             return True
         derived = head in ("student_sft", "student_rl") and path[-1] == "dataset"
         return None if derived or head in ("student_sft_runs", "student_rl_runs") else False
-    if stage in ("teacher_sft", "student_sft", "student_rl"):
-        own = path[:2] == (stage, recipe) if recipe else head == stage
-        return own or path == ("data", "subset_seed")
-    if stage == "teacher_rl":
-        return head in ("teacher_rl", "reward")
     if stage == "generate_traces":
         uses_reward = cfg.generate_traces.num_candidates > 1 or cfg.generate_traces.score_traces
         return head == "generate_traces" or (head == "reward" and uses_reward)
-    if stage == "raw_traces":  # Table 4's sampling, no reward
-        return head == "generate_traces"
-    if stage == "rank_traces":
-        return head in ("generate_traces", "reward")
     if stage == "teacher_eval":  # samples as teacher_rl's rollouts do, scores with the reward
         rollout = ("max_completion_length", "temperature", "top_p", "top_k", "min_p",
                    "repetition_penalty")  # fmt: skip
         sampled = head == "teacher_rl" and path[1] in rollout
         return head in ("teacher_eval", "reward") or sampled
-    assert stage == "evaluate"
-    return head == "evaluate"
+    # Every other stage reads what its declaration hands its entry function: the config
+    # sections (a recipe of a recipe section) and the subset seed its rows are drawn with.
+    arguments = SPECS[stage].config_args(cfg, recipe)
+    if path == ("data", "subset_seed"):
+        return "subset_seed" in arguments
+    return any(path[: len(where)] == where for where in _sections(cfg, arguments.values()))
+
+
+def _sections(cfg: PipelineConfig, values: Any) -> list[Path_]:
+    """Where in `cfg` each of `values` is held (by identity): a section's path, or a
+    recipe's `(section, name)`."""
+    found = []
+    for value in values:
+        for field in dataclasses.fields(cfg):
+            section = getattr(cfg, field.name)
+            if section is value:
+                found.append((field.name,))
+            elif isinstance(section, Mapping):
+                found += [(field.name, name) for name, item in section.items() if item is value]
+    return found
 
 
 def _runs(cfg: PipelineConfig) -> Iterator[tuple[StageSpec[Any], str | None]]:
@@ -289,7 +300,6 @@ def test_rlt_plan_refuses_a_bad_profile_or_flow_with_a_clear_error(tmp_path: Pat
 
 
 def test_each_stage_states_its_resources_from_the_profile_and_no_key_holds_them() -> None:
-    assert tuple(SPECS) == STAGE_NAMES
     paper, large, tiny = (load_config(p) for p in ("paper-7b", "paper-32b", "tiny"))
     assert (SPECS["teacher_rl"].resources(paper).gpus, SPECS["evaluate"].resources(paper).gpus) == (
         8,
@@ -300,10 +310,22 @@ def test_each_stage_states_its_resources_from_the_profile_and_no_key_holds_them(
     moved = load_config("tiny", ["resources.teacher_rl.cpus=2", "resources.evaluate.gpus=1"])
     for spec, recipe in _runs(tiny):  # the same run on other hardware: the same artifact
         assert spec.key(tiny, recipe, {}) == spec.key(moved, recipe, {}), spec.name
+    # The declarations' rules of `resources` (config sits below the stages and knows none):
+    # checked wherever a config enters the stages, before anything runs.
+    typo = load_config("tiny", ["resources.teacher_lr.gpus=1"])
     with pytest.raises(ConfigError, match="no stage named 'teacher_lr'.*Did you mean 'teacher_rl'"):
-        load_config("tiny", ["resources.teacher_lr.gpus=1"])
+        check_config(typo)
+    with pytest.raises(ConfigError, match="no stage named 'teacher_lr'"):
+        SPECS["teacher_rl"].key(typo, None, {})
     with pytest.raises(ConfigError, match="tensor_parallel_size=4; give it at least that many"):
-        load_config("paper-32b", ["resources.evaluate.gpus=2"])
+        check_config(load_config("paper-32b", ["resources.evaluate.gpus=2"]))
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for command, code in ((["config", "validate", "tiny"], 1), (["plan"], 2)):
+        shown = CliRunner().invoke(app, [*command, "--set", "resources.teacher_lr.gpus=1"])
+        assert shown.exit_code == code and "no stage named 'teacher_lr'" in shown.output, command
 
 
 def test_every_manifest_records_the_environment_and_plan_shows_what_changed_since(
@@ -351,17 +373,25 @@ def test_the_number_of_processes_is_in_no_key(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_one_list_of_stages_the_declarations() -> None:
-    # Every other list of stages is derived from SPECS or checked here against it, so adding a
-    # stage means declaring it; editing a list alone cannot pass.
-    from prefect import Task
-
+    # Every other list of stages is derived from SPECS, so adding a stage means declaring it.
     import rlt_core.stages
     import tasks.stages
-    from rlt_core.config.resources import STAGE_NAMES
 
-    assert STAGE_NAMES == tuple(SPECS)  # resources (config sits below the stages)
     for name, spec in SPECS.items():  # the library's entry points, one per declaration
         function = getattr(rlt_core.stages, f"run_{name}")
         assert function.__module__ == spec.module, name
-    prefect_tasks = {t.name for t in vars(tasks.stages).values() if isinstance(t, Task)}
-    assert prefect_tasks == {*SPECS, "report"}  # one Prefect task per stage, and the report
+    # one Prefect task per stage, built from its declaration (tasks.stages.stage_task)
+    for name in SPECS:
+        task = tasks.stages.task_of(name)
+        assert task.name == name and getattr(tasks.stages, name) is task
+        assert task.description == SPECS[name].summary
+        params = list(inspect.signature(task.fn).parameters)
+        recipe = ["recipe"] if SPECS[name].recipe_section else []
+        assert params == ["run", *recipe, *SPECS[name].input_names], name
+
+
+def test_a_declaration_that_cannot_run_is_refused_when_it_is_made() -> None:
+    with pytest.raises(ValueError, match="runs='somewhere' is not one of"):
+        dataclasses.replace(DATA, runs="somewhere")
+    with pytest.raises(ValueError, match="runs under accelerate launch.*declare fit=FitPlan"):
+        dataclasses.replace(DATA, name="trainer", runs="launch")
