@@ -23,7 +23,7 @@ from flows import common, options
 from flows.full_pipeline import MODEL, train_teacher
 from flows.plan import Caller
 from flows.runners import RunnerKind
-from flows.tables import ablation_row
+from flows.tables import ablation_row, student_data
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
@@ -39,19 +39,18 @@ def variants(base: Caller, lam: float | None, alpha: float | None) -> dict[str, 
     return runs
 
 
-def student_recipe(runner: Caller, recipe: str | None) -> str:
-    """The student recipe of the ablation: `recipe`, else the first corpus recipe of the runs."""
-    corpus_recipes = [
-        name
-        for name in runner.cfg.student_sft_runs
-        if runner.cfg.student_sft[name].dataset == "corpus"
-    ]
-    if recipe is None and not corpus_recipes:
+def student_recipe(runner: Caller, recipe: str | None, experiment: str) -> str:
+    """The student_sft recipe of an experiment flow's students: `recipe` when the flow is given
+    one, else the profile's `experiments.<experiment>` (the paper's: `full`, the 17K recipe
+    of Table 5). ConfigError-style ValueError for a recipe the profile does not have."""
+    chosen = recipe or getattr(runner.cfg.experiments, experiment)
+    if chosen not in runner.cfg.student_sft:
         raise ValueError(
-            f"student_sft_runs {list(runner.cfg.student_sft_runs)} has no recipe on the corpus; "
-            "pass recipe=<name of a student_sft recipe>."
+            f"recipe={chosen!r} is not a student_sft recipe of this profile "
+            f"({', '.join(runner.cfg.student_sft)}): pass one of those, or set "
+            f"experiments.{experiment}."
         )
-    return recipe or corpus_recipes[0]
+    return chosen
 
 
 @flow(name="rlt", flow_run_name="ablation-{profile}")
@@ -69,7 +68,8 @@ def ablation(
     """Table 9: students of the full and the ablated rewards' teachers, side by side.
 
     `lam` / `alpha`: the ablated values (None skips that ablation); `recipe`: the student_sft
-    recipe (default: the profile's first corpus recipe); `runner` / `ray_address`: where the
+    recipe (default: the profile's `experiments.ablation_student`, the paper's 17K recipe
+    `full`); `runner` / `ray_address`: where the
     stages run (`flows.runners`; with `ray` the variants' teachers train side by side).
     """
     if lam is None and alpha is None:
@@ -85,7 +85,7 @@ def ablation_dag(
     base: Caller, lam: float | None, alpha: float | None, recipe: str | None, *, title: str
 ) -> dict[str, str]:
     """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
-    recipe = student_recipe(base, recipe)
+    recipe = student_recipe(base, recipe, "ablation_student")
     data = base(stages.data, "data")
     rows, lengths, curves, held_out = [], {}, {}, {}
     for label, runner in variants(base, lam, alpha).items():
@@ -102,7 +102,8 @@ def ablation_dag(
             model=common.file_in(student, MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append(ablation_row(label, evaluation, teacher["traces"]))
+        data_label = student_data(base.cfg, recipe)
+        rows.append(ablation_row(label, evaluation, teacher["traces"], data_label))
         lengths[label] = {"traces": teacher["traces"]}
         curves[label] = {"teacher_rl": teacher["teacher_rl"]}
         if teacher["held_out"] is not None:

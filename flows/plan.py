@@ -111,7 +111,7 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
         if row.get("nodes", 1) > 1:
             given += f" on {row['nodes']} nodes"
         fits = _fit_cell(row["fit"])
-        table.add_row(escape(row["label"]), status, row["key"] or "—", given, fits, escape(why))
+        table.add_row(_run_cell(row), status, row["key"] or "—", given, fits, escape(why))
     console = Console(width=max(Console().width, 140))
     console.print(table)
     cached = sum(r["status"] == "cached" for r in rows)
@@ -124,6 +124,17 @@ def print_plan(planner: Planner, *, as_json: bool = False) -> list[dict[str, Any
             "this profile is refused before any stage (RLT_IGNORE_FIT=1 overrides)."
         )
     return rows
+
+
+def _run_cell(row: Mapping[str, Any]) -> str:
+    """The stage-run column: its label, and for a training run its recipe and rows."""
+    cell = escape(row["label"])
+    rows = row.get("train_rows")
+    if rows is not None:
+        count = f"{rows:,}" if isinstance(rows, int) else rows
+        recipe = f"{row['recipe']}: " if row.get("recipe") else ""
+        cell += f"\n[dim]{escape(recipe)}{count} training rows[/]"
+    return cell
 
 
 def _fit_cell(fit: Mapping[str, Any] | None) -> str:

@@ -20,7 +20,7 @@ from flows.ablation import student_recipe
 from flows.full_pipeline import MODEL
 from flows.plan import Caller
 from flows.runners import RunnerKind
-from flows.tables import rank_row
+from flows.tables import rank_row, student_data
 from rlt_core.config.reward import KlEstimator
 from rlt_core.stages.specs import DATA, RANK_TRACES
 from tasks import stages
@@ -68,7 +68,7 @@ def rank_overrides(num_ranks: int) -> list[str]:
 
 def rank_dag(runner: Caller, num_ranks: int, recipe: str | None, *, title: str) -> dict[str, str]:
     """The DAG of section 4.5 on `runner` (its config samples `num_ranks` per pair)."""
-    recipe = student_recipe(runner, recipe)
+    recipe = student_recipe(runner, recipe, "reward_rank_student")
     data = runner(stages.data, "data")
     corpus = common.file_in(data, DATA.outputs.corpus)
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
@@ -89,7 +89,7 @@ def rank_dag(runner: Caller, num_ranks: int, recipe: str | None, *, title: str) 
             model=common.file_in(student, MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append(rank_row(rank, evaluation))
+        rows.append(rank_row(rank, evaluation, student_data(runner.cfg, recipe)))
     return runner(stages.report, "report", title=title, tables={"ranked": rows})
 
 

@@ -61,7 +61,7 @@ def pipeline_tables(
             "Model": f"{source}-{recipe}",
             "Traces": title(source, TRACE_SOURCES),
             "Student": model_name(recipe_cfg.model),
-            "Data": f"{recipe} ({recipe_cfg.num_train_samples or 'all'})",
+            "Data": student_data(cfg, recipe),
         }
         table_1.append({"labels": labels, "evaluation": evaluations[student_label(source, recipe)]})
     table_2 = [
@@ -74,15 +74,24 @@ def pipeline_tables(
     return {"table_1": table_1, "table_2": table_2}
 
 
-def ablation_row(label: str, evaluation: Ref, traces: Ref) -> dict[str, Any]:
-    """A Table 9 row: the reward variant, its student's evaluation and the teacher's traces
-    (their mean think length is shown)."""
-    return {"labels": {"Reward": label}, "evaluation": evaluation, "traces": traces}
+def student_data(cfg: PipelineConfig, recipe: str) -> str:
+    """What a student trained on, as the report's `Data` column says it: the student_sft
+    recipe and its rows (`all`: every row of its data set)."""
+    return f"{recipe} ({cfg.student_sft[recipe].num_train_samples or 'all'})"
 
 
-def rank_row(rank: int, evaluation: Ref) -> dict[str, Any]:
-    """A section 4.5 row: the reward rank of the student's dataset and its evaluation."""
-    return {"labels": {"Rank": str(rank)}, "rank": rank, "evaluation": evaluation}
+def ablation_row(label: str, evaluation: Ref, traces: Ref, data: str) -> dict[str, Any]:
+    """A Table 9 row: the reward variant, what its student trained on (`student_data`), its
+    evaluation and the teacher's traces (their mean think length is shown)."""
+    labels = {"Reward": label, "Data": data}
+    return {"labels": labels, "evaluation": evaluation, "traces": traces}
+
+
+def rank_row(rank: int, evaluation: Ref, data: str) -> dict[str, Any]:
+    """A section 4.5 row: the reward rank of the student's dataset, what the student trained
+    on (`student_data`) and its evaluation."""
+    labels = {"Rank": str(rank), "Data": data}
+    return {"labels": labels, "rank": rank, "evaluation": evaluation}
 
 
 def transfer_row(model: str, cold_start: str, evaluation: Ref) -> dict[str, Any]:

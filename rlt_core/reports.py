@@ -73,12 +73,19 @@ def table_2(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
 
 
 def table_9(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
-    """Table 9: reward ablations next to the full reward (label `Reward`; extra
-    `Think tokens (mean)` from the traces, Appendix D)."""
+    """Table 9: reward ablations next to the full reward (label `Reward`, and `Data`: the
+    students' recipe and rows, when given; extra `Think tokens (mean)` from the traces,
+    Appendix D)."""
     title = "**Table 9.** Ablations of the RLT reward (pass@1, %).\n\n"
+    columns = ("Reward", *_data_column(rows))
     return title + score_table(
-        rows, label_columns=("Reward",), tasks=tasks, extra_columns=("Think tokens (mean)",)
+        rows, label_columns=columns, tasks=tasks, extra_columns=("Think tokens (mean)",)
     )
+
+
+def _data_column(rows: Sequence[ReportRow]) -> tuple[str, ...]:
+    """("Data",) when the rows say what their students trained on (recipe and rows)."""
+    return ("Data",) if any("Data" in row.labels for row in rows) else ()
 
 
 @dataclass(frozen=True)
@@ -273,9 +280,15 @@ def _correlation(
 ) -> str:
     """Section 4.5: the students' scores by reward rank, and the rank-score correlation (or why
     it is undefined: every student scored the same)."""
-    rows = [ReportRow({"Rank": str(rank)}, read_scores(entry.evaluation)) for rank, entry in ranked]
+    rows = [
+        ReportRow(
+            {"Rank": str(rank), **{k: v for k, v in entry.labels.items() if k == "Data"}},
+            read_scores(entry.evaluation),
+        )
+        for rank, entry in ranked
+    ]
     scores = [overall(row.scores, tasks) for row in rows]
-    table = score_table(rows, label_columns=("Rank",), tasks=tasks)
+    table = score_table(rows, label_columns=("Rank", *_data_column(rows)), tasks=tasks)
     try:
         result = rank_correlation([rank for rank, _ in ranked], scores)
     except ValueError as error:

@@ -16,7 +16,12 @@ from rlt_core.config.loader import available_profiles, config_dir, load_config
 from rlt_core.config.resources import StageResources
 from rlt_core.config.reward import RewardConfig
 from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
-from rlt_core.config.schema import PAPER_STUDENT_RL, PAPER_STUDENT_SFT, PipelineConfig
+from rlt_core.config.schema import (
+    PAPER_STUDENT_RL,
+    PAPER_STUDENT_SFT,
+    ExperimentsConfig,
+    PipelineConfig,
+)
 from rlt_core.config.serialize import Reference, config_digest, key_dict, to_dict, to_yaml
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
 
@@ -27,6 +32,7 @@ __all__ = [
     "ConfigIssue",
     "DataConfig",
     "EvaluateConfig",
+    "ExperimentsConfig",
     "GenerateTracesConfig",
     "TeacherEvalConfig",
     "PipelineConfig",

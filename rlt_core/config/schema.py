@@ -48,6 +48,26 @@ PAPER_STUDENT_RL: Mapping[str, StudentRLConfig] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class ExperimentsConfig:
+    """The student recipe each experiment flow trains (a student_sft recipe name)."""
+
+    ablation_student: str = field(
+        default="full",
+        metadata={
+            "help": "flows.ablation's students (Table 9: every row is 'Data size 17K', the "
+            "Table 5 'full' recipe)"
+        },
+    )
+    reward_rank_student: str = field(
+        default="full",
+        metadata={
+            "help": "flows.reward_rank's students (section 4.5 ranks every pair of the 17K "
+            "data set: the 'full' recipe)"
+        },
+    )
+
+
 def _sub(factory: type) -> Any:
     """A section field whose default is `factory()` and whose help is its docstring's line."""
     return field(default_factory=factory, metadata={"help": factory.__doc__.splitlines()[0]})
@@ -81,6 +101,7 @@ class PipelineConfig:
         default=("limr",),
         metadata={"help": "student_rl recipes this profile trains (Table 2)"},
     )
+    experiments: ExperimentsConfig = _sub(ExperimentsConfig)
     resources: Mapping[str, StageResources] = field(
         default_factory=lambda: MappingProxyType({}),
         metadata={
@@ -137,6 +158,16 @@ class PipelineConfig:
             if task != "countdown" and task not in self.data.eval_sources:
                 message = f"{task!r} has no data.eval_sources.{task}; add its hub id or path"
                 issues.append(ConfigIssue("evaluate.tasks", message))
+        for name in ("ablation_student", "reward_rank_student"):
+            recipe = getattr(self.experiments, name)
+            if recipe not in self.student_sft:
+                close = difflib.get_close_matches(recipe, list(self.student_sft), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                message = (
+                    f"{recipe!r} is not a student_sft recipe ({', '.join(self.student_sft)}): "
+                    f"the experiment's students train with it.{hint}"
+                )
+                issues.append(ConfigIssue(f"experiments.{name}", message))
         held_out = self.teacher_eval.held_out
         if held_out is not None and (
             held_out not in self.evaluate.tasks or held_out not in HELD_OUT_TABLES

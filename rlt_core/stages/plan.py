@@ -100,6 +100,8 @@ class PlanRow:
     nodes: int = 1  # the machines one run spans (`resources.<stage>.nodes`)
     environment: list[str] = field(default_factory=list)  # cached: what differs from then
     fit: dict[str, Any] | None = None  # GPU runs: the memory estimate (`rlt_core.fit.Fit`)
+    # training stages: the rows the run trains on (its recipe's num_train_samples; "all")
+    train_rows: int | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (what `rlt plan --json` prints), without the content digest."""
@@ -127,6 +129,9 @@ def plan_stage(
                   cpus=given.cpus * given.nodes, nodes=given.nodes)  # fmt: skip
     if given.gpus:
         row.fit = spec.estimate(cfg, recipe).to_dict()
+    section = spec.config_args(cfg, recipe).get("cfg")
+    if hasattr(section, "num_train_samples"):
+        row.train_rows = section.num_train_samples or "all"
     if pending:
         row.reasons = [f"upstream {name} runs first" for name in pending]
         return row

@@ -50,7 +50,7 @@ def test_ablation_command_line_lambda_0_on_ray(
     (report,) = (tmp_path / "report").glob("*/report.md")
     text = report.read_text()
     assert "**Table 9.**" in text and "| full (lambda = 3, alpha = 0.01) |" in text
-    assert "| lambda = 0 |" in text and "Figure 8" in text
+    assert "| lambda = 0 | countdown (4) |" in text and "Figure 8" in text  # recipe, rows
     teachers = [
         artifacts.read_manifest(p)["config"]["reward"]["lambda"]
         for p in (tmp_path / "teacher_rl").iterdir()
@@ -74,8 +74,8 @@ def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(
         runner="ray", ray_address=ray_cluster.address,
     )  # fmt: skip
     text = _report(result)
-    assert "**Section 4.5.**" in text and "| Rank | Countdown | Overall |" in text
-    assert all(f"\n| {rank} |" in text for rank in (1, 2, 3))
+    assert "**Section 4.5.**" in text and "| Rank | Data | Countdown | Overall |" in text
+    assert all(f"\n| {rank} | countdown (4) |" in text for rank in (1, 2, 3))
     # Tiny random students may all score the same, which leaves the correlation undefined.
     assert "Pearson r = " in text or "correlation undefined: every student scored" in text
     stages = [row["stage"] for row in result["stage_times"]]

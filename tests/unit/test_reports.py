@@ -135,6 +135,23 @@ def test_report_assembles_tables_correlation_and_figure(tmp_path: Path) -> None:
     )
 
 
+def test_table_9_and_the_ranks_say_what_their_students_trained_on(tmp_path: Path) -> None:
+    # The experiment's students (recipe and rows) are in the report, not only in the config.
+    rlt = _evaluation(tmp_path, "rlt", {"aime24": 0.2, "math500": 0.8, "gpqa_diamond": 0.5})
+    base = _evaluation(tmp_path, "base", {"aime24": 0.1, "math500": 0.6, "gpqa_diamond": 0.4})
+    data = {"Data": "full (16710)"}
+    ref = run_report(
+        tmp_path / "store", title="17K", tasks=TASKS,
+        table9=[Evaluated({"Reward": "full", **data}, rlt, _traces(tmp_path, "t", [10]))],
+        ranked=[(r, Evaluated({"Rank": str(r), **data}, e)) for r, e in ((1, rlt), (2, base),
+                                                                        (3, base))],
+    )  # fmt: skip
+    text = (Path(ref.uri) / REPORT_MD).read_text()
+    assert "| Reward | Data |" in text
+    assert "| full | full (16710) | 20.0 |" in text
+    assert "| Rank | Data |" in text and "| 2 | full (16710) | 10.0 |" in text
+
+
 def test_unfinished_evaluation_is_refused(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(FileNotFoundError, match="did not finish"):
