@@ -86,6 +86,7 @@ def ablation_dag(
 ) -> dict[str, str]:
     """The DAG of the ablation flow on `base` (one teacher per reward variant); the report."""
     recipe = student_recipe(base, recipe, "ablation_student")
+    students = student_data(base.cfg, recipe)  # the Data column: the same for every variant
     data = base(stages.data, "data")
     rows, lengths, curves, held_out = [], {}, {}, {}
     for label, runner in variants(base, lam, alpha).items():
@@ -102,8 +103,7 @@ def ablation_dag(
             model=common.file_in(student, MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        data_label = student_data(base.cfg, recipe)
-        rows.append(ablation_row(label, evaluation, teacher["traces"], data_label))
+        rows.append(ablation_row(label, evaluation, teacher["traces"], students))
         lengths[label] = {"traces": teacher["traces"]}
         curves[label] = {"teacher_rl": teacher["teacher_rl"]}
         if teacher["held_out"] is not None:

@@ -61,13 +61,13 @@ FitKind = Literal["sft", "grpo", "engine"]
 class FitPlan:
     """What the planner needs of a stage that runs a model (its declaration's `fit`,
     `rlt_core.stages.specs`): how a run holds GPU memory (`kind`: an SFT or a GRPO training
-    step under ZeRO-3, or a generation engine), the model it loads and the recipe it runs,
-    both from the config and the run's recipe name, and whether each step also scores with the
-    RLT reward's student (teacher_rl)."""
+    step under ZeRO-3, or a generation engine), the model it loads when that is not its
+    recipe's own `model` (`model(cfg)`: an engine runs a teacher's or a student's), and whether
+    each step also scores with the RLT reward's student (teacher_rl). The recipe is the
+    stage's own config argument `cfg` (its declaration's `reads`)."""
 
     kind: FitKind
-    model: Callable[[PipelineConfig, str | None], str | None]
-    recipe: Callable[[PipelineConfig, str | None], Any]
+    model: Callable[[PipelineConfig], str | None] | None = None
     scores_with_reward: bool = False
 
     @property
@@ -305,17 +305,18 @@ def engine_parts(
 def fit_stage(
     stage: str,
     cfg: PipelineConfig,
-    recipe: str | None = None,
+    recipe: Any,
     *,
     plan: FitPlan,
     given: StageResources,
     gpus: int | None = None,
 ) -> Fit:
-    """The estimate for one run of `stage` (`recipe` for a stage with recipes), planned as its
-    declaration says (`plan`), on the GPUs it is given (`given`), over all its nodes: ZeRO-3
-    shards the model states over every GPU of the launch (`gpus` overrides the count)."""
+    """The estimate for one run of `stage` with its `recipe` (the config section it runs),
+    planned as its declaration says (`plan`), on the GPUs it is given (`given`), over all its
+    nodes: ZeRO-3 shards the model states over every GPU of the launch (`gpus` overrides the
+    count)."""
     count = given.gpus * given.nodes if gpus is None else gpus
-    model = plan.model(cfg, recipe)
+    model = plan.model(cfg) if plan.model is not None else recipe.model
     base = {"stage": stage, "model": model or "", "gpus": count,
             "gpu_memory_gib": given.gpu_memory_gib}  # fmt: skip
     if count == 0:
@@ -327,28 +328,18 @@ def fit_stage(
         return Fit(**base, unknown=f"shape unknown offline ({model}: no config.json here)")
     if plan.trains:
         return _training_fit(stage, cfg, recipe, plan, given, shape, base)
-    return _engine_fit(stage, cfg, plan.recipe(cfg, recipe), shape, base)
-
-
-def student_recipe(cfg: PipelineConfig, section: str, recipe: str | None) -> Any:
-    """The recipe `recipe` of the recipe section `section` (when not named: the first the
-    profile runs, `<section>_runs`, else its first one); None if it has none."""
-    recipes = getattr(cfg, section)
-    runs = getattr(cfg, f"{section}_runs")
-    name = recipe if recipe in recipes else next(iter([*runs, *recipes]), None)
-    return recipes[name] if name is not None else None
+    return _engine_fit(stage, cfg, recipe, shape, base)
 
 
 def _training_fit(
     stage: str,
     cfg: PipelineConfig,
-    recipe: str | None,
+    spec: Any,
     plan: FitPlan,
     given: StageResources,
     shape: ModelShape,
     base: dict,
 ) -> Fit:
-    spec = plan.recipe(cfg, recipe)
     gpus = base["gpus"]
     notes: list[str] = []
     sft = plan.kind == "sft"

@@ -157,6 +157,7 @@ def references(config: Any) -> dict[str, str]:
     found: dict[str, str] = {}
 
     def walk(value: Any, path: str) -> None:
+        """Record the `Reference`s at or under `value`, found at dotted `path`."""
         if isinstance(value, Reference):
             found[path] = reference_identity(value)
         elif isinstance(value, Mapping):

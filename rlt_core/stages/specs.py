@@ -52,8 +52,8 @@ from rlt_core.config import (
     TeacherRLConfig,
     key_dict,
 )
-from rlt_core.devices import numerics
-from rlt_core.fit import Fit, FitPlan, fit_stage, student_recipe
+from rlt_core.devices import numerics, runs_vllm
+from rlt_core.fit import Fit, FitPlan, fit_stage
 from rlt_core.identity import input_identity, references
 from rlt_core.layout import (  # noqa: F401  (the stages' files, re-exported with them)
     DataFiles,
@@ -316,9 +316,10 @@ class StageSpec(Generic[O]):
     def estimate(self, cfg: PipelineConfig, recipe: str | None = None) -> Fit:
         """The GPU memory estimate of one run (`rlt_core.fit.fit_stage` with this stage's
         `fit`)."""
-        if self.fit is not None:
-            return fit_stage(self.name, cfg, recipe, plan=self.fit, given=self.resources(cfg))
         given = self.resources(cfg)
+        if self.fit is not None:
+            runs = self.config_args(cfg, recipe)["cfg"]  # the recipe the entry function runs
+            return fit_stage(self.name, cfg, runs, plan=self.fit, given=given)
         gpus = given.gpus * given.nodes
         why = "no model (nothing to fit)" if gpus else "CPU run (no GPU to fit)"
         return Fit(self.name, "", gpus, given.gpu_memory_gib, unknown=why)
@@ -429,23 +430,17 @@ def _recipe_dtype(cfg: Any, **_: Any) -> str:
     return str(cfg.dtype)
 
 
-def _teacher(cfg: PipelineConfig, recipe: str | None) -> str:
+def _teacher(cfg: PipelineConfig) -> str:
     """The model a teacher-side engine loads (teacher_rl's: an upstream artifact has its
     base model's shape)."""
     return cfg.teacher_rl.model
 
 
-def _student_model(section: str) -> Callable[[PipelineConfig, str | None], str | None]:
-    def model(cfg: PipelineConfig, recipe: str | None) -> str | None:
-        """The model of the student recipe a run uses (the profile's first when unnamed)."""
-        found = student_recipe(cfg, section, recipe)
-        return found.model if found is not None else None
-
-    return model
-
-
-def _student_recipe_of(section: str) -> Callable[[PipelineConfig, str | None], Any]:
-    return lambda cfg, recipe: student_recipe(cfg, section, recipe)
+def _first_student(cfg: PipelineConfig) -> str | None:
+    """The model a student-side engine loads: the first student_sft recipe the profile runs
+    (else its first recipe); None without one."""
+    names = [*cfg.student_sft_runs, *cfg.student_sft]
+    return cfg.student_sft[names[0]].model if names else None
 
 
 DATA: StageSpec[DataFiles] = StageSpec(
@@ -471,7 +466,7 @@ TEACHER_SFT: StageSpec[TrainedFiles] = StageSpec(
     runs="launch",
     default_resources=StageResources(gpus=8, cpus=32),
     dtype=_recipe_dtype,
-    fit=FitPlan("sft", lambda cfg, r: cfg.teacher_sft.model, lambda cfg, r: cfg.teacher_sft),
+    fit=FitPlan("sft"),
 )
 TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     name="teacher_rl",
@@ -484,12 +479,7 @@ TEACHER_RL: StageSpec[TeacherRLFiles] = StageSpec(
     runs="launch",
     default_resources=StageResources(gpus=8, cpus=32, micro_batch=1),
     dtype=_recipe_dtype,
-    fit=FitPlan(
-        "grpo",
-        lambda cfg, r: cfg.teacher_rl.model,
-        lambda cfg, r: cfg.teacher_rl,
-        scores_with_reward=True,
-    ),
+    fit=FitPlan("grpo", scores_with_reward=True),
 )
 GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="generate_traces",
@@ -502,7 +492,7 @@ GENERATE_TRACES: StageSpec[TraceFiles] = StageSpec(
     runs="process",
     default_resources=StageResources(gpus=1, cpus=8),
     dtype=_recipe_dtype,
-    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.generate_traces),
+    fit=FitPlan("engine", _teacher),
     title="RLT",
 )
 RANK_TRACES: StageSpec[RankFiles] = StageSpec(
@@ -516,7 +506,7 @@ RANK_TRACES: StageSpec[RankFiles] = StageSpec(
     runs="process",
     default_resources=StageResources(gpus=1, cpus=8),
     dtype=_recipe_dtype,
-    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.generate_traces),
+    fit=FitPlan("engine", _teacher),
 )
 STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
     name="student_sft",
@@ -529,7 +519,7 @@ STUDENT_SFT: StageSpec[TrainedFiles] = StageSpec(
     runs="launch",
     default_resources=StageResources(gpus=8, cpus=32),
     dtype=_recipe_dtype,
-    fit=FitPlan("sft", _student_model("student_sft"), _student_recipe_of("student_sft")),
+    fit=FitPlan("sft"),
     recipe_section="student_sft",
 )
 STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
@@ -543,7 +533,7 @@ STUDENT_RL: StageSpec[TrainedFiles] = StageSpec(
     runs="launch",
     default_resources=StageResources(gpus=8, cpus=32, micro_batch=1),
     dtype=_recipe_dtype,
-    fit=FitPlan("grpo", _student_model("student_rl"), _student_recipe_of("student_rl")),
+    fit=FitPlan("grpo"),
     recipe_section="student_rl",
 )
 EVALUATE: StageSpec[EvalFiles] = StageSpec(
@@ -557,7 +547,7 @@ EVALUATE: StageSpec[EvalFiles] = StageSpec(
     runs="process",
     default_resources=StageResources(gpus=1, cpus=8),
     dtype=_recipe_dtype,
-    fit=FitPlan("engine", _student_model("student_sft"), lambda cfg, r: cfg.evaluate),
+    fit=FitPlan("engine", _first_student),
 )
 RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
     name="raw_traces",
@@ -570,7 +560,7 @@ RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
     runs="process",
     default_resources=StageResources(gpus=1, cpus=8),
     dtype=_recipe_dtype,
-    fit=FitPlan("engine", _student_model("student_sft"), lambda cfg, r: cfg.generate_traces),
+    fit=FitPlan("engine", _first_student),
     title="RL cold-start (raw)",
 )
 TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
@@ -592,7 +582,7 @@ TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     runs="process",
     default_resources=StageResources(gpus=1, cpus=8),
     dtype=_recipe_dtype,
-    fit=FitPlan("engine", _teacher, lambda cfg, r: cfg.teacher_eval),
+    fit=FitPlan("engine", _teacher),
 )
 
 SPECS: dict[str, StageSpec[Any]] = {
@@ -633,8 +623,8 @@ def fit_profile(cfg: PipelineConfig) -> list[Fit]:
 
 def config_issues(cfg: PipelineConfig) -> list[ConfigIssue]:
     """What the declarations refuse in a config (`rlt_core.config` sits below the stages and
-    knows none of them): a `resources` entry that names no stage, several nodes for a stage
-    that does not train, and fewer GPUs than a stage's vLLM engine spans."""
+    knows none of them): a `resources` entry that names no stage, and what a declared stage
+    cannot be given (`_resource_issues`)."""
     issues = []
     for name in cfg.resources:
         if name not in SPECS:
@@ -642,29 +632,35 @@ def config_issues(cfg: PipelineConfig) -> list[ConfigIssue]:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             message = f"no stage named {name!r}; the stages are {', '.join(SPECS)}.{hint}"
             issues.append(ConfigIssue(f"resources.{name}", message))
-    training = [spec.name for spec in SPECS.values() if spec.trains]
     for spec in SPECS.values():
-        given = spec.resources(cfg)
-        if given.nodes > 1 and not spec.trains:
-            message = (
-                f"{given.nodes} nodes, but only a training stage ({', '.join(training)}) runs "
-                "as one launch over several machines; give it 1 node (its Ray runner already "
-                "places independent runs side by side)"
-            )
-            issues.append(ConfigIssue(f"resources.{spec.name}.nodes", message))
-        for recipe in spec.runs_of(cfg):
-            if spec.recipe_section is not None and recipe not in getattr(cfg, spec.recipe_section):
-                continue  # an unknown run name: the config's own check says so
-            for section in spec.reads(cfg, recipe).values():
-                parallel = getattr(section, "tensor_parallel_size", 1)
-                vllm = getattr(section, "backend", None) == "vllm"
-                if vllm and 0 < given.gpus < parallel:
-                    message = (
-                        f"{given.gpus} GPU(s), but its vLLM engine spans tensor_parallel_size="
-                        f"{parallel}; give it at least that many"
-                    )
-                    issues.append(ConfigIssue(f"resources.{spec.name}.gpus", message))
+        issues += _resource_issues(spec, cfg)
     return list(dict.fromkeys(issues))
+
+
+def _resource_issues(spec: StageSpec[Any], cfg: PipelineConfig) -> list[ConfigIssue]:
+    """Several nodes for a stage that does not train; fewer GPUs than one of its config
+    sections' vLLM engine spans (`tensor_parallel_size`)."""
+    given, issues = spec.resources(cfg), []
+    if given.nodes > 1 and not spec.trains:
+        training = ", ".join(name for name, other in SPECS.items() if other.trains)
+        message = (
+            f"{given.nodes} nodes, but only a training stage ({training}) runs as one launch "
+            "over several machines; give it 1 node (its Ray runner already places independent "
+            "runs side by side)"
+        )
+        issues.append(ConfigIssue(f"resources.{spec.name}.nodes", message))
+    for recipe in spec.runs_of(cfg):
+        if spec.recipe_section is not None and recipe not in getattr(cfg, spec.recipe_section):
+            continue  # an unknown run name: the config's own check says so
+        for section in spec.reads(cfg, recipe).values():
+            parallel = getattr(section, "tensor_parallel_size", 1)
+            if runs_vllm(section) and 0 < given.gpus < parallel:
+                message = (
+                    f"{given.gpus} GPU(s), but its vLLM engine spans tensor_parallel_size="
+                    f"{parallel}; give it at least that many"
+                )
+                issues.append(ConfigIssue(f"resources.{spec.name}.gpus", message))
+    return issues
 
 
 def check_config(cfg: PipelineConfig) -> None:
