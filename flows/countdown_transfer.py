@@ -1,17 +1,31 @@
 """Section 4.4, zero-shot transfer to countdown, as the flow "rlt" (deployment
-`rlt/countdown-transfer`).
+`rlt/countdown-transfer`): every bar of Figure 4 (left), on the countdown test set.
 
-The teacher trained with the RLT reward on the main corpus (teacher_sft -> teacher_rl, cached
-from the full pipeline) explains the countdown training pairs without ever having trained on
-countdown; a student distilled from those traces (the `countdown` recipe of Table 5) is compared
-with traditional RL on countdown from the base model (the `countdown` recipe of Table 6) and
-with RL from the distilled student, all evaluated on the countdown test set.
+    (a) RLT zero-shot      the teacher trained with the RLT reward on the main corpus
+                           (teacher_sft -> teacher_rl, the full pipeline's) explains the
+                           countdown training pairs, never having trained on countdown; a
+                           student is distilled from those traces (Table 5's `countdown` recipe)
+    (b) RLT student        the full pipeline's student of the RLT's main-corpus traces (the
+                           paper's RLT-7B: `experiments.transfer_student`, the 17K recipe), no
+                           countdown training
+    (c) corpus student     the full pipeline's student of the corpus' own traces (the paper's
+                           Bespoke-7B, same recipe), no countdown training
+    (d) CD RL              traditional RL on countdown from the base model (Table 6's
+                           `countdown` recipe)
+    (e) CD RL from (c)     the same RL from the cold-started corpus student
+
+(b), (c) and every stage before them are the full pipeline's own stage runs (the same keys),
+so a store where the pipeline ran serves them as cache hits. The report has the Figure 4 table
+and bar chart and the overlap of the solved sets of (d) and (c), per question and both ways
+(the paper: over 98.5%).
 
     python -m flows.countdown_transfer [--profile tiny] [--set key.path=value]
+    rlt plan --flow countdown-transfer [--profile paper-7b]
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -21,16 +35,29 @@ from flows import common, options
 from flows.full_pipeline import MODEL
 from flows.plan import Caller
 from flows.runners import RunnerKind
-from flows.tables import transfer_row
+from flows.tables import model_name, student_data, transfer_row
+from rlt_core.config import load_config
 from rlt_core.stages.specs import DATA, GENERATE_TRACES
 from tasks import stages
 
-RECIPE = "countdown"
-COUNTDOWN_RUNS = [
-    f"student_sft_runs=[{RECIPE}]",
-    f"student_rl_runs=[{RECIPE}]",
-    "evaluate.tasks=[countdown]",
-]
+RECIPE = "countdown"  # Table 5's and Table 6's countdown columns
+# Figure 4 (left), in the order of its bars: the evaluate task runs are `evaluate[<label>]`.
+ZERO_SHOT, RLT_STUDENT, CORPUS_STUDENT = "RLT zero-shot", "RLT student", "corpus student"
+DIRECT_RL, CORPUS_RL = "CD RL", "CD RL from corpus student"
+FIGURE_4 = (ZERO_SHOT, RLT_STUDENT, CORPUS_STUDENT, DIRECT_RL, CORPUS_RL)
+
+
+def countdown_overrides(profile: str, overrides: Sequence[str] | None) -> list[str]:
+    """The flow's own settings over the user's: countdown is the evaluation task; the student
+    runs are the countdown recipe and `experiments.transfer_student` (so the fit check and
+    `rlt plan` cover both); the RL runs the countdown recipe."""
+    transfer = load_config(profile, list(overrides or ())).experiments.transfer_student
+    sft_runs = ", ".join(dict.fromkeys((RECIPE, transfer)))
+    return [
+        f"student_sft_runs=[{sft_runs}]",
+        f"student_rl_runs=[{RECIPE}]",
+        "evaluate.tasks=[countdown]",
+    ]
 
 
 @flow(name="rlt", flow_run_name="countdown-transfer-{profile}")
@@ -42,9 +69,10 @@ def countdown_transfer(
     ray_address: str | None = None,
     strict_env: bool = False,
 ) -> dict[str, Any]:
-    """RLT traces zero-shot on countdown vs direct RL on countdown (section 4.4); `runner` /
-    `ray_address`: where the stages run (`flows.runners`)."""
-    overrides = [*(overrides or []), *COUNTDOWN_RUNS]
+    """Figure 4 (left): RLT traces zero-shot on countdown vs the main corpus' students vs RL on
+    countdown (section 4.4); `runner` / `ray_address`: where the stages run
+    (`flows.runners`)."""
+    overrides = [*(overrides or []), *countdown_overrides(profile, overrides)]
     title = f"RLT zero-shot transfer to countdown ({profile})"
     return common.run_flow(
         lambda run: countdown_dag(run, title=title), "rlt-countdown-transfer", profile,
@@ -53,59 +81,94 @@ def countdown_transfer(
 
 
 def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
-    """The DAG of section 4.4 on `runner` (its config carries COUNTDOWN_RUNS); the report."""
+    """The DAG of section 4.4 on `runner` (its config carries `countdown_overrides`); the
+    report."""
+    cfg = runner.cfg
+    transfer = cfg.experiments.transfer_student
     data = runner(stages.data, "data")
     corpus = common.file_in(data, DATA.outputs.corpus)
     countdown = common.file_in(data, DATA.outputs.countdown)
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
     teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
-    traces = runner(
+    zero_shot_traces = runner(
         stages.generate_traces,
         "generate_traces[countdown, zero-shot]",
         teacher=common.file_in(teacher, MODEL),
         corpus=countdown,
     )
-    student = runner(
-        stages.student_sft,
-        f"student_sft[{RECIPE}, RLT traces]",
-        recipe=RECIPE,
-        dataset=common.file_in(traces, GENERATE_TRACES.outputs.traces),
-    )
-    rl = runner.cfg.student_rl[RECIPE]
-    direct = runner(
-        stages.student_rl,
-        f"student_rl[{RECIPE}, cold start: none]",
-        recipe=RECIPE,
-        start_model=rl.model,
-        dataset=countdown,
-    )
-    after = runner(
-        stages.student_rl,
-        f"student_rl[{RECIPE}, cold start: RLT traces]",
-        recipe=RECIPE,
-        start_model=common.file_in(student, MODEL),
-        dataset=countdown,
-    )
-    models = [  # (Model, Cold start, model input): the rows of the section 4.4 comparison
-        ("RLT traces, SFT", "—", common.file_in(student, MODEL)),
-        ("RL", "none", common.file_in(direct, MODEL)),
-        ("RLT traces + RL", "RLT traces", common.file_in(after, MODEL)),
-    ]
+    corpus_traces = runner(  # the full pipeline's generate_traces run
+        stages.generate_traces, "generate_traces", teacher=common.file_in(teacher, MODEL),
+        corpus=corpus,
+    )  # fmt: skip
+    students = {
+        ZERO_SHOT: runner(
+            stages.student_sft,
+            f"student_sft[{RECIPE}, RLT countdown traces]",
+            recipe=RECIPE,
+            dataset=common.file_in(zero_shot_traces, GENERATE_TRACES.outputs.traces),
+        ),
+        RLT_STUDENT: runner(  # the full pipeline's student_sft[<recipe>, RLT traces]
+            stages.student_sft,
+            f"student_sft[{transfer}, RLT traces]",
+            recipe=transfer,
+            dataset=common.file_in(corpus_traces, GENERATE_TRACES.outputs.traces),
+        ),
+        CORPUS_STUDENT: runner(  # the full pipeline's student_sft[<recipe>, corpus traces]
+            stages.student_sft,
+            f"student_sft[{transfer}, corpus traces]",
+            recipe=transfer,
+            dataset=corpus,
+        ),  # fmt: skip
+    }
+    base = cfg.student_rl[RECIPE].model
+    rl = {
+        DIRECT_RL: runner(
+            stages.student_rl,
+            f"student_rl[{RECIPE}, cold start: none]",
+            recipe=RECIPE,
+            start_model=base,
+            dataset=countdown,
+        ),
+        CORPUS_RL: runner(
+            stages.student_rl,
+            f"student_rl[{RECIPE}, cold start: corpus student]",
+            recipe=RECIPE,
+            start_model=common.file_in(students[CORPUS_STUDENT], MODEL),
+            dataset=countdown,
+        ),
+    }
+    rl_data = f"{RECIPE} RL ({cfg.student_rl[RECIPE].num_train_samples or 'all'})"
+    described = {  # label -> (countdown training, what it trained on)
+        ZERO_SHOT: ("SFT on the RLT's countdown traces (zero-shot teacher)",
+                    student_data(cfg, RECIPE)),
+        RLT_STUDENT: ("none (RLT traces of the main corpus)", student_data(cfg, transfer)),
+        CORPUS_STUDENT: ("none (the corpus' own traces)", student_data(cfg, transfer)),
+        DIRECT_RL: (f"RL from {model_name(base)}", rl_data),
+        CORPUS_RL: ("RL from the corpus student", rl_data),
+    }  # fmt: skip
+    trained = {**students, **rl}
     rows = []
-    for name, cold_start, model in models:
+    for label in FIGURE_4:
         evaluation = runner(
             stages.evaluate,
-            f"evaluate[{name}]",
-            model=model,
+            f"evaluate[{label}]",
+            model=common.file_in(trained[label], MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append(transfer_row(name, cold_start, evaluation))
+        rows.append(transfer_row(label, *described[label], evaluation))
+    by_label = {row["labels"]["Model"]: row for row in rows}
     return runner(
         stages.report,
         "report",
         title=title,
-        tables={"table_2": rows},
-        lengths={"RLT (countdown, zero-shot)": {"traces": traces}, "corpus": {"corpus": data}},
+        tables={
+            "figure_4": rows,
+            "solved_overlap": [by_label[DIRECT_RL], by_label[CORPUS_STUDENT]],
+        },
+        lengths={
+            "RLT (countdown, zero-shot)": {"traces": zero_shot_traces},
+            "corpus": {"corpus": data},
+        },
         curves={"RLT teacher": {"teacher_rl": teacher}},
     )
 

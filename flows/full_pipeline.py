@@ -7,6 +7,9 @@
          -> student_rl from the base model (RL with no cold start, Table 2)
             -> raw_traces (its raw answers) -> student_sft -> student_rl (Table 2's "RL
                cold-start (raw) + RL": a teacher trained with traditional RL)
+               -> refine_traces (a chat model on an OpenAI-compatible endpoint reformats
+                  them) -> student_sft -> student_rl (Table 2's "RL cold-start (GPT) + RL";
+                  when no endpoint is configured, the report says it was not run and why)
     every student, RL student and the base model -> evaluate -> report (Tables 1, 2, Figure 8,
     the teacher's reward curves)
 
@@ -29,7 +32,15 @@ from prefect import flow
 from flows import common, options
 from flows.plan import Caller, print_plan, start_plan
 from flows.runners import RunnerKind
-from flows.tables import RL_RAW, TRACE_SOURCES, pipeline_tables, rl_label, student_label
+from flows.tables import (
+    RL_GPT,
+    RL_RAW,
+    TRACE_SOURCES,
+    pipeline_tables,
+    rl_label,
+    student_label,
+)
+from rlt_core.endpoint import endpoint_of
 from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, TEACHER_RL
 from tasks import stages
 
@@ -109,33 +120,49 @@ def cold_start_rl(
 
 def rl_teacher_baseline(
     runner: Caller, data: dict[str, str], trained: dict[tuple[str, str], Any]
-) -> dict[tuple[str, str], Any]:
-    """Table 2's "RL cold-start (raw) + RL" (section 4.3): the model RL trained from the base
-    (`student_rl[..., cold start: none]`, a teacher trained with traditional RL) answers the
-    corpus questions; a student is distilled from its raw answers (`raw_traces`, no
-    post-processing) with the cold-start recipe, then trained with RL again."""
+) -> tuple[dict[tuple[str, str], Any], list[str]]:
+    """Table 2's "RL cold-start (raw) + RL" and "RL cold-start (GPT) + RL" (section 4.3): the
+    model RL trained from the base (`student_rl[..., cold start: none]`, a teacher trained
+    with traditional RL) answers the corpus questions (`raw_traces`); a student is distilled
+    from its raw answers with the cold-start recipe, then trained with RL again. For the GPT
+    row the raw answers are first reformatted by a chat model on an OpenAI-compatible endpoint
+    (`refine_traces`); with no endpoint configured that row is not run, and the returned notes
+    say so (the report prints them)."""
     corpus = common.file_in(data, DATA.outputs.corpus)
-    runs = {}
+    runs, notes = {}, []
+    endpoint = endpoint_of(runner.cfg.refine_traces)
     for recipe in runner.cfg.student_rl_runs:
         rl = runner.cfg.student_rl[recipe]
         if rl.cold_start is None or ("none", recipe) not in trained:
             continue
         teacher = common.file_in(trained["none", recipe], MODEL)
         raw = runner(stages.raw_traces, f"raw_traces[{recipe}]", model=teacher, corpus=corpus)
-        student = runner(
-            stages.student_sft,
-            f"student_sft[{rl.cold_start}, RL raw traces]",
-            recipe=rl.cold_start,
-            dataset=common.file_in(raw, RAW_TRACES.outputs.traces),
-        )
-        runs[RL_RAW, recipe] = runner(
-            stages.student_rl,
-            f"student_rl[{recipe}, cold start: {RL_RAW}]",
-            recipe=recipe,
-            start_model=common.file_in(student, MODEL),
-            dataset=common.file_in(data, DATA.outputs.dataset(rl.dataset)),
-        )
-    return runs
+        sources = {RL_RAW: (raw, "RL raw traces")}
+        if isinstance(endpoint, str):
+            notes.append(f"Table 2, RL[{recipe}] with cold start RL cold-start (GPT): not run: "
+                         f"{endpoint}.")  # fmt: skip
+        else:
+            refined = runner(
+                stages.refine_traces,
+                f"refine_traces[{recipe}]",
+                traces=common.file_in(raw, RAW_TRACES.outputs.traces),
+            )
+            sources[RL_GPT] = (refined, "RL GPT traces")
+        for source, (traces, name) in sources.items():
+            student = runner(
+                stages.student_sft,
+                f"student_sft[{rl.cold_start}, {name}]",
+                recipe=rl.cold_start,
+                dataset=common.file_in(traces, RAW_TRACES.outputs.traces),
+            )
+            runs[source, recipe] = runner(
+                stages.student_rl,
+                f"student_rl[{recipe}, cold start: {source}]",
+                recipe=recipe,
+                start_model=common.file_in(student, MODEL),
+                dataset=common.file_in(data, DATA.outputs.dataset(rl.dataset)),
+            )
+    return runs, notes
 
 
 def evaluate_all(
@@ -177,7 +204,8 @@ def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
     teacher = train_teacher(runner, data)
     students = distil(runner, data, teacher["traces"])
     trained = cold_start_rl(runner, data, students)
-    trained |= rl_teacher_baseline(runner, data, trained)
+    baselines, notes = rl_teacher_baseline(runner, data, trained)
+    trained |= baselines
     base = runner.cfg.student_sft[runner.cfg.student_sft_runs[0]].model
     models: dict[str, Any] = {"base": base}
     models |= {student_label(*run): common.file_in(ref, MODEL) for run, ref in students.items()}
@@ -190,7 +218,7 @@ def pipeline(runner: Caller, *, title: str) -> dict[str, str]:
     if teacher["held_out"] is not None:
         held_out["RLT teacher"] = {"teacher_eval": teacher["held_out"]}
     return runner(stages.report, "report", title=title, tables=tables, lengths=lengths,
-                  curves=curves, held_out=held_out)  # fmt: skip
+                  curves=curves, held_out=held_out, notes=notes)  # fmt: skip
 
 
 def _plan_only(kwargs: dict[str, Any], *, plan: bool, as_json: bool) -> bool:

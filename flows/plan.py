@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.common import Runner, _variant, store_root, with_strict_env
+from rlt_core.artifacts import digest_json
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
 from rlt_core.stages.specs import SPECS, check_config
@@ -30,11 +31,21 @@ class Planner:
     cfg: PipelineConfig
     index: StoreIndex
     rows: list[PlanRow] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # what the flow's report is given
+    once: dict[str, dict[str, str]] = field(default_factory=dict)  # stage runs planned
 
     def __call__(self, task: Any, label: str, **inputs: Any) -> dict[str, str]:
-        """The ref `task` would return, without running it; records the plan row."""
-        if task.name not in SPECS:  # the report: assembled after the stages, uncached
+        """The ref `task` would return, without running it; records the plan row (for the
+        report, which is assembled after the stages and not cached: its inputs)."""
+        if task.name not in SPECS:
+            self.report = dict(inputs)
             return {"uri": "", "digest": "", "pending": label}
+        # The same stage run twice (an ablation's variants share teacher_sft) is one run, as
+        # the Runner submits it once: one row.
+        config = self._key_config(task.name, inputs.get("recipe"))
+        same = digest_json({"stage": task.name, "inputs": inputs, "config": config})
+        if same in self.once:
+            return self.once[same]
         recipe = inputs.pop("recipe", None)
         upstream, pending = {}, []
         for name, value in inputs.items():
@@ -46,13 +57,20 @@ class Planner:
         row = plan_stage(label, task.name, self.cfg, recipe, upstream, pending, self.index)
         self.rows.append(row)
         if row.status == "cached":
-            return {"uri": str(row.uri), "digest": str(row.digest)}
-        return {"uri": "", "digest": "", "pending": label}
+            self.once[same] = {"uri": str(row.uri), "digest": str(row.digest)}
+        else:
+            self.once[same] = {"uri": "", "digest": "", "pending": label}
+        return self.once[same]
+
+    def _key_config(self, stage: str, recipe: str | None) -> Any:
+        spec = SPECS[stage]
+        return spec.key_config(**spec.config_args(self.cfg, recipe))
 
     def derive(self, extra_overrides: Sequence[str]) -> Planner:
         """A planner for the same store with more overrides (an ablation's variant)."""
         variant = start_plan(**_variant(self.run, extra_overrides))
         variant.index, variant.rows = self.index, self.rows  # one plan for the whole flow
+        variant.report, variant.once = self.report, self.once
         return variant
 
 

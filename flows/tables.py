@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlt_core.config import PipelineConfig
-from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, StageSpec
+from rlt_core.stages.specs import DATA, GENERATE_TRACES, RAW_TRACES, REFINE_TRACES, StageSpec
 
 Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it: {"uri", "digest"}
 # Table 1's trace sources by the flows' names, each with the stage that writes it: the
@@ -17,8 +17,9 @@ Ref = Mapping[str, str]  # an artifact ref as the orchestration layer passes it:
 # declared `title`.
 TRACE_SOURCES: Mapping[str, StageSpec[Any]] = {"RLT": GENERATE_TRACES, "corpus": DATA}
 RL_RAW = "RL-raw"  # Table 2's "RL cold-start (raw) + RL": the cold start of RL_RAW runs
+RL_GPT = "RL-GPT"  # Table 2's "RL cold-start (GPT) + RL": the raw answers reformatted
 # Table 2's cold starts titled by their stage's declaration where the name is not the title.
-COLD_STARTS: Mapping[str, StageSpec[Any]] = {RL_RAW: RAW_TRACES}
+COLD_STARTS: Mapping[str, StageSpec[Any]] = {RL_RAW: RAW_TRACES, RL_GPT: REFINE_TRACES}
 
 
 def title(source: str, stages: Mapping[str, StageSpec[Any]]) -> str:
@@ -94,6 +95,8 @@ def rank_row(rank: int, evaluation: Ref, data: str) -> dict[str, Any]:
     return {"labels": labels, "rank": rank, "evaluation": evaluation}
 
 
-def transfer_row(model: str, cold_start: str, evaluation: Ref) -> dict[str, Any]:
-    """A section 4.4 row (in Table 2's layout): the model, its cold start, its evaluation."""
-    return {"labels": {"Model": model, "Cold start": cold_start}, "evaluation": evaluation}
+def transfer_row(model: str, training: str, data: str, evaluation: Ref) -> dict[str, Any]:
+    """A Figure 4 (left) row: the model, its countdown training, what it trained on
+    (`student_data`, or the RL recipe and its rows) and its evaluation on countdown."""
+    labels = {"Model": model, "Countdown training": training, "Data": data}
+    return {"labels": labels, "evaluation": evaluation}

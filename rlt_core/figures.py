@@ -5,6 +5,7 @@ whose images render anywhere (the Prefect UI included).
   r_SS (Eq. 3), r_KL (Eq. 4), the format-penalty rate, the think length and the
   solution-copy share (`rlt_core.reward.copying`), one line per run, so a run and its ablation
   (lambda = 0) can sit in one figure.
+- `score_bars`: one bar per model's pass@1 (Figure 4, left: the countdown transfer).
 - `inline_images`: a markdown image that names a PNG file beside the markdown becomes a
   `data:image/png;base64,...` URI. A report links its figures by file name, which a browser
   cannot open from the Prefect UI (a local path, or an `s3://` URI it cannot read); inlined,
@@ -92,6 +93,29 @@ def reward_curve_figure(
     if len(runs) > 1 and handles:
         figure.legend(handles, labels, loc="upper right", fontsize=9)
     figure.suptitle(title or "teacher_rl reward terms per step (batch means)")
+    return save_figure(figure, out)
+
+
+def score_bars(scores: Mapping[str, float], out: str | Path, *, title: str) -> Path:
+    """One bar per model (label -> pass@1 as a fraction), its percentage written on the bar,
+    as a PNG (Figure 4, left). A missing score (NaN) is drawn as an empty slot marked "—"."""
+    if not scores:
+        raise ValueError("no scores to plot: give at least one model's score.")
+    plt = _pyplot()
+    labels = list(scores)
+    values = [100 * scores[label] for label in labels]
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.5 * len(labels)), 4), dpi=110)
+    heights = [0.0 if math.isnan(v) else v for v in values]
+    bars = axis.bar(range(len(labels)), heights, color=[f"C{i}" for i in range(len(labels))])
+    for bar, value in zip(bars, values, strict=True):
+        text = "—" if math.isnan(value) else f"{value:.1f}"
+        axis.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=9)  # fmt: skip
+    axis.set_xticks(range(len(labels)), labels, rotation=15, ha="right", fontsize=9)
+    axis.set_ylabel("pass@1 (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title(title)
+    axis.grid(axis="y", alpha=0.3)
     return save_figure(figure, out)
 
 

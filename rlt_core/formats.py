@@ -115,6 +115,46 @@ class FormatError(ValueError):
 
 
 # The blank line the format puts between every tag and the body it opens or closes.
+# Table 2's "RL cold-start (GPT)" (section 4.3): what the refine_traces stage asks a chat model
+# behind an OpenAI-compatible endpoint, per raw answer of a traditionally RL-trained model. This
+# project's own text, following the strategy of SkyThought's conversion step (a thought kept
+# word for word, one clean final solution; docs/paper_index.md). The answer comes back as JSON
+# under a strict schema, which OpenAI's API and vLLM's server both enforce.
+REFINE_SYSTEM_PROMPT = (
+    "You restructure a model's answer to a question without changing what it says: its "
+    "reasoning is kept word for word, and its final answer is stated once, cleanly."
+)
+REFINE_USER_PROMPT = """\
+Below is a question and a model's answer to it, written without a fixed structure. Split the \
+answer into two parts and return them as JSON with the keys "thought" and "solution".
+
+- "thought": the reasoning of the answer, copied word for word: every step, including wrong \
+turns, checks and corrections, with steps separated by blank lines. Do not summarise it, do \
+not shorten it and do not add reasoning the answer does not contain.
+- "solution": one final, precise and clear solution that states how the reasoning reaches \
+its result, ending with the final answer as the answer gives it (in \\boxed{{}} when it has \
+one). Only one solution.
+
+Do not solve the question again yourself: if the answer is wrong, keep it wrong.
+
+Question:
+{question}
+
+Answer to restructure:
+{response}"""
+REFINE_RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "student_sample",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"thought": {"type": "string"}, "solution": {"type": "string"}},
+            "required": ["thought", "solution"],
+            "additionalProperties": False,
+        },
+    },
+}
 PADDING = "\n\n"
 # The glue of the student format around its two bodies (Figure 6) ...
 THOUGHT_OPEN = f"{BEGIN_THOUGHT}{PADDING}"

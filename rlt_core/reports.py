@@ -5,6 +5,9 @@
 - Table 2 (section 4.3): cold-start RL from each trace set vs RL with no cold start.
 - Table 9 (Appendix D): reward ablations (lambda = 0, alpha = 0) next to the full reward, with
   the think lengths of their traces.
+- Figure 4 (left, section 4.4): the countdown transfer's models on the countdown test set, as a
+  table and a bar chart, with the overlap of two models' solved sets per question (both ways:
+  the paper compares direct RL with the RL-free Bespoke-7B student).
 - Section 4.5: the Pearson correlation between a dataset's reward rank and its student's score.
 - Figure 8: the distribution of think-token lengths per trace source, as a PNG.
 - Reward curves: each teacher_rl run's reward terms per GRPO step (its `reward_log.json`), as
@@ -32,13 +35,14 @@ from scipy import stats
 
 from rlt_core import artifacts
 from rlt_core.evaluation.tables import (
+    TASK_TITLES,
     ReportRow,
     overall,
     read_scores,
     score_table,
 )
-from rlt_core.figures import CURVE_PANELS, reward_curve_figure, save_figure
-from rlt_core.layout import DataFiles, TeacherEvalFiles, TeacherRLFiles, TraceFiles
+from rlt_core.figures import CURVE_PANELS, reward_curve_figure, save_figure, score_bars
+from rlt_core.layout import DataFiles, EvalFiles, TeacherEvalFiles, TeacherRLFiles, TraceFiles
 from rlt_core.owner import Outcome, Work, own
 
 TRACES = TraceFiles.traces
@@ -51,7 +55,9 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 FIGURE_8 = "think_lengths.png"
 REWARD_CURVES = TeacherRLFiles.reward_curves
-FIGURES = (FIGURE_8, REWARD_CURVES)  # the PNGs a report may hold
+FIGURE_4 = "figure_4.png"
+FIGURES = (FIGURE_8, REWARD_CURVES, FIGURE_4)  # the PNGs a report may hold
+DETAILS = EvalFiles.details
 
 
 def table_1(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
@@ -80,6 +86,95 @@ def table_9(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
     columns = ("Reward", *_data_column(rows))
     return title + score_table(
         rows, label_columns=columns, tasks=tasks, extra_columns=("Think tokens (mean)",)
+    )
+
+
+def figure_4(rows: Sequence[ReportRow], tasks: Sequence[str]) -> str:
+    """Figure 4 (left) as a table: each model of the countdown transfer (labels `Model`,
+    `Countdown training`, `Data`); the bar chart beside it is `FIGURE_4`."""
+    title = (
+        "**Figure 4 (left).** Countdown test set: a student of the RLT's zero-shot countdown "
+        "traces, the main corpus' students without countdown training, and RL on countdown "
+        "(pass@1, %).\n\n"
+    )
+    columns = ("Model", "Countdown training", "Data")
+    return title + score_table(rows, label_columns=columns, tasks=tasks)
+
+
+@dataclass(frozen=True)
+class SolvedOverlap:
+    """How far two models solve the same questions of one task (section 4.4): the questions
+    both were asked, how many each solved and how many both solved."""
+
+    task: str
+    first: str
+    second: str
+    questions: int
+    solved_first: int
+    solved_second: int
+    both: int
+
+    def shares(self) -> tuple[float | None, float | None]:
+        """Of the first model's solved questions, the share the second solves too; and the
+        other way. None where a model solved nothing (no share to take)."""
+        return (
+            self.both / self.solved_first if self.solved_first else None,
+            self.both / self.solved_second if self.solved_second else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        first, second = self.shares()
+        return {**self.__dict__, "first_in_second": first, "second_in_first": second}
+
+
+def solved_questions(evaluation: str | Path, task: str) -> tuple[set[str], set[str]]:
+    """The ids of the questions a finished evaluation asked on `task`, and of those it solved
+    (its per-sample details: `correct` 1)."""
+    artifacts.read_manifest(evaluation)  # refuses an unfinished artifact
+    path = Path(evaluation) / DETAILS / f"{task}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the evaluation did not run task {task!r} (evaluate.tasks)."
+        )
+    table = pd.read_parquet(path, columns=["id", "correct"])
+    ids = table["id"].astype(str)
+    return set(ids), set(ids[table["correct"].astype(float) > 0])
+
+
+def solved_overlap(first: Evaluated, second: Evaluated, task: str) -> SolvedOverlap:
+    """`SolvedOverlap` of two evaluations on `task`, per question. Raises ValueError when they
+    were not asked the same questions (then their solved sets cannot be compared)."""
+    names = (first.labels.get("Model", "first"), second.labels.get("Model", "second"))
+    asked_first, solved_first = solved_questions(first.evaluation, task)
+    asked_second, solved_second = solved_questions(second.evaluation, task)
+    if asked_first != asked_second:
+        raise ValueError(
+            f"{names[0]} and {names[1]} were asked different {task} questions "
+            f"({len(asked_first)} vs {len(asked_second)}, {len(asked_first ^ asked_second)} "
+            "not shared): evaluate both with the same evaluation set and evaluate.max_samples."
+        )
+    return SolvedOverlap(task, *names, len(asked_first), len(solved_first), len(solved_second),
+                         len(solved_first & solved_second))  # fmt: skip
+
+
+def overlap_section(overlaps: Sequence[SolvedOverlap]) -> str:
+    """The solved-set overlaps as a table: per task, each model's solved count, both, and the
+    share of each model's solved questions that the other solves too."""
+    lines = [
+        "| Task | Questions | Solved by A | Solved by B | By both | A's also solved by B "
+        "| B's also solved by A |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for item in overlaps:
+        shares = ["—" if v is None else f"{100 * v:.1f}%" for v in item.shares()]
+        counts = (item.questions, item.solved_first, item.solved_second, item.both)
+        cells = [TASK_TITLES.get(item.task, item.task), *map(str, counts), *shares]
+        lines.append("| " + " | ".join(cells) + " |")
+    first, second = overlaps[0].first, overlaps[0].second
+    return (
+        f"**Solved-set overlap** (section 4.4), per question: A = {first}, B = {second}. The "
+        "paper finds over 98.5% overlap between direct RL on countdown and the RL-free "
+        "Bespoke-7B student.\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -207,40 +302,65 @@ def run_report(
     table1: Sequence[Evaluated] = (),
     table2: Sequence[Evaluated] = (),
     table9: Sequence[Evaluated] = (),
+    figure4: Sequence[Evaluated] = (),
+    overlap: Sequence[Evaluated] = (),
     lengths: Mapping[str, Sequence[int]] | None = None,
     ranked: Sequence[tuple[int, Evaluated]] = (),
     curves: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     held_out: Mapping[str, Mapping[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> artifacts.ArtifactRef:
     """Assemble the requested tables into `<store>/report/<key>/`: report.md, report.json,
     think_lengths.png (Figure 8, when `lengths` are given), reward_curves.png (when `curves`,
     teacher_rl label -> its reward log, are given) and the manifest last. `held_out` maps a
-    teacher's label to its teacher_eval comparison (`comparison.json`).
+    teacher's label to its teacher_eval comparison (`comparison.json`); `notes` are printed
+    under the tables ("Not run": a row the flow could not make, and why).
 
+    `figure4` are Figure 4's models (a table and `FIGURE_4`, their Overall as bars); `overlap`
+    two evaluations whose solved sets are compared per question on each task (`solved_overlap`).
     `ranked` holds (reward rank, evaluation) pairs for the section 4.5 correlation. The key
     hashes the labels, ranks, lengths and the evaluations' digests: a finished report of the
     same inputs is returned as it is.
     """
     lengths = {name: [int(v) for v in values] for name, values in (lengths or {}).items()}
-    entries = [*table1, *table2, *table9, *(entry for _, entry in ranked)]
+    if overlap and len(overlap) != 2:
+        raise ValueError(f"overlap compares two evaluations, got {len(overlap)}")
+    tables = (table1, table2, table9, figure4, overlap)
+    entries = [*(e for table in tables for e in table), *(entry for _, entry in ranked)]
     upstream = {str(i): artifacts.load_ref(e.evaluation).digest for i, e in enumerate(entries)}
     config = {
         "title": title,
         "tasks": list(tasks),
-        "tables": [[dict(e.labels) for e in t] for t in (table1, table2, table9)],
+        "tables": [[dict(e.labels) for e in t] for t in tables[:3]],
         "ranks": [rank for rank, _ in ranked],
         "lengths": artifacts.digest_json(lengths),
     }
+    if figure4 or overlap:  # (absent otherwise: the keys of earlier reports stay)
+        config["figure_4"] = [[dict(e.labels) for e in t] for t in (figure4, overlap)]
     if curves:
         config["curves"] = artifacts.digest_json({k: list(v) for k, v in curves.items()})
     if held_out:
         config["held_out"] = artifacts.digest_json(dict(held_out))
+    if notes:
+        config["notes"] = list(notes)
     key = artifacts.StageKey.of(REPORT_STAGE, config, upstream, __name__)
 
     def write(work: Work) -> Outcome:
         """The report's files in the run's work area; its summary for the manifest."""
         out = work.fresh()
-        sections, summary = _tables(tasks, table1, table2, table9)
+        sections, summary = _tables(tasks, table1, table2, table9, figure4)
+        if notes:
+            sections.append("**Not run.**\n\n" + "".join(f"- {n}\n" for n in notes))
+            summary["not_run"] = list(notes)
+        if figure4:
+            bars = {e.labels["Model"]: overall(read_scores(e.evaluation), tasks) for e in figure4}
+            title_4 = "Figure 4 (left): " + ", ".join(TASK_TITLES.get(t, t) for t in tasks)
+            score_bars(bars, out / FIGURE_4, title=f"{title_4} (pass@1)")
+            sections.append(f"![Figure 4 (left)]({FIGURE_4})\n")
+        if overlap:
+            overlaps = [solved_overlap(*overlap, task) for task in tasks]
+            sections.append(overlap_section(overlaps))
+            summary["solved_overlap"] = [item.to_dict() for item in overlaps]
         if ranked:
             sections.append(_correlation(ranked, tasks, summary))
         if lengths:
@@ -262,12 +382,12 @@ def run_report(
 def _tables(
     tasks: Sequence[str], *tables: Sequence[Evaluated]
 ) -> tuple[list[str], dict[str, object]]:
-    """The markdown of Tables 1, 2 and 9 (those with rows) and their scores as JSON."""
+    """The markdown of Tables 1, 2, 9 and Figure 4's table (those with rows) and their scores
+    as JSON."""
     sections: list[str] = []
     summary: dict[str, object] = {}
-    for name, build, entries in zip(
-        ("table_1", "table_2", "table_9"), (table_1, table_2, table_9), tables, strict=True
-    ):
+    builders = {"table_1": table_1, "table_2": table_2, "table_9": table_9, "figure_4": figure_4}
+    for (name, build), entries in zip(builders.items(), tables, strict=True):
         if entries:
             rows = report_rows(entries)
             sections.append(build(rows, tasks))
@@ -380,15 +500,17 @@ def report_from_refs(
     lengths: Mapping[str, Mapping[str, Any]] | None = None,
     curves: Mapping[str, Mapping[str, Any]] | None = None,
     held_out: Mapping[str, Mapping[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> artifacts.ArtifactRef:
     """`run_report` over refs: each is fetched from `store` (an `rlt_core.store.ArtifactStore`)
     into its working directory, where the report is written.
 
-    `tables` maps table_1 / table_2 / table_9 to rows `{"labels", "evaluation"[, "traces"]}`
-    and `ranked` to rows with a `rank` too; `lengths` maps a trace source to `{"traces": ref}`
-    (a generate_traces artifact) or `{"corpus": ref}` (the data artifact's own traces);
+    `tables` maps table_1 / table_2 / table_9 / figure_4 to rows `{"labels", "evaluation"[,
+    "traces"]}`, `solved_overlap` to two such rows and `ranked` to rows with a `rank` too;
+    `lengths` maps a trace source to `{"traces": ref}` (a generate_traces artifact) or
+    `{"corpus": ref}` (the data artifact's own traces);
     `curves` maps a teacher's label to `{"teacher_rl": ref}` (its reward log is drawn),
-    `held_out` to `{"teacher_eval": ref}` (its comparison is tabled).
+    `held_out` to `{"teacher_eval": ref}` (its comparison is tabled); `notes` are printed.
     """
 
     def entry(row: Mapping[str, Any]) -> Evaluated:
@@ -409,6 +531,8 @@ def report_from_refs(
         table1=[entry(r) for r in tables.get("table_1", ())],
         table2=[entry(r) for r in tables.get("table_2", ())],
         table9=[entry(r) for r in tables.get("table_9", ())],
+        figure4=[entry(r) for r in tables.get("figure_4", ())],
+        overlap=[entry(r) for r in tables.get("solved_overlap", ())],
         lengths={name: think_lengths(source) for name, source in (lengths or {}).items()},
         ranked=[(int(r["rank"]), entry(r)) for r in tables.get("ranked", ())],
         curves={
@@ -419,4 +543,5 @@ def report_from_refs(
             label: json.loads((store.fetch(source["teacher_eval"]) / COMPARISON).read_text())
             for label, source in (held_out or {}).items()
         },
+        notes=notes,
     )

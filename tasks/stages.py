@@ -101,13 +101,15 @@ def report(
     lengths: Mapping[str, Mapping[str, Any]] | None = None,
     curves: Mapping[str, Mapping[str, Any]] | None = None,
     held_out: Mapping[str, Mapping[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, str]:
     """The experiment tables (Tables 1, 2, 9, section 4.5), Figure 8, the teachers' reward
-    curves and their held-out comparison as a report artifact
+    curves and their held-out comparison as a report artifact, with `notes` (what the flow did
+    not run, and why)
     (`rlt_core.reports.report_from_refs`). Not cached by Prefect: the report artifact caches
     itself on its inputs' digests."""
     store = open_store(run)
     tasks = run_config(run).evaluate.tasks
     out = report_from_refs(store, title=title, tasks=tasks, tables=tables, lengths=lengths,
-                           curves=curves, held_out=held_out)  # fmt: skip
+                           curves=curves, held_out=held_out, notes=notes)  # fmt: skip
     return store.publish(out.uri).to_dict()

@@ -10,7 +10,12 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_s3", "tests.fixtures_prefect"]
+pytest_plugins = [
+    "tests.fixtures_models",
+    "tests.fixtures_s3",
+    "tests.fixtures_prefect",
+    "tests.fixtures_openai",
+]
 
 # Keep tests off the network and off the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

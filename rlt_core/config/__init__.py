@@ -15,7 +15,12 @@ from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.loader import available_profiles, config_dir, load_config
 from rlt_core.config.resources import StageResources
 from rlt_core.config.reward import RewardConfig
-from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
+from rlt_core.config.sampling import (
+    EvaluateConfig,
+    GenerateTracesConfig,
+    RefineTracesConfig,
+    TeacherEvalConfig,
+)
 from rlt_core.config.schema import (
     PAPER_STUDENT_RL,
     PAPER_STUDENT_SFT,
@@ -36,6 +41,7 @@ __all__ = [
     "GenerateTracesConfig",
     "TeacherEvalConfig",
     "PipelineConfig",
+    "RefineTracesConfig",
     "RewardConfig",
     "StageResources",
     "StudentRLConfig",

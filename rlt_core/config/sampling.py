@@ -5,7 +5,14 @@ Tables 4 and 7 list the same generation hyperparameters, so both configs share `
 
 from dataclasses import dataclass, field
 
-from rlt_core.config.checks import bad, finalize, positive, sampling
+from rlt_core.config.checks import (
+    bad,
+    finalize,
+    non_negative,
+    positive,
+    probability,
+    sampling,
+)
 from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.vocab import Backend, Dtype, EvalTask
 
@@ -158,3 +165,74 @@ class TeacherEvalConfig:
 
     def _issues(self) -> list[ConfigIssue]:
         return positive(self, "num_pairs", "num_samples", "batch_size")
+
+
+@dataclass(frozen=True)
+class RefineTracesConfig:
+    """Table 2's "RL cold-start (GPT)": a chat model behind an OpenAI-compatible endpoint
+    reformats the RL teacher's raw answers into the student format (section 4.3).
+
+    The endpoint (`base_url`) and its key (the environment variable `api_key_env` names) say
+    where the requests go, not what comes back: they are in no key and no manifest. The model
+    name, the prompt and the sampling values are keyed.
+    """
+
+    model: str | None = field(
+        default="gpt-4.1-mini",
+        metadata={
+            "help": "the endpoint's chat model (section 4.3: GPT-4.1-mini); null = the stage "
+            "is not run and the report says so"
+        },
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "the OpenAI-compatible endpoint (http(s)://host:port/v1); null = "
+            "$OPENAI_BASE_URL, else OpenAI's API. In no key"
+        },
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "the environment variable holding the endpoint's API key (the key itself "
+            "is never in a profile, a key or a manifest)"
+        },
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "sampling temperature (SkyThought's conversion: 0.7)"}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "sampling top-p"})
+    max_tokens: int = field(
+        default=16384,
+        metadata={"help": "longest converted answer; a longer one is cut and dropped ('cut')"},
+    )
+    seed: int = field(default=42, metadata={"help": "sampling seed (row i asks with seed + i)"})
+    concurrency: int = field(default=8, metadata={"help": "requests in flight at once; in no key"})
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "retries of a request refused for a transient reason (connection, 408, "
+            "409, 429, 5xx), with exponential backoff; in no key"
+        },
+    )
+    timeout_s: float = field(default=600.0, metadata={"help": "seconds per request; in no key"})
+    shard_size: int = field(
+        default=256,
+        metadata={"help": "rows per output shard; a resumed run skips done shards. In no key"},
+    )
+
+    def __post_init__(self) -> None:
+        finalize(self, self._issues)
+
+    def _issues(self) -> list[ConfigIssue]:
+        issues = positive(self, "max_tokens", "concurrency", "timeout_s", "shard_size")
+        issues += non_negative(self, "temperature", "max_retries") + probability(self, "top_p")
+        if self.model is not None and not self.model.strip():
+            issues.append(bad(self, "model", "is empty", "name the endpoint's model, or null"))
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            rule = "is not an http(s) URL"
+            issues.append(bad(self, "base_url", rule, "set e.g. http://127.0.0.1:8000/v1"))
+        if not self.api_key_env.replace("_", "").isalnum():
+            rule = "is not an environment variable name"
+            issues.append(bad(self, "api_key_env", rule, "set e.g. OPENAI_API_KEY"))
+        return issues

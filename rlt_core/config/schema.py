@@ -8,7 +8,7 @@ so the recipe it names must be in `student_sft_runs`.
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -18,7 +18,12 @@ from rlt_core.config.errors import ConfigIssue
 from rlt_core.config.grpo import StudentRLConfig, TeacherRLConfig
 from rlt_core.config.resources import StageResources
 from rlt_core.config.reward import RewardConfig
-from rlt_core.config.sampling import EvaluateConfig, GenerateTracesConfig, TeacherEvalConfig
+from rlt_core.config.sampling import (
+    EvaluateConfig,
+    GenerateTracesConfig,
+    RefineTracesConfig,
+    TeacherEvalConfig,
+)
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
 
 # Table 5: columns "Full fine-tuning" (16,710 samples), "1K subset", "Countdown".
@@ -66,6 +71,15 @@ class ExperimentsConfig:
             "data set: the 'full' recipe)"
         },
     )
+    transfer_student: str = field(
+        default="full",
+        metadata={
+            "help": "flows.countdown_transfer's students of the main corpus (Figure 4 left: "
+            "the RLT-7B and Bespoke-7B students of section 4.2, 17K rows, evaluated on "
+            "countdown untrained on it; the Bespoke one is also the cold start of countdown "
+            "RL): the 'full' recipe"
+        },
+    )
 
 
 def _sub(factory: type) -> Any:
@@ -93,6 +107,7 @@ class PipelineConfig:
     )
     evaluate: EvaluateConfig = _sub(EvaluateConfig)
     teacher_eval: TeacherEvalConfig = _sub(TeacherEvalConfig)
+    refine_traces: RefineTracesConfig = _sub(RefineTracesConfig)
     student_sft_runs: tuple[str, ...] = field(
         default=("1k", "full"),
         metadata={"help": "student_sft recipes this profile trains (Table 1: 1K and 17K)"},
@@ -158,7 +173,8 @@ class PipelineConfig:
             if task != "countdown" and task not in self.data.eval_sources:
                 message = f"{task!r} has no data.eval_sources.{task}; add its hub id or path"
                 issues.append(ConfigIssue("evaluate.tasks", message))
-        for name in ("ablation_student", "reward_rank_student"):
+        for experiment in fields(self.experiments):
+            name = experiment.name
             recipe = getattr(self.experiments, name)
             if recipe not in self.student_sft:
                 close = difflib.get_close_matches(recipe, list(self.student_sft), n=1)

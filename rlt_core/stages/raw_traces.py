@@ -8,7 +8,8 @@ the student prompt of Figure 6 with the question only (no solution), one complet
 question sampled with Table 4's generation values (generate_traces' recipe), and its raw
 output used as it is: the sample's `response`, which student_sft trains on verbatim
 (`rlt_core.sft_data`). Nothing is refined, and answers are not filtered by correctness (the
-"raw" variant; the GPT-4.1-mini post-processed variant needs a hosted model and is left out).
+"raw" variant; the GPT-4.1-mini post-processed variant is `rlt_core.stages.refine_traces` on
+these rows).
 When the answer is in the student format (all four tags), its thought and solution are also
 split out (`thought`, `solution`, `think_tokens`, `format_ok`), for the statistics.
 

@@ -46,6 +46,7 @@ from rlt_core.config import (
     GenerateTracesConfig,
     PipelineConfig,
     Reference,
+    RefineTracesConfig,
     RewardConfig,
     StageResources,
     TeacherEvalConfig,
@@ -54,6 +55,7 @@ from rlt_core.config import (
 )
 from rlt_core.devices import numerics, runs_vllm
 from rlt_core.fit import Fit, FitPlan, fit_stage
+from rlt_core.formats import REFINE_RESPONSE_FORMAT, REFINE_SYSTEM_PROMPT, REFINE_USER_PROMPT
 from rlt_core.identity import input_identity, references
 from rlt_core.layout import (  # noqa: F401  (the stages' files, re-exported with them)
     DataFiles,
@@ -414,6 +416,26 @@ def teacher_eval_key_config(
     return {"recipe": key_dict(cfg), "rollout": sampling, "reward": key_dict(reward_cfg)}
 
 
+# How refine_traces sends its requests and where: never what comes back.
+REFINE_UNKEYED = (
+    "base_url",
+    "api_key_env",
+    "concurrency",
+    "max_retries",
+    "timeout_s",
+    "shard_size",
+)
+
+
+def refine_key_config(cfg: RefineTracesConfig) -> dict[str, Any]:
+    """The endpoint's model name, the sampling values and the prompts and response format it
+    is asked with; not the endpoint's address, its key or how the requests are sent."""
+    recipe = {k: v for k, v in key_dict(cfg).items() if k not in REFINE_UNKEYED}
+    prompts = {"system": REFINE_SYSTEM_PROMPT, "user": REFINE_USER_PROMPT,
+               "response_format": REFINE_RESPONSE_FORMAT}  # fmt: skip
+    return {"recipe": recipe, "prompts": prompts}
+
+
 def _student(section: str) -> Callable[[PipelineConfig, str | None], dict[str, Any]]:
     def reads(cfg: PipelineConfig, recipe: str | None) -> dict[str, Any]:
         """The recipe of `section` and the subset seed its rows are drawn with."""
@@ -563,6 +585,18 @@ RAW_TRACES: StageSpec[TraceFiles] = StageSpec(
     fit=FitPlan("engine", _first_student),
     title="RL cold-start (raw)",
 )
+REFINE_TRACES: StageSpec[TraceFiles] = StageSpec(
+    name="refine_traces",
+    summary="A chat model on an OpenAI-compatible endpoint reformats raw answers (Table 2, GPT).",
+    entry="rlt_core.stages.refine_traces:refine_corpus",
+    inputs=(InputSpec("traces", "file"),),
+    reads=lambda cfg, recipe: {"cfg": cfg.refine_traces},
+    key_config=lambda cfg: refine_key_config(cfg),
+    outputs=TraceFiles(),
+    runs="process",
+    default_resources=StageResources(gpus=0, cpus=1),
+    title="RL cold-start (GPT)",
+)
 TEACHER_EVAL: StageSpec[TeacherEvalFiles] = StageSpec(
     name="teacher_eval",
     summary="teacher_sft vs teacher_rl on held-out pairs, scored with the RLT reward (project).",
@@ -598,6 +632,7 @@ SPECS: dict[str, StageSpec[Any]] = {
         EVALUATE,
         TEACHER_EVAL,
         RAW_TRACES,
+        REFINE_TRACES,
     )
 }
 STAGES = tuple(SPECS)

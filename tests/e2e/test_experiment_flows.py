@@ -4,6 +4,7 @@ line), the section 4.5 reward rank and the section 4.4 countdown transfer."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,20 @@ from typer.testing import CliRunner
 from flows import ablation
 from flows.cli import app
 from flows.countdown_transfer import countdown_transfer
+from flows.full_pipeline import full_pipeline
 from flows.reward_rank import reward_rank
 from rlt_core import artifacts
 from tests.e2e.conftest import E2E, FirstRun, latest_artifact
 from tests.e2e.test_full_pipeline import overlapping
+from tests.fixtures_openai import ChatEndpoint
 from tests.fixtures_ray import RayNode
 
 pytestmark = pytest.mark.e2e
+
+
+def _runs(store: Path, stage: str) -> list[str]:
+    """The keys of a stage's artifacts in a local store."""
+    return [path.name for path in (store / stage).glob("*")]
 
 
 def _report(result: dict) -> str:
@@ -87,12 +95,52 @@ def test_reward_rank_on_ray_trains_and_evaluates_the_rank_students_side_by_side(
     assert artifacts.read_manifest(ranked)["metrics"]["pairs"] == 8
 
 
-def test_countdown_transfer_compares_rlt_traces_and_direct_rl(
+def test_countdown_transfer_has_every_bar_of_figure_4_and_the_solved_overlap(
     e2e: E2E, first_run: FirstRun, tmp_path: Path
 ) -> None:
-    first_run.seed(tmp_path)  # its students are the pipeline's: the test is about the flow
+    first_run.seed(tmp_path)  # the full pipeline's stages as it left them
+    seeded = {stage: set(_runs(tmp_path, stage)) for stage in ("student_sft", "student_rl")}
     result = countdown_transfer(profile="tiny", overrides=e2e.overrides, store=str(tmp_path))
     text = _report(result)
-    for row in ("| RLT traces, SFT | — |", "| RL | none |", "| RLT traces + RL | RLT traces |"):
-        assert row in text
+    assert "**Figure 4 (left).**" in text and "![Figure 4 (left)](figure_4.png)" in text
+    rows = [  # (Model, Countdown training): the five bars; Data is the recipe and its rows
+        "| RLT zero-shot | SFT on the RLT's countdown traces (zero-shot teacher) | countdown (",
+        "| RLT student | none (RLT traces of the main corpus) | countdown (",
+        "| corpus student | none (the corpus' own traces) | countdown (",
+        "| CD RL | RL from ",
+        "| CD RL from corpus student | RL from the corpus student | countdown RL (",
+    ]
+    assert all(row in text for row in rows), text
+    assert "A = CD RL, B = corpus student" in text
+    assert re.search(r"\n\| Countdown \| [1-9]\d* \| \d+ \| \d+ \| \d+ \| ", text), text
     assert "RLT (countdown, zero-shot)" in text
+    # (b), (c), (d) and (e) are the full pipeline's own stage runs (tiny's countdown RL is
+    # cold-started from the corpus student too): only the zero-shot branch is new.
+    new = {stage: set(_runs(tmp_path, stage)) - seeded[stage] for stage in seeded}
+    assert not new["student_rl"] and len(new["student_sft"]) <= 1, new
+
+
+def test_table_2_gpt_row_runs_against_a_local_openai_compatible_server(
+    e2e: E2E, first_run: FirstRun, chat_server: ChatEndpoint, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    first_run.seed(tmp_path)  # the pipeline's raw traces and everything else, as it left them
+    seeded = {stage: set(_runs(tmp_path, stage)) for stage in ("student_sft", "student_rl")}
+    monkeypatch.setenv("RLT_TEST_CHAT_KEY", chat_server.api_key)
+    endpoint = [
+        f"refine_traces.model={chat_server.model}",
+        f"refine_traces.base_url={chat_server.url}",
+        "refine_traces.api_key_env=RLT_TEST_CHAT_KEY",
+        "refine_traces.max_tokens=160",
+    ]
+    result = full_pipeline(profile="tiny", overrides=[*e2e.overrides, *endpoint],
+                           store=str(tmp_path))  # fmt: skip
+    text = _report(result)
+    assert "| RL[countdown] | RL cold-start (GPT) |" in text and "not run" not in text
+    (refined,) = (tmp_path / "refine_traces").iterdir()
+    manifest = (refined / "manifest.json").read_text()
+    assert chat_server.url not in manifest and chat_server.api_key not in manifest
+    assert json.loads(manifest)["metrics"]["kept"] > 0
+    # Only the GPT branch ran: its student, its RL run (and their evaluation).
+    new = {stage: set(_runs(tmp_path, stage)) - seeded[stage] for stage in seeded}
+    assert len(new["student_sft"]) == len(new["student_rl"]) == 1, new

@@ -64,6 +64,8 @@ def test_first_run_on_ray_and_s3_then_sequential_cache_hits_then_planned_changes
     assert "**Table 1.**" in report and "**Table 2.**" in report and "Figure 8" in report
     assert "| RLT-countdown | RLT |" in report and "| corpus-countdown | corpus" in report
     assert "| RL[countdown] | RL cold-start (raw) |" in report  # Table 2's RL-teacher baseline
+    # Table 2's GPT row needs an endpoint, which tiny has none of: said, not a silent gap.
+    assert "(GPT): not run: no endpoint configured" in report
     # The teacher's reward curves (in its artifact and the report) and its held-out comparison.
     (teacher_rl,) = (template / "teacher_rl").iterdir()
     assert (teacher_rl / "reward_curves.png").is_file()

@@ -22,7 +22,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "rlt_core.code_closure", "rlt_core.figures", "rlt_core.logprobs", "rlt_core.remote_lease",
      "rlt_core.batches"),
     # records on disk, the device policy, data sets, the GPU memory estimate
-    ("rlt_core.artifacts", "rlt_core.devices", "rlt_core.data", "rlt_core.fit"),
+    # and the endpoint refine_traces calls
+    ("rlt_core.artifacts", "rlt_core.devices", "rlt_core.data", "rlt_core.fit",
+     "rlt_core.endpoint"),
     # models by reference, the owner of a stage run, SFT examples
     ("rlt_core.models", "rlt_core.owner", "rlt_core.sft_data"),
     # the artifact store and what keys a stage's inputs

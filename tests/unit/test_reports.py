@@ -15,6 +15,7 @@ from PIL import Image
 from rlt_core import artifacts
 from rlt_core.figures import curve_points, data_uri, inline_images, reward_curve_figure
 from rlt_core.reports import (
+    FIGURE_4,
     FIGURE_8,
     REPORT_JSON,
     REPORT_MD,
@@ -26,6 +27,7 @@ from rlt_core.reports import (
     read_scores,
     run_report,
     score_table,
+    solved_overlap,
     think_length_figure,
 )
 
@@ -150,6 +152,55 @@ def test_table_9_and_the_ranks_say_what_their_students_trained_on(tmp_path: Path
     assert "| Reward | Data |" in text
     assert "| full | full (16710) | 20.0 |" in text
     assert "| Rank | Data |" in text and "| 2 | full (16710) | 10.0 |" in text
+
+
+def _solved(root: Path, name: str, correct: list[int], ids: list[str] | None = None) -> str:
+    """A finished countdown evaluation whose per-question details mark `correct`."""
+    ids = ids or [f"q{i}" for i in range(len(correct))]
+    out = Path(_evaluation(root, name, {"countdown": sum(correct) / len(correct)}))
+    (out / "details").mkdir()
+    frame = pd.DataFrame({"id": ids, "question": ids, "correct": correct})
+    frame.to_parquet(out / "details" / "countdown.parquet")
+    return str(out)
+
+
+def test_solved_overlap_by_hand_both_ways_and_refused_on_other_questions(tmp_path: Path) -> None:
+    # A solves q0 q1 q2 q3, B solves q1 q2 q3 q4 q5: both 3, 3/4 of A's and 3/6 of B's.
+    a = Evaluated({"Model": "A"}, _solved(tmp_path, "a", [1, 1, 1, 1, 0, 0, 0, 0]))
+    b = Evaluated({"Model": "B"}, _solved(tmp_path, "b", [0, 1, 1, 1, 1, 1, 0, 0]))
+    overlap = solved_overlap(a, b, "countdown")
+    assert (overlap.questions, overlap.solved_first, overlap.solved_second, overlap.both) == (
+        8, 4, 5, 3,
+    )  # fmt: skip
+    assert overlap.shares() == (0.75, 0.6)
+    nothing = Evaluated({"Model": "C"}, _solved(tmp_path, "c", [0] * 8))
+    assert solved_overlap(nothing, a, "countdown").shares() == (None, 0.0)
+    other = Evaluated({"Model": "D"}, _solved(tmp_path, "d", [1] * 8, [f"x{i}" for i in range(8)]))
+    with pytest.raises(ValueError, match="asked different countdown questions"):
+        solved_overlap(a, other, "countdown")
+    with pytest.raises(FileNotFoundError, match="did not run task 'math500'"):
+        solved_overlap(a, b, "math500")
+
+
+def test_figure_4_is_a_table_a_bar_chart_and_the_solved_overlap(tmp_path: Path) -> None:
+    data = {"Countdown training": "none", "Data": "full (16710)"}
+    rl = Evaluated({"Model": "CD RL", **data}, _solved(tmp_path, "rl", [1, 1, 0, 0]))
+    student = Evaluated({"Model": "corpus student", **data}, _solved(tmp_path, "s", [1, 0, 1, 0]))
+    ref = run_report(tmp_path / "store", title="4.4", tasks=("countdown",),
+                     figure4=[student, rl], overlap=[rl, student])  # fmt: skip
+    out = Path(ref.uri)
+    text = (out / REPORT_MD).read_text()
+    assert "**Figure 4 (left).**" in text
+    assert "| Model | Countdown training | Data | Countdown | Overall |" in text
+    assert "| CD RL | none | full (16710) | 50.0 | 50.0 |" in text
+    assert f"![Figure 4 (left)]({FIGURE_4})" in text and Image.open(out / FIGURE_4).size[0] > 0
+    assert "A = CD RL, B = corpus student" in text
+    assert "| Countdown | 4 | 2 | 2 | 1 | 50.0% | 50.0% |" in text
+    summary = json.loads((out / REPORT_JSON).read_text())
+    assert summary["solved_overlap"][0]["both"] == 1
+    assert summary["figure_4"][1]["labels"]["Model"] == "CD RL"
+    with pytest.raises(ValueError, match="compares two evaluations"):
+        run_report(tmp_path / "store", title="4.4", tasks=("countdown",), overlap=[rl])
 
 
 def test_unfinished_evaluation_is_refused(tmp_path: Path) -> None:

@@ -123,6 +123,11 @@ def _reads(stage: str, recipe: str | None, path: Path_, cfg: PipelineConfig) -> 
                    "repetition_penalty")  # fmt: skip
         sampled = head == "teacher_rl" and path[1] in rollout
         return head in ("teacher_eval", "reward") or sampled
+    if stage == "refine_traces":  # the answers depend on the model and sampling, not on where
+        # the endpoint is, its key or how the requests are sent (concurrency, retries, shards)
+        return head == "refine_traces" and path[1] in (
+            "model", "temperature", "top_p", "max_tokens", "seed",
+        )  # fmt: skip
     # Every other stage reads what its declaration hands its entry function: the config
     # sections (a recipe of a recipe section) and the subset seed its rows are drawn with.
     arguments = SPECS[stage].config_args(cfg, recipe)
