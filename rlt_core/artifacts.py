@@ -190,6 +190,7 @@ def write_manifest(
     `key` (the run's StageKey) is recorded as it is, for `rlt plan`.
     """
     root = Path(path)
+    refuse_links(root)
     digest = files_digest(root)
     manifest = {
         "stage": stage,
@@ -205,6 +206,22 @@ def write_manifest(
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
     write_atomic(root / MANIFEST, lambda tmp: tmp.write_text(text))
     return ArtifactRef(uri=str(root.resolve()), digest=digest)
+
+
+def refuse_links(root: Path) -> None:
+    """Raise ValueError when anything under `root` is a symbolic link: an artifact holds its
+    own files. A linked file would be digested and uploaded with its target's bytes (a link to
+    a credentials file would end up in the bucket), a linked folder left out of both."""
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in [*dirs, *files]:
+            item = Path(folder) / name
+            if item.is_symlink():
+                raise ValueError(
+                    f"{root}: {item.relative_to(root)} is a symbolic link (to "
+                    f"{os.readlink(item)}); an artifact holds its own files, never a link to "
+                    "something outside it. Copy what it points to into the artifact, or leave "
+                    "it out."
+                )
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:

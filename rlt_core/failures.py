@@ -35,14 +35,16 @@ _HUB_TRANSIENT_NAMES = frozenset({
 def classify_store_error(error: BaseException) -> bool | None:
     """True for a transient store failure, False for one a retry cannot fix, None for an
     error that is not the store's (it propagates as it is). Wrapped errors (s3fs re-raises
-    botocore's as OSError) are judged by their cause."""
+    botocore's as OSError `from` it) are judged by their cause: the raised exception's own
+    chain (`raise ... from`), never the error that was being handled when it was raised (a
+    ValueError raised while handling a lost connection is not transient)."""
     seen: set[int] = set()
     current: BaseException | None = error
     verdicts = []
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         verdicts.append(_judge(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__
     decided = [v for v in verdicts if v is not None]
     return decided[0] if decided else None
 

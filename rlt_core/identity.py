@@ -4,10 +4,18 @@ A key must change when what a stage reads changes, not only when its name does
 (`reference_identity`):
 
 - a finished artifact (or a file or folder inside one): its digest (`<digest>:<path>` inside),
-  wherever it lies (a cache, S3);
-- any other local file or folder: the sha256 of its bytes, cached by the path and the size and
-  modification time of every file under it (`$RLT_HOME/identity-cache.json`), so a 15 GB
-  checkpoint is hashed once per change, not once per plan;
+  wherever it lies (a cache, S3). A folder counts as one only when it is laid out as a store
+  holds it (`<stage>/<key>/`, its manifest naming that stage, with a digest) and its files
+  hash to that digest (`_enclosing_artifact`): another tool's `manifest.json`, or a copied and
+  edited artifact, is hashed as plain files;
+- any other local file or folder: the sha256 of its bytes, cached by the path and a stamp of
+  every file under it (`$RLT_HOME/identity-cache.json`), so a 15 GB checkpoint is hashed once
+  per change, not once per plan. The stamp is each file's name, size, mtime, inode and ctime,
+  as Git's index keeps: a same-size edit that restores the mtime (`cp -p`, `rsync -a`,
+  `tar x`, `touch -d`) still changes the ctime, which no user can set. A cache file of another
+  shape is ignored with a warning;
+- a model of which only the tokenizer is read (`TokenizerReference`): for a local folder, its
+  tokenizer files (`tokenizer_identity`), so retrained weights beside them change nothing;
 - `offline:<name>`: the name and the sha256 of the file it is built from (the pinned GGUF, or
   the file `RLT_SMOLLM2_GGUF` names);
 - a remote object (`s3://...`, any fsspec URI): its ETag (or version id);
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from rlt_core import artifacts
-from rlt_core.config import Reference
+from rlt_core.config import Reference, TokenizerReference
+
+logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 OFFLINE_PREFIX = "offline:"
@@ -62,10 +73,15 @@ def reference_identity(ref: str) -> str:
 
 
 def _local_identity(path: Path) -> str:
-    for artifact in (path, *path.parents):
-        if artifacts.is_complete(artifact):
-            digest = artifacts.read_manifest(artifact)["digest"]
-            return artifacts.member_identity(digest, str(path.relative_to(artifact)))
+    found = _enclosing_artifact(path)
+    if found is not None:
+        artifact, digest = found
+        return artifacts.member_identity(digest, str(path.relative_to(artifact)))
+    return _content_digest(path)
+
+
+def _content_digest(path: Path) -> str:
+    """The sha256 of what `path` holds (`files_digest` for a folder), cached by its stamp."""
     stamp = _stamp(path)
     cached = _MEMORY.get(str(path)) or _disk_cache().get(str(path))
     if cached is not None and cached[0] == stamp:
@@ -75,12 +91,67 @@ def _local_identity(path: Path) -> str:
     return digest
 
 
+def _enclosing_artifact(path: Path) -> tuple[Path, str] | None:
+    """The finished artifact `path` is (or lies in) and its digest, or None. The nearest folder
+    holding a manifest decides: it is an artifact when its manifest parses, names the stage
+    of the folder above (`<stage>/<key>/`) and has a digest, and the files hash to that digest
+    (checked once per change of their stamp). Anything else is not trusted: logged, and the
+    path is hashed as plain files."""
+    for folder in (path, *path.parents):
+        file = folder / artifacts.MANIFEST
+        if not file.is_file():
+            continue
+        try:
+            manifest = json.loads(file.read_text())
+        except (OSError, ValueError):
+            manifest = None
+        digest = manifest.get("digest") if isinstance(manifest, dict) else None
+        if not isinstance(digest, str) or manifest.get("stage") != folder.parent.name:
+            logger.warning("%s is not an artifact of a store (its manifest has no digest or "
+                           "names another stage): hashed as plain files", folder)  # fmt: skip
+            return None
+        if _content_digest(folder) != digest:
+            logger.warning("%s does not hold the files its manifest's digest names (edited or "
+                           "copied in part): hashed as plain files", folder)  # fmt: skip
+            return None
+        return folder, digest
+    return None
+
+
 def _stamp(path: Path) -> str:
-    """What changes when any byte under `path` may have: every file's name, size and mtime."""
+    """What changes when any byte under `path` may have: every file's name, size, mtime,
+    inode and ctime (module docstring)."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    text = "\n".join(f"{p.relative_to(path) if p != path else ''} {p.stat().st_size} "
-                     f"{p.stat().st_mtime_ns}" for p in files)  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()
+    lines = []
+    for file in files:
+        info = file.stat()
+        name = file.relative_to(path) if file != path else ""
+        lines.append(f"{name} {info.st_size} {info.st_mtime_ns} {info.st_ino} {info.st_ctime_ns}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# What a tokenizer is made of, by file name (transformers' tokenizer files and chat templates).
+TOKENIZER_FILES = re.compile(
+    r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|"
+    r"chat_template\..*|spiece\.model|sentencepiece\..*\.model)$"
+)
+
+
+def tokenizer_identity(ref: str) -> str:
+    """The identity of the tokenizer of the model `ref` names: for a local folder, the sha256 of
+    its tokenizer files (names and bytes); else what `reference_identity` says of the model (a
+    hub commit or an offline model names its tokenizer too)."""
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        return reference_identity(ref)
+    files = sorted(p for p in path.iterdir() if p.is_file() and TOKENIZER_FILES.match(p.name))
+    if not files:
+        return reference_identity(ref)  # no tokenizer file to tell: the whole folder
+    sha = hashlib.sha256()
+    for file in files:
+        sha.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+        sha.update(file.read_bytes())
+    return f"tokenizer:{sha.hexdigest()}"
 
 
 def _file_sha256(path: Path) -> str:
@@ -98,11 +169,28 @@ def _cache_file() -> Path:
 
 
 def _disk_cache() -> dict[str, tuple[str, str]]:
+    """The identity cache on disk: path -> (stamp, digest). A file that does not parse, or
+    entries of another shape, are ignored (with a warning): hashing again is correct."""
+    file = _cache_file()
     try:
-        raw = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
+        raw = json.loads(file.read_text())
+    except FileNotFoundError:
         return {}
-    return {path: (entry[0], entry[1]) for path, entry in raw.items()}
+    except (OSError, ValueError) as error:
+        logger.warning("%s is unreadable (%s): ignored, identities are hashed again", file, error)
+        return {}
+    if not isinstance(raw, dict):
+        logger.warning("%s is not a mapping of paths: ignored", file)
+        return {}
+    entries = {
+        path: (entry[0], entry[1])
+        for path, entry in raw.items()
+        if isinstance(entry, list | tuple) and len(entry) == 2
+        and all(isinstance(part, str) for part in entry)
+    }  # fmt: skip
+    if len(entries) != len(raw):
+        logger.warning("%s: %d entries of another shape ignored", file, len(raw) - len(entries))
+    return entries
 
 
 def _remember(path: str, stamp: str, digest: str) -> None:
@@ -158,7 +246,9 @@ def references(config: Any) -> dict[str, str]:
 
     def walk(value: Any, path: str) -> None:
         """Record the `Reference`s at or under `value`, found at dotted `path`."""
-        if isinstance(value, Reference):
+        if isinstance(value, TokenizerReference):
+            found[path] = tokenizer_identity(value)
+        elif isinstance(value, Reference):
             found[path] = reference_identity(value)
         elif isinstance(value, Mapping):
             for key, item in value.items():

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 
@@ -116,6 +117,12 @@ def check_store_uri(root: str | Path, storage_options: Mapping[str, Any] | None 
             ) from None
         if not rest.split("/", 1)[0]:
             raise StoreURIError(f"store {text!r} names no bucket or host: write {scheme}://NAME/…")
+        if _has_userinfo(text):
+            raise StoreURIError(
+                f"store {_redacted(text)!r} holds credentials (user:password@): they would be "
+                "saved in every artifact ref, the flow run's parameters and Prefect's results "
+                "block. Remove them and give them through the environment or a profile."
+            )
     secrets = sorted(_secret_paths(storage_options or {}))
     if secrets:
         raise StoreURIError(
@@ -127,13 +134,39 @@ def check_store_uri(root: str | Path, storage_options: Mapping[str, Any] | None 
 
 
 def _secret_paths(options: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The dotted names of the options that hold a credential: a secret-named option with a
+    value (`_is_secret_name`), or a URL with user:password@ in it (an `endpoint_url`)."""
     found = set()
     for name, value in options.items():
         if isinstance(value, Mapping):
             found |= _secret_paths(value, f"{prefix}{name}.")
-        elif str(name).lower() in _SECRET_OPTIONS and value:
+        elif value and (_is_secret_name(str(name)) or _has_userinfo(value)):
             found.add(f"{prefix}{name}")
     return found
+
+
+def _is_secret_name(name: str) -> bool:
+    """A key, secret, token, password or credential by its name (`SSECustomerKey`, `api_key`,
+    `client_secret`), not an id (`SSEKMSKeyId`)."""
+    lower = name.lower()
+    words = ("secret", "password", "passwd", "credential", "token")
+    return lower in _SECRET_OPTIONS or lower.endswith("key") or any(w in lower for w in words)
+
+
+def _has_userinfo(value: Any) -> bool:
+    """Whether `value` is a URL carrying a user name or password (`scheme://user:pw@host`)."""
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password)
+
+
+def _redacted(value: str) -> str:
+    """`value` with the user:password part of its URL replaced by `***`."""
+    return re.sub(r"://[^/@]*@", "://***@", value)
 
 
 def is_remote(root: str | Path) -> bool:

@@ -43,7 +43,9 @@ import fsspec
 import torch
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.results import ResultRecord, ResultRecordMetadata
 from prefect.serializers import JSONSerializer
+from pydantic import ValidationError
 
 from rlt_core.artifacts import ArtifactRef, member_identity
 from rlt_core.config import PipelineConfig, load_config
@@ -158,8 +160,19 @@ def _record_path(storage: Any, key: str) -> tuple[Any, str]:
 
 
 def _record_problem(content: bytes, store: ArtifactStore) -> str | None:
-    """Why a record cannot be served (None: it can)."""
+    """Why a record cannot be served (None: it can). The record is read first the way Prefect
+    reads it, with its own `ResultRecord` model and no key beyond the model's: a record that
+    model refuses would be decoded by Prefect's fallback JSON decoder, which builds any
+    `__class__` it names."""
+    try:
+        ResultRecord.model_validate_json(content)
+    except ValidationError as error:
+        return f"Prefect's ResultRecord refuses it ({error.error_count()} error(s))"
     record = json.loads(content)
+    extra = sorted(set(record) - set(ResultRecord.model_fields))
+    extra += sorted(set(record.get("metadata") or {}) - set(ResultRecordMetadata.model_fields))
+    if extra:
+        return f"it has keys a record this project writes has not: {extra}"
     serializer = (record.get("metadata") or {}).get("serializer")
     if serializer != _RECORD_SERIALIZER:
         return f"its serializer is {serializer!r}, not the JSON one this project writes"

@@ -27,7 +27,14 @@ from rlt_core.config.schema import (
     ExperimentsConfig,
     PipelineConfig,
 )
-from rlt_core.config.serialize import Reference, config_digest, key_dict, to_dict, to_yaml
+from rlt_core.config.serialize import (
+    Reference,
+    TokenizerReference,
+    config_digest,
+    key_dict,
+    to_dict,
+    to_yaml,
+)
 from rlt_core.config.sft import StudentSFTConfig, TeacherSFTConfig
 
 __all__ = [
@@ -55,5 +62,6 @@ __all__ = [
     "to_dict",
     "key_dict",
     "Reference",
+    "TokenizerReference",
     "to_yaml",
 ]

@@ -17,6 +17,14 @@ class Reference(str):
     __slots__ = ()
 
 
+class TokenizerReference(Reference):
+    """A `Reference` to a model of which a stage reads only the tokenizer: a local model folder
+    is then keyed by its tokenizer files alone, so retrained weights beside the same tokenizer
+    are the same input (`rlt_core.identity.tokenizer_identity`)."""
+
+    __slots__ = ()
+
+
 def to_dict(obj: Any) -> Any:
     """Return a config (or any nesting of configs, mappings, tuples) as plain dicts and lists.
 

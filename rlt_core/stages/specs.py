@@ -45,12 +45,12 @@ from rlt_core.config import (
     EvaluateConfig,
     GenerateTracesConfig,
     PipelineConfig,
-    Reference,
     RefineTracesConfig,
     RewardConfig,
     StageResources,
     TeacherEvalConfig,
     TeacherRLConfig,
+    TokenizerReference,
     key_dict,
 )
 from rlt_core.devices import numerics, runs_vllm
@@ -374,7 +374,7 @@ def data_key_config(cfg: PipelineConfig) -> dict[str, Any]:
     data = {name: value for name, value in key_dict(cfg.data).items() if name != "subset_seed"}
     return {
         "data": data,
-        "teacher_tokenizer": Reference(cfg.teacher_sft.model),
+        "teacher_tokenizer": TokenizerReference(cfg.teacher_sft.model),
         "eval_tasks": list(cfg.evaluate.tasks),
         "limr": needs_limr(cfg),
         "countdown_train": needs_countdown_train(cfg),
