@@ -10,13 +10,11 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from rlt_core import artifacts
+from rlt_core import artifacts, identity
 from rlt_core.config import load_config
 from rlt_core.failures import is_transient
 from rlt_core.identity import input_identity
@@ -26,9 +24,6 @@ from tests.faults.test_flow_faults import data_flow
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[2]
-_IDENTITY = (
-    "import sys; from rlt_core.identity import input_identity; print(input_identity(sys.argv[1]))"
-)
 
 
 @pytest.fixture
@@ -70,20 +65,22 @@ def test_4_a_record_prefects_model_refuses_is_removed_not_decoded_by_its_fallbac
 
 
 def test_5_a_same_size_edit_that_keeps_the_mtime_changes_the_identity_across_processes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # cp -p, rsync -a, tar x and touch -d restore the mtime; no tool restores the ctime.
-    env = {**os.environ, "RLT_HOME": str(tmp_path / "home")}
+    # cp -p, rsync -a, tar x and touch -d restore the mtime; no tool restores the ctime. What
+    # crosses processes is the identity cache file: a new process starts with an empty memory
+    # cache (emptied here), so it reads the stamp and digest the first one wrote there.
+    monkeypatch.setenv("RLT_HOME", str(tmp_path / "home"))
     weights = tmp_path / "model" / "weights.bin"
     weights.parent.mkdir()
     weights.write_bytes(b"A" * 4096)
-    run = [sys.executable, "-c", _IDENTITY, str(weights.parent)]
-    before = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    before = input_identity(weights.parent)
+    assert json.loads((tmp_path / "home" / "identity-cache.json").read_text())  # written
     stat = weights.stat()
     weights.write_bytes(b"B" * 4096)  # the same size
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
-    after = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    assert before.stdout.strip() != after.stdout.strip()
+    monkeypatch.setattr(identity, "_MEMORY", {})  # as a new process starts
+    assert input_identity(weights.parent) != before
 
 
 def test_5_retrained_weights_keep_the_data_key_and_a_new_tokenizer_changes_it(
