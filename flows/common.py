@@ -97,16 +97,8 @@ class Runner:
         return future
 
     def _submission(self, stage: str, inputs: Mapping[str, Any]) -> str | None:
-        """What identifies a stage run before its inputs exist: the config its key holds and
-        each input as given (a future by its task run, a ref by its digest); None for a task
-        that is not a stage."""
-        if stage not in SPECS:
-            return None
-        spec = spec_of(stage)
-        recipe = inputs.get("recipe")
-        config = spec.key_config(**spec.config_args(self.cfg, recipe))
-        given = {name: _identity(value) for name, value in inputs.items() if name != "recipe"}
-        return digest_json({"stage": stage, "recipe": recipe, "config": config, "inputs": given})
+        """This run's `stage_run_id` of a call."""
+        return stage_run_id(self.cfg, stage, inputs)
 
     def derive(self, extra_overrides: Sequence[str]) -> Runner:
         """A runner for the same store and task runner with more overrides (an ablation's
@@ -137,6 +129,19 @@ class Runner:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.tasks.__exit__(*exc_info)
+
+
+def stage_run_id(cfg: PipelineConfig, stage: str, inputs: Mapping[str, Any]) -> str | None:
+    """What identifies a stage run before its inputs exist (a Runner submits it once, a
+    Planner plans it once): the config its key holds and each input as given (a future by its
+    task run, a ref by its digest); None for a task that is not a stage."""
+    if stage not in SPECS:
+        return None
+    spec = spec_of(stage)
+    recipe = inputs.get("recipe")
+    config = spec.key_config(**spec.config_args(cfg, recipe))
+    given = {name: _identity(value) for name, value in inputs.items() if name != "recipe"}
+    return digest_json({"stage": stage, "recipe": recipe, "config": config, "inputs": given})
 
 
 def _identity(value: Any) -> Any:

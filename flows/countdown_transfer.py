@@ -32,7 +32,7 @@ import typer
 from prefect import flow
 
 from flows import common, options
-from flows.full_pipeline import MODEL
+from flows.full_pipeline import MODEL, distil
 from flows.plan import Caller
 from flows.runners import RunnerKind
 from flows.tables import model_name, student_data, transfer_row
@@ -83,70 +83,17 @@ def countdown_transfer(
 def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
     """The DAG of section 4.4 on `runner` (its config carries `countdown_overrides`); the
     report."""
-    cfg = runner.cfg
-    transfer = cfg.experiments.transfer_student
     data = runner(stages.data, "data")
     corpus = common.file_in(data, DATA.outputs.corpus)
-    countdown = common.file_in(data, DATA.outputs.countdown)
     warm = runner(stages.teacher_sft, "teacher_sft", corpus=corpus)
     teacher = runner(stages.teacher_rl, "teacher_rl", teacher_sft=warm, corpus=corpus)
     zero_shot_traces = runner(
         stages.generate_traces,
         "generate_traces[countdown, zero-shot]",
         teacher=common.file_in(teacher, MODEL),
-        corpus=countdown,
+        corpus=common.file_in(data, DATA.outputs.countdown),
     )
-    corpus_traces = runner(  # the full pipeline's generate_traces run
-        stages.generate_traces, "generate_traces", teacher=common.file_in(teacher, MODEL),
-        corpus=corpus,
-    )  # fmt: skip
-    students = {
-        ZERO_SHOT: runner(
-            stages.student_sft,
-            f"student_sft[{RECIPE}, RLT countdown traces]",
-            recipe=RECIPE,
-            dataset=common.file_in(zero_shot_traces, GENERATE_TRACES.outputs.traces),
-        ),
-        RLT_STUDENT: runner(  # the full pipeline's student_sft[<recipe>, RLT traces]
-            stages.student_sft,
-            f"student_sft[{transfer}, RLT traces]",
-            recipe=transfer,
-            dataset=common.file_in(corpus_traces, GENERATE_TRACES.outputs.traces),
-        ),
-        CORPUS_STUDENT: runner(  # the full pipeline's student_sft[<recipe>, corpus traces]
-            stages.student_sft,
-            f"student_sft[{transfer}, corpus traces]",
-            recipe=transfer,
-            dataset=corpus,
-        ),  # fmt: skip
-    }
-    base = cfg.student_rl[RECIPE].model
-    rl = {
-        DIRECT_RL: runner(
-            stages.student_rl,
-            f"student_rl[{RECIPE}, cold start: none]",
-            recipe=RECIPE,
-            start_model=base,
-            dataset=countdown,
-        ),
-        CORPUS_RL: runner(
-            stages.student_rl,
-            f"student_rl[{RECIPE}, cold start: corpus student]",
-            recipe=RECIPE,
-            start_model=common.file_in(students[CORPUS_STUDENT], MODEL),
-            dataset=countdown,
-        ),
-    }
-    rl_data = f"{RECIPE} RL ({cfg.student_rl[RECIPE].num_train_samples or 'all'})"
-    described = {  # label -> (countdown training, what it trained on)
-        ZERO_SHOT: ("SFT on the RLT's countdown traces (zero-shot teacher)",
-                    student_data(cfg, RECIPE)),
-        RLT_STUDENT: ("none (RLT traces of the main corpus)", student_data(cfg, transfer)),
-        CORPUS_STUDENT: ("none (the corpus' own traces)", student_data(cfg, transfer)),
-        DIRECT_RL: (f"RL from {model_name(base)}", rl_data),
-        CORPUS_RL: ("RL from the corpus student", rl_data),
-    }  # fmt: skip
-    trained = {**students, **rl}
+    trained = figure_4_models(runner, data, teacher, zero_shot_traces)
     rows = []
     for label in FIGURE_4:
         evaluation = runner(
@@ -155,7 +102,7 @@ def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
             model=common.file_in(trained[label], MODEL),
             eval_dir=common.file_in(data, DATA.outputs.eval),
         )
-        rows.append(transfer_row(label, *described[label], evaluation))
+        rows.append(transfer_row(label, *_described(runner.cfg)[label], evaluation))
     by_label = {row["labels"]["Model"]: row for row in rows}
     return runner(
         stages.report,
@@ -171,6 +118,59 @@ def countdown_dag(runner: Caller, *, title: str) -> dict[str, str]:
         },
         curves={"RLT teacher": {"teacher_rl": teacher}},
     )
+
+
+def figure_4_models(
+    runner: Caller, data: Any, teacher: Any, zero_shot_traces: Any
+) -> dict[str, Any]:
+    """The five models of Figure 4 (left) by label: the student of the zero-shot traces, the
+    full pipeline's own students of the main corpus (`full_pipeline.distil`: the same stage
+    runs, so the same keys), and countdown RL from the base model and from the corpus
+    student."""
+    transfer = runner.cfg.experiments.transfer_student
+    corpus_traces = runner(  # the full pipeline's generate_traces run
+        stages.generate_traces, "generate_traces", teacher=common.file_in(teacher, MODEL),
+        corpus=common.file_in(data, DATA.outputs.corpus),
+    )  # fmt: skip
+    students = distil(runner, data, corpus_traces)
+    zero_shot = runner(
+        stages.student_sft,
+        f"student_sft[{RECIPE}, RLT countdown traces]",
+        recipe=RECIPE,
+        dataset=common.file_in(zero_shot_traces, GENERATE_TRACES.outputs.traces),
+    )
+    countdown = common.file_in(data, DATA.outputs.countdown)
+    corpus_student = common.file_in(students["corpus", transfer], MODEL)
+    starts = {DIRECT_RL: ("none", runner.cfg.student_rl[RECIPE].model),
+              CORPUS_RL: ("corpus student", corpus_student)}  # fmt: skip
+    rl = {
+        label: runner(
+            stages.student_rl,
+            f"student_rl[{RECIPE}, cold start: {start}]",
+            recipe=RECIPE,
+            start_model=model,
+            dataset=countdown,
+        )  # fmt: skip
+        for label, (start, model) in starts.items()
+    }
+    corpus_students = {RLT_STUDENT: students["RLT", transfer],
+                       CORPUS_STUDENT: students["corpus", transfer]}  # fmt: skip
+    return {ZERO_SHOT: zero_shot, **corpus_students, **rl}
+
+
+def _described(cfg: Any) -> dict[str, tuple[str, str]]:
+    """Each Figure 4 model's countdown training and what it trained on (the `Data` column)."""
+    transfer = cfg.experiments.transfer_student
+    base = model_name(cfg.student_rl[RECIPE].model)
+    rl_data = f"{RECIPE} RL ({cfg.student_rl[RECIPE].num_train_samples or 'all'})"
+    return {
+        ZERO_SHOT: ("SFT on the RLT's countdown traces (zero-shot teacher)",
+                    student_data(cfg, RECIPE)),
+        RLT_STUDENT: ("none (RLT traces of the main corpus)", student_data(cfg, transfer)),
+        CORPUS_STUDENT: ("none (the corpus' own traces)", student_data(cfg, transfer)),
+        DIRECT_RL: (f"RL from {base}", rl_data),
+        CORPUS_RL: ("RL from the corpus student", rl_data),
+    }  # fmt: skip
 
 
 main = options.flow_command(countdown_transfer, "Run the section 4.4 flow in this process.")

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows.common import Runner, _variant, store_root, with_strict_env
-from rlt_core.artifacts import digest_json
+from flows.common import Runner, _variant, stage_run_id, store_root, with_strict_env
 from rlt_core.config import PipelineConfig, load_config
 from rlt_core.stages.plan import PlanRow, StoreIndex, plan_stage
 from rlt_core.stages.specs import SPECS, check_config
@@ -40,11 +39,8 @@ class Planner:
         if task.name not in SPECS:
             self.report = dict(inputs)
             return {"uri": "", "digest": "", "pending": label}
-        # The same stage run twice (an ablation's variants share teacher_sft) is one run, as
-        # the Runner submits it once: one row.
-        config = self._key_config(task.name, inputs.get("recipe"))
-        same = digest_json({"stage": task.name, "inputs": inputs, "config": config})
-        if same in self.once:
+        same = stage_run_id(self.cfg, task.name, inputs)  # one row per stage run, as the
+        if same in self.once:  # Runner submits it once (an ablation's shared teacher_sft)
             return self.once[same]
         recipe = inputs.pop("recipe", None)
         upstream, pending = {}, []
@@ -61,10 +57,6 @@ class Planner:
         else:
             self.once[same] = {"uri": "", "digest": "", "pending": label}
         return self.once[same]
-
-    def _key_config(self, stage: str, recipe: str | None) -> Any:
-        spec = SPECS[stage]
-        return spec.key_config(**spec.config_args(self.cfg, recipe))
 
     def derive(self, extra_overrides: Sequence[str]) -> Planner:
         """A planner for the same store with more overrides (an ablation's variant)."""

@@ -35,6 +35,7 @@ class Endpoint:
 
     @property
     def address(self) -> str:
+        """The base URL the requests go to, OpenAI's when none is given."""
         return self.base_url or "https://api.openai.com/v1"
 
 

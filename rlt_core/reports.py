@@ -123,6 +123,7 @@ class SolvedOverlap:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts and both shares, for report.json."""
         first, second = self.shares()
         return {**self.__dict__, "first_in_second": first, "second_in_first": second}
 

@@ -158,6 +158,7 @@ def refine_shard(
     failed = threading.Event()  # a failed request stops the shard: no further row is sent
 
     def convert(item: tuple[int, dict[str, Any]]) -> dict[str, Any] | None:
+        """One row's record (`convert_row`), or None once a request of the shard failed."""
         if failed.is_set():
             return None
         number, row = item
